@@ -1,0 +1,56 @@
+/** The WebGPU backend: every op family's kernel behind the Backend interface. */
+import type { Backend } from '../tensor/backend.js';
+import type { DType, TypedArray } from '../tensor/dtype.js';
+import { Tensor } from '../tensor/tensor.js';
+import { attention } from './attention.js';
+import { binary, copy, fill, unary, where } from './elementwise.js';
+import { gather, scatterAdd } from './indexing.js';
+import { matmul } from './matmul.js';
+import { layerNorm, rmsNorm } from './norm.js';
+import { reduce, softmax } from './reduce.js';
+import { bufferOf, ctx } from './runtime.js';
+
+/** Reads a view back: dense views directly, others through a copy kernel first. */
+async function read(x: Tensor): Promise<TypedArray> {
+  const c = ctx();
+  const dense = x.isContiguous || (x.offset + x.size <= x.storage.numel && isDenseWindow(x));
+  let src = x;
+  if (!dense) {
+    src = Tensor.empty(x.shape, x.dtype, 'webgpu');
+    copy(x, src);
+  }
+  const bytes = await c.readBuffer(bufferOf(src), dense ? x.offset * 4 : 0, x.size * 4);
+  if (src !== x) src.dispose();
+  return x.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes);
+}
+
+/** A row-major view at some offset (e.g. a narrow along dim 0): readable in one copy. */
+function isDenseWindow(x: Tensor): boolean {
+  let expected = 1;
+  for (let d = x.rank - 1; d >= 0; d--) {
+    if (x.shape[d] !== 1 && x.strides[d] !== expected) return false;
+    expected *= x.shape[d];
+  }
+  return true;
+}
+
+export const webgpuBackend: Backend = {
+  device: 'webgpu',
+  alloc: (numel: number, dtype: DType) => ctx().alloc(numel, dtype),
+  upload: (data: TypedArray, dtype: DType) => ctx().upload(data, dtype),
+  read,
+  copy,
+  fill,
+  unary,
+  binary,
+  where,
+  reduce,
+  softmax,
+  matmul,
+  attention,
+  layerNorm,
+  rmsNorm,
+  gather,
+  scatterAdd,
+  sync: () => ctx().sync(),
+};

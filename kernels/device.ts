@@ -1,0 +1,117 @@
+/**
+ * WebGPU device bootstrap through Dawn (the `webgpu` npm package). Adapters are probed in
+ * order: the native backend (Vulkan on Linux) at core feature level, then Dawn's OpenGL ES
+ * and OpenGL backends at compatibility level (Mesa llvmpipe on a machine without a GPU).
+ * The adapter's real limits are requested: the defaults are far lower.
+ */
+import { createRequire } from 'node:module';
+
+export interface AdapterChoice {
+  backend: string;
+  featureLevel: 'core' | 'compatibility';
+}
+
+export interface GpuInfo {
+  /** The Dawn backend option that produced the adapter. */
+  backend: string;
+  featureLevel: string;
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** What was tried before, with why it failed. */
+  tried: string[];
+  features: string[];
+  limits: Record<string, number>;
+}
+
+export const PROBE_ORDER: readonly AdapterChoice[] = [
+  { backend: 'vulkan', featureLevel: 'core' },
+  { backend: 'opengles', featureLevel: 'compatibility' },
+  { backend: 'opengl', featureLevel: 'compatibility' },
+];
+
+/** Limits worth asking for in full (the rest keep their defaults). */
+const WANTED_LIMITS = [
+  'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ', 'maxComputeWorkgroupStorageSize', 'maxComputeWorkgroupsPerDimension',
+  'maxStorageBufferBindingSize', 'maxBufferSize', 'maxStorageBuffersPerShaderStage',
+  'maxUniformBufferBindingSize', 'maxBindGroups',
+] as const;
+
+const WANTED_FEATURES = ['shader-f16', 'timestamp-query', 'subgroups'];
+
+interface DawnModule {
+  create(options: string[]): GPU;
+  globals: Record<string, unknown>;
+}
+
+let dawn: DawnModule | null = null;
+
+function loadDawn(): DawnModule {
+  if (!dawn) {
+    // Mesa's EGL needs a platform when there is no display; set it before Dawn loads.
+    process.env.EGL_PLATFORM ??= 'surfaceless';
+    const require = createRequire(import.meta.url);
+    dawn = require('webgpu') as DawnModule;
+    // The WebGPU enums (GPUBufferUsage, GPUMapMode, ...) as globals, as in a browser.
+    for (const [k, v] of Object.entries(dawn.globals)) {
+      if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+    }
+  }
+  return dawn;
+}
+
+export interface OpenedDevice {
+  gpu: GPU;
+  adapter: GPUAdapter;
+  device: GPUDevice;
+  info: GpuInfo;
+}
+
+/** Opens the first adapter that works among `order`; throws listing every attempt. */
+export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER): Promise<OpenedDevice> {
+  const { create } = loadDawn();
+  const tried: string[] = [];
+  for (const choice of order) {
+    const label = `${choice.backend}/${choice.featureLevel}`;
+    let gpu: GPU | null = null;
+    try {
+      gpu = create([`backend=${choice.backend}`]);
+      const adapter = await gpu.requestAdapter({ featureLevel: choice.featureLevel } as GPURequestAdapterOptions);
+      if (!adapter) {
+        tried.push(`${label}: no adapter`);
+        continue;
+      }
+      const requiredLimits: Record<string, number> = {};
+      for (const k of WANTED_LIMITS) {
+        const v = (adapter.limits as unknown as Record<string, number>)[k];
+        if (typeof v === 'number') requiredLimits[k] = v;
+      }
+      const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+      const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
+      const limits: Record<string, number> = {};
+      for (const k in device.limits) limits[k] = (device.limits as unknown as Record<string, number>)[k];
+      const ai = adapter.info;
+      return {
+        gpu,
+        adapter,
+        device,
+        info: {
+          backend: choice.backend,
+          featureLevel: choice.featureLevel,
+          vendor: ai.vendor,
+          architecture: ai.architecture,
+          device: ai.device,
+          description: ai.description,
+          tried,
+          features: [...device.features].sort(),
+          limits,
+        },
+      };
+    } catch (e) {
+      tried.push(`${label}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new Error(`webgpu: no usable adapter. Tried:\n  ${tried.join('\n  ')}`);
+}

@@ -1,0 +1,102 @@
+import type { DType, TypedArray } from './dtype.js';
+import type { Device, Storage } from './storage.js';
+import type { Tensor } from './tensor.js';
+
+export type UnaryOp =
+  | 'neg' | 'abs' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'tanh' | 'sigmoid' | 'relu'
+  | 'gelu' /* tanh form */ | 'geluErf' /* exact erf form */ | 'silu';
+
+export type BinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'pow' | 'maximum' | 'minimum'
+  | 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge';
+
+export type ReduceOp = 'sum' | 'mean' | 'max' | 'argmax';
+
+export const UNARY_OPS: readonly UnaryOp[] = [
+  'neg', 'abs', 'exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'sigmoid', 'relu', 'gelu', 'geluErf', 'silu',
+];
+export const BINARY_OPS: readonly BinaryOp[] = [
+  'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge',
+];
+export const COMPARISON_OPS: readonly BinaryOp[] = ['eq', 'ne', 'lt', 'le', 'gt', 'ge'];
+
+/** What the attention kernel is told beyond q, k, v. Shapes are checked by the front end. */
+export interface AttentionParams {
+  /** Multiplies q·k before the softmax. */
+  scale: number;
+  /** Query i (of Sq) sees key j (of Sk) only when j <= i + (Sk - Sq). */
+  causal: boolean;
+  /** int32 [B, Sq] and [B, Sk]: a query sees only keys with the same id. */
+  segmentIdsQ: Tensor | null;
+  segmentIdsK: Tensor | null;
+  /** Tokens form an h x w grid (row-major, Sq = Sk = h*w); a query sees only its 2x2 window. */
+  window: { h: number; w: number } | null;
+}
+
+/**
+ * What a device must implement. Every method receives tensors that may be strided views
+ * and writes into `out`, a fresh contiguous tensor the front end allocated with `alloc`.
+ * Validation happens in the front end (tensor/ops/*), so a backend may assume
+ * shapes, dtypes and devices are consistent.
+ */
+export interface Backend {
+  readonly device: Device;
+  alloc(numel: number, dtype: DType): Storage;
+  /** A new storage holding a copy of `data`. */
+  upload(data: TypedArray, dtype: DType): Storage;
+  /** The elements of `x` in row-major order of its (view) shape. */
+  read(x: Tensor): Promise<TypedArray>;
+
+  /** out[i] = x[i] elementwise over the same shape; `out` may be a strided view; converts dtype. */
+  copy(x: Tensor, out: Tensor): void;
+  fill(out: Tensor, value: number): void;
+  unary(op: UnaryOp, x: Tensor, out: Tensor): void;
+  /** `a` and `b` are already broadcast (expanded) to `out.shape`. Comparisons write 1 or 0. */
+  binary(op: BinaryOp, a: Tensor, b: Tensor, out: Tensor): void;
+  /** out = cond != 0 ? a : b, all three expanded to out.shape. */
+  where(cond: Tensor, a: Tensor, b: Tensor, out: Tensor): void;
+  /** Reduces the last `reducedRank` dims of `x`; out holds one value per leading index. */
+  reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor): void;
+  /** Softmax (or log-softmax) over the last dim. */
+  softmax(x: Tensor, log: boolean, out: Tensor): void;
+  /** a: [...batch, M, K], b: [...batch, K, N] (batch dims already equal), out: [...batch, M, N]. */
+  matmul(a: Tensor, b: Tensor, out: Tensor): void;
+  /** q: [B, Hq, Sq, D], k and v: [B, Hkv, Sk, D] with Hq % Hkv == 0, out: [B, Hq, Sq, D]. */
+  attention(q: Tensor, k: Tensor, v: Tensor, params: AttentionParams, out: Tensor): void;
+  /** Normalises over the last dim; weight and bias are [D] or null. */
+  layerNorm(x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, out: Tensor): void;
+  rmsNorm(x: Tensor, weight: Tensor | null, eps: number, out: Tensor): void;
+  /** out[..., i_dim, ...] = x[..., index[...], ...] (PyTorch gather; index int32, same rank as x). */
+  gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void;
+  /** out = x, then out[..., index[...], ...] += src[...] (PyTorch scatter_add). */
+  scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, out: Tensor): void;
+
+  /** Waits for all queued work (no-op on the CPU). */
+  sync(): Promise<void>;
+}
+
+const backends = new Map<Device, Backend>();
+
+export function registerBackend(backend: Backend): void {
+  backends.set(backend.device, backend);
+}
+
+export function unregisterBackend(device: Device): void {
+  backends.delete(device);
+}
+
+export function getBackend(device: Device): Backend {
+  const b = backends.get(device);
+  if (!b) {
+    throw new Error(
+      device === 'webgpu'
+        ? 'webgpu backend not initialised: call `await initWebGPU()` first'
+        : `no backend registered for device '${device}'`,
+    );
+  }
+  return b;
+}
+
+export function hasBackend(device: Device): boolean {
+  return backends.has(device);
+}

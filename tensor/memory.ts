@@ -1,0 +1,73 @@
+import { liveBytes, liveStorages, type Device } from './storage.js';
+
+/** Anything that can be disposed and counted: Tensor implements this. */
+export interface Disposable {
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
+export const liveTensors: Record<Device, number> = { cpu: 0, webgpu: 0 };
+
+const scopes: Set<Disposable>[] = [];
+
+/** Called by every new tensor: the innermost `tidy` scope will own it. */
+export function track(t: Disposable): void {
+  const scope = scopes[scopes.length - 1];
+  if (scope) scope.add(t);
+}
+
+/** Removes `t` from the current scope so that `tidy` will not dispose it. */
+export function keep<T extends Disposable>(t: T): T {
+  for (const scope of scopes) scope.delete(t);
+  return t;
+}
+
+function collect(value: unknown, into: Set<Disposable>, depth = 0): void {
+  if (value === null || typeof value !== 'object' || depth > 4) return;
+  if ('dispose' in value && 'disposed' in value) {
+    into.add(value as Disposable);
+    return;
+  }
+  const items = Array.isArray(value) ? value : Object.values(value);
+  for (const v of items) collect(v, into, depth + 1);
+}
+
+/**
+ * Runs `fn` and disposes every tensor created inside it, except those reachable from
+ * its return value (a tensor, or arrays/objects of tensors), which move to the outer scope.
+ */
+export function tidy<T>(fn: () => T): T {
+  const scope = new Set<Disposable>();
+  scopes.push(scope);
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scopes.pop();
+  }
+  if (result instanceof Promise) {
+    throw new Error('tidy: fn must be synchronous (it returned a Promise); await outside tidy');
+  }
+  const kept = new Set<Disposable>();
+  collect(result, kept);
+  const parent = scopes[scopes.length - 1];
+  for (const t of scope) {
+    if (kept.has(t)) parent?.add(t);
+    else t.dispose();
+  }
+  return result;
+}
+
+export interface MemoryInfo {
+  /** Tensors created and not yet disposed. */
+  tensors: number;
+  /** Distinct allocations (views share one). */
+  storages: number;
+  bytes: number;
+}
+
+/** Live tensors, storages and bytes per device. */
+export function memory(): Record<Device, MemoryInfo> {
+  const info = (d: Device): MemoryInfo => ({ tensors: liveTensors[d], storages: liveStorages[d], bytes: liveBytes[d] });
+  return { cpu: info('cpu'), webgpu: info('webgpu') };
+}
