@@ -1,0 +1,30 @@
+/**
+ * `npm run bench [-- suite ...]`: runs every suite in bench/suites (or the named ones) on the
+ * CPU and WebGPU backends and writes bench/results/<suite>.{json,md}.
+ */
+import { readdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { initWebGPU, shutdown } from '../kernels/index.js';
+import { runSuite, type BenchCase } from './harness.js';
+
+interface SuiteModule {
+  name: string;
+  cases: () => BenchCase[];
+}
+
+const dir = join(dirname(fileURLToPath(import.meta.url)), 'suites');
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const quick = process.argv.includes('--quick');
+
+const info = await initWebGPU();
+const adapter = `${info.backend}/${info.featureLevel}: ${info.description}`;
+try {
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts')).sort()) {
+    const mod = (await import(pathToFileURL(join(dir, file)).href)) as SuiteModule;
+    if (wanted.length && !wanted.includes(mod.name)) continue;
+    await runSuite(mod.name, mod.cases(), { adapter, maxTime: quick ? 0.5 : 2, minSamples: quick ? 2 : 5 });
+  }
+} finally {
+  shutdown();
+}
