@@ -4,6 +4,7 @@
  * and OpenGL backends at compatibility level (Mesa llvmpipe on a machine without a GPU).
  * The adapter's real limits are requested: the defaults are far lower.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 export interface AdapterChoice {
@@ -62,6 +63,16 @@ function loadDawn(): DawnModule {
   return dawn;
 }
 
+/** Whether the Vulkan loader can be found (probing without it only prints Dawn warnings). */
+function vulkanLoaderPresent(): boolean {
+  const dirs = [
+    ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
+    '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/lib/x86_64-linux-gnu',
+    '/lib64', '/usr/local/lib',
+  ];
+  return process.platform !== 'linux' || dirs.some((d) => existsSync(`${d}/libvulkan.so.1`));
+}
+
 export interface OpenedDevice {
   gpu: GPU;
   adapter: GPUAdapter;
@@ -75,6 +86,10 @@ export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER):
   const tried: string[] = [];
   for (const choice of order) {
     const label = `${choice.backend}/${choice.featureLevel}`;
+    if (choice.backend === 'vulkan' && !vulkanLoaderPresent()) {
+      tried.push(`${label}: libvulkan.so.1 not found`);
+      continue;
+    }
     let gpu: GPU | null = null;
     try {
       gpu = create([`backend=${choice.backend}`]);

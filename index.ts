@@ -1,0 +1,11 @@
+/**
+ * uhd: a tensor runtime in TypeScript with WebGPU kernels, for LLaVA-UHD v4.
+ *
+ *   import * as uhd from 'uhd';
+ *   await uhd.initWebGPU();                 // optional: the CPU backend needs no setup
+ *   const x = uhd.randn([2, 3], { device: 'webgpu' });
+ *   console.log(await x.matmul(x.transpose()).toArray());
+ *   uhd.shutdown();                         // lets Node exit
+ */
+export * from './tensor/index.js';
+export { initWebGPU, shutdown, gpuInfo, PROBE_ORDER, type AdapterChoice, type GpuInfo, type InitOptions } from './kernels/index.js';

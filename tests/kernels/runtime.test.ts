@@ -1,0 +1,124 @@
+import { spawnSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { gpuContext, gpuInfo } from '../../kernels/index.js';
+import { bucketSize } from '../../kernels/runtime.js';
+import * as uhd from '../../tensor/index.js';
+import { useWebGPU } from '../support.js';
+
+useWebGPU();
+
+describe('webgpu runtime', () => {
+  it('reports the adapter it chose and requests real limits', () => {
+    const info = gpuInfo();
+    expect(info.backend).toMatch(/vulkan|opengles|opengl/);
+    expect(info.limits.maxComputeInvocationsPerWorkgroup).toBeGreaterThanOrEqual(256);
+    expect(info.limits.maxStorageBufferBindingSize).toBeGreaterThan(128 * 2 ** 20 - 1);
+  });
+
+  it('batches many ops into few submits (no submit per op)', async () => {
+    const c = gpuContext();
+    const x = uhd.randn([64, 64], { device: 'webgpu' });
+    await x.data();
+    const before = c.submits;
+    let y = x;
+    for (let i = 0; i < 50; i++) {
+      const next = y.mul(1.01).add(0.5).tanh();
+      if (y !== x) y.dispose();
+      y = next;
+    }
+    await y.data();
+    // one submit for the read-back (plus none per op)
+    expect(c.submits - before).toBeLessThanOrEqual(2);
+  });
+
+  it('reuses pooled buffers: a loop of ops holds memory flat', async () => {
+    const w = uhd.randn([128, 128], { device: 'webgpu' });
+    const step = () =>
+      uhd.tidy(() => {
+        const a = w.matmul(w.transpose()).div(128).softmax(-1);
+        const b = uhd.layerNorm(a.add(w), null, null, 1e-5);
+        return b.sum();
+      });
+    const warm = step();
+    await warm.data();
+    warm.dispose();
+    const before = uhd.memory().webgpu;
+    const pooledBefore = gpuContext().pooledBytes;
+    for (let i = 0; i < 100; i++) {
+      const s = step();
+      if (i % 10 === 0) await s.data();
+      s.dispose();
+    }
+    await uhd.getBackend('webgpu').sync();
+    const after = uhd.memory().webgpu;
+    expect(after).toEqual(before);
+    // the pool holds what the loop needs once, not a hundred times
+    expect(gpuContext().pooledBytes).toBeLessThanOrEqual(pooledBefore + 4 * 128 * 128 * 4 * 4);
+  });
+
+  it('bucketSize rounds up within a quarter octave above 64 KiB', () => {
+    expect(bucketSize(1)).toBe(16);
+    expect(bucketSize(1000)).toBe(1024);
+    expect(bucketSize(65536)).toBe(65536);
+    for (const n of [65537, 100_000, 3_000_000, 123_456_789]) {
+      const b = bucketSize(n);
+      expect(b).toBeGreaterThanOrEqual(n);
+      expect(b).toBeLessThanOrEqual(n * 1.25 + 16);
+    }
+  });
+
+  it('surfaces WGSL errors as exceptions naming the problem', async () => {
+    const c = gpuContext();
+    const buf = c.acquireBuffer(16);
+    c.dispatch({ label: 'broken', code: '@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }', buffers: [], workgroups: [1] });
+    await expect(c.sync()).rejects.toThrow(/webgpu: .*(f32|u32|abstract)/);
+    c.releaseBuffer(buf);
+  });
+
+  it('a process that uses the GPU and calls shutdown() exits by itself', () => {
+    const script = `
+      import { initWebGPU, shutdown } from './kernels/index.ts';
+      import * as uhd from './tensor/index.ts';
+      await initWebGPU();
+      const x = uhd.ones([4], { device: 'webgpu' });
+      console.log('sum', await x.sum().item());
+      shutdown();`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: process.cwd(),
+      timeout: 60_000,
+      encoding: 'utf8',
+    });
+    expect(r.error, String(r.error)).toBeUndefined();
+    expect(r.stdout).toContain('sum 4');
+    expect(r.status).toBe(0);
+  });
+});
+
+describe('moving tensors between devices', () => {
+  it('seeded random tensors are identical on both devices', async () => {
+    uhd.manualSeed(99);
+    const a = uhd.randn([1000]);
+    uhd.manualSeed(99);
+    const b = uhd.randn([1000], { device: 'webgpu' });
+    expect(Array.from(await b.data())).toEqual(Array.from(await a.data()));
+  });
+  it('to() uploads views; toDevice() reads back', async () => {
+    const x = uhd.arange(12, undefined, 1, { dtype: 'float32' }).reshape(3, 4).transpose();
+    const g = x.to('webgpu');
+    expect(g.device).toBe('webgpu');
+    expect(await g.toArray()).toEqual(await x.toArray());
+    const back = await uhd.toDevice(g.mul(2), 'cpu');
+    expect(back.device).toBe('cpu');
+    expect(await back.toArray()).toEqual(await x.mul(2).toArray());
+    expect(() => g.to('cpu')).toThrow(/to: moving .* needs a read-back; use `await toDevice/);
+  });
+  it('mixing devices in one op is an error, not a silent copy', () => {
+    const a = uhd.ones([2]);
+    const b = uhd.ones([2], { device: 'webgpu' });
+    expect(() => a.add(b)).toThrow('add: tensors are on different devices (cpu and webgpu); move one with .to()');
+  });
+  it('float64 stays on the CPU', () => {
+    expect(() => uhd.zeros([2], { dtype: 'float64', device: 'webgpu' })).toThrow(/float64 is CPU-only/);
+    expect(() => uhd.zeros([2], { dtype: 'float64' }).to('webgpu')).toThrow(/float64 is CPU-only/);
+  });
+});
