@@ -3,10 +3,13 @@ import type { Backend } from '../tensor/backend.js';
 import type { DType, TypedArray } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { attention } from './attention.js';
-import { binary, copy, fill, unary, where } from './elementwise.js';
+import { attentionGrad } from './attention-grad.js';
+import { binary, copy, fill, unary, unaryGrad, where } from './elementwise.js';
 import { gather, scatterAdd } from './indexing.js';
 import { matmul } from './matmul.js';
 import { layerNorm, rmsNorm } from './norm.js';
+import { layerNormGrad, rmsNormGrad, softmaxGrad } from './norm-grad.js';
+import { adamw } from './optim.js';
 import { reduce, softmax } from './reduce.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -52,5 +55,11 @@ export const webgpuBackend: Backend = {
   rmsNorm,
   gather,
   scatterAdd,
+  unaryGrad,
+  softmaxGrad,
+  layerNormGrad,
+  rmsNormGrad,
+  attentionGrad,
+  adamw,
   sync: () => ctx().sync(),
 };

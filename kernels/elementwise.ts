@@ -32,6 +32,14 @@ fn gelu_tanh(x: f32) -> f32 {
 fn gelu_erf(x: f32) -> f32 {
   return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
 }
+fn gelu_tanh_grad(x: f32) -> f32 {
+  let k = 0.7978845608028654;
+  let t = tanh_safe(k * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 0.134145 * x * x);
+}
+fn gelu_erf_grad(x: f32) -> f32 {
+  return 0.5 * (1.0 + erf_approx(x * 0.7071067811865476)) + x * exp(-0.5 * x * x) * 0.3989422804014327;
+}
 fn pow_signed(a: f32, b: f32) -> f32 {
   if (b == 0.0) { return 1.0; }
   let p = pow(abs(a), b);
@@ -55,6 +63,22 @@ const UNARY_WGSL: Record<UnaryOp, (x: string, t: string) => string> = {
   gelu: (x) => `gelu_tanh(${x})`,
   geluErf: (x) => `gelu_erf(${x})`,
   silu: (x) => `${x} * sigmoid_f(${x})`,
+};
+
+/** d/dx of each unary op in terms of x (WGSL), for the fused backward gx = gy * f'(x). */
+const UNARY_GRAD_WGSL: Record<UnaryOp, (x: string) => string> = {
+  neg: () => `-1.0`,
+  abs: (x) => `sign(${x})`,
+  exp: (x) => `exp(${x})`,
+  log: (x) => `1.0 / ${x}`,
+  sqrt: (x) => `0.5 * inverseSqrt(${x})`,
+  rsqrt: (x) => `-0.5 * inverseSqrt(${x}) / ${x}`,
+  tanh: (x) => `(1.0 - tanh_safe(${x}) * tanh_safe(${x}))`,
+  sigmoid: (x) => `(sigmoid_f(${x}) * (1.0 - sigmoid_f(${x})))`,
+  relu: (x) => `select(0.0, 1.0, ${x} > 0.0)`,
+  gelu: (x) => `gelu_tanh_grad(${x})`,
+  geluErf: (x) => `gelu_erf_grad(${x})`,
+  silu: (x) => `(sigmoid_f(${x}) * (1.0 + ${x} * (1.0 - sigmoid_f(${x}))))`,
 };
 
 const BINARY_WGSL: Record<BinaryOp, (a: string, b: string, t: string) => string> = {
@@ -119,6 +143,11 @@ ${offsetCode(shape.length, names)}
 
 export function unary(op: UnaryOp, x: Tensor, out: Tensor): void {
   mapKernel(op, [{ name: 'x', t: x }], out, (v) => UNARY_WGSL[op](v.x, wgslType(x.dtype)));
+}
+
+/** out = gy * f'(x): the fused backward of a unary op. */
+export function unaryGrad(op: UnaryOp, x: Tensor, gy: Tensor, out: Tensor): void {
+  mapKernel(`${op}Grad`, [{ name: 'x', t: x }, { name: 'g', t: gy }], out, (v) => `${v.g} * ${UNARY_GRAD_WGSL[op](v.x)}`);
 }
 
 export function binary(op: BinaryOp, a: Tensor, b: Tensor, out: Tensor): void {

@@ -33,6 +33,16 @@ export interface AttentionParams {
   window: { h: number; w: number } | null;
 }
 
+/** AdamW hyper-parameters for one step (`step` counts from 1, for bias correction). */
+export interface AdamWHyper {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  step: number;
+}
+
 /**
  * What a device must implement. Every method receives tensors that may be strided views
  * and writes into `out`, a fresh contiguous tensor the front end allocated with `alloc`.
@@ -70,6 +80,24 @@ export interface Backend {
   gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void;
   /** out = x, then out[..., index[...], ...] += src[...] (PyTorch scatter_add). */
   scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, out: Tensor): void;
+
+  // ---- fused backward kernels and the optimizer step (used by autograd and nn) --------
+
+  /** out = gy * f'(x) for a unary op (all shapes equal; x and gy may be views). */
+  unaryGrad(op: UnaryOp, x: Tensor, gy: Tensor, out: Tensor): void;
+  /** Given y = softmax(x) (log: y = logSoftmax(x)) over the last dim and gy, writes gx. */
+  softmaxGrad(y: Tensor, gy: Tensor, log: boolean, out: Tensor): void;
+  /** Gradient wrt x of layerNorm(x, weight, ·) over the last dim (weight may be null). */
+  layerNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number, out: Tensor): void;
+  /** Gradient wrt x of rmsNorm(x, weight) over the last dim (weight may be null). */
+  rmsNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number, out: Tensor): void;
+  /**
+   * Attention backward by recomputation (no stored score matrix): given the forward inputs,
+   * and gOut [B,Hq,Sq,D], writes gq [B,Hq,Sq,D], gk and gv [B,Hkv,Sk,D] (fresh, contiguous).
+   */
+  attentionGrad(q: Tensor, k: Tensor, v: Tensor, params: AttentionParams, gOut: Tensor, gq: Tensor, gk: Tensor, gv: Tensor): void;
+  /** One AdamW step in place on contiguous param, m, v (grad may be a view). */
+  adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: AdamWHyper): void;
 
   /** Waits for all queued work (no-op on the CPU). */
   sync(): Promise<void>;

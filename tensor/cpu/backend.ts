@@ -4,6 +4,7 @@ import { typedArrayFor, type DType, type TypedArray } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { attention } from './attention.js';
 import { binary, copy, fill, unary, where } from './elementwise.js';
+import { adamw, attentionGrad, layerNormGrad, rmsNormGrad, softmaxGrad, unaryGrad } from './grad.js';
 import { gather, scatterAdd } from './indexing.js';
 import { matmul } from './matmul.js';
 import { layerNorm, reduce, rmsNorm, softmax } from './reduce.js';
@@ -27,5 +28,11 @@ export const cpuBackend: Backend = {
   rmsNorm,
   gather,
   scatterAdd,
+  unaryGrad,
+  softmaxGrad,
+  layerNormGrad,
+  rmsNormGrad,
+  attentionGrad,
+  adamw,
   sync: async () => {},
 };

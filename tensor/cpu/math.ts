@@ -46,3 +46,26 @@ export function sigmoid(x: number): number {
 export function silu(x: number): number {
   return x * sigmoid(x);
 }
+
+/** d/dx of each unary op, as a function of x (the reference for fused backward kernels). */
+export const UNARY_DERIVATIVE: Record<string, (x: number) => number> = {
+  neg: () => -1,
+  abs: (x) => Math.sign(x),
+  exp: Math.exp,
+  log: (x) => 1 / x,
+  sqrt: (x) => 0.5 / Math.sqrt(x),
+  rsqrt: (x) => -0.5 / (x * Math.sqrt(x)),
+  tanh: (x) => 1 - Math.tanh(x) ** 2,
+  sigmoid: (x) => sigmoid(x) * (1 - sigmoid(x)),
+  relu: (x) => (x > 0 ? 1 : 0),
+  gelu: (x) => {
+    const k = SQRT_2_OVER_PI;
+    const t = Math.tanh(k * (x + 0.044715 * x * x * x));
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x);
+  },
+  geluErf: (x) => 0.5 * (1 + erf(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI),
+  silu: (x) => {
+    const s = sigmoid(x);
+    return s + x * s * (1 - s);
+  },
+};

@@ -5,3 +5,4 @@ export * from './attention.js';
 export * from './norm.js';
 export * from './indexing.js';
 export * from './grid.js';
+export * from './grad.js';

@@ -1,0 +1,203 @@
+/**
+ * The tape: a tensor made by a differentiable op from inputs that require grad keeps a
+ * GradNode (op name, inputs, saved tensors, backward rule). `backward()` walks the nodes in
+ * reverse topological order and accumulates `.grad` on leaves (micrograd's loop, on tensors).
+ */
+import { keep, tidy, Tensor, ones } from '../tensor/index.js';
+import { add } from '../tensor/index.js';
+import { fmt } from '../tensor/shape.js';
+
+/** Given the output's gradient, the saved tensors, and which inputs need a gradient. */
+export type BackwardRule = (grad: Tensor, saved: readonly Tensor[], needs: readonly boolean[]) => (Tensor | null)[];
+
+export interface GradNode {
+  readonly op: string;
+  /** Inputs in order; null where the input needs no gradient. */
+  readonly inputs: readonly (Tensor | null)[];
+  /** Handles kept alive for backward (disposed when the graph is freed). */
+  saved: Tensor[];
+  /** Gradients wrt each input (null for inputs that need none), shaped like the input. */
+  backward: BackwardRule | null;
+}
+
+declare module '../tensor/tensor.js' {
+  interface Tensor {
+    /** Accumulated gradient (leaves only), set by backward(). */
+    grad: Tensor | null;
+    /** The node that made this tensor, when it was recorded. */
+    gradFn: GradNode | null;
+  }
+}
+Tensor.prototype.grad = null;
+Tensor.prototype.gradFn = null;
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs fn with recording off (inference, optimizer updates, backward itself). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** A new handle on the same storage that survives `tidy` and the caller's dispose. */
+function retain(t: Tensor): Tensor {
+  return keep(t.asStrided(t.shape, t.strides, t.offset));
+}
+
+/**
+ * Records `out` as made by `op` from `inputs`. `save` lists tensors backward needs (retained
+ * here, handed back to `backward` as `saved`). Returns `out`.
+ */
+export function record(
+  op: string,
+  inputs: readonly Tensor[],
+  out: Tensor,
+  save: readonly Tensor[],
+  backward: BackwardRule,
+): Tensor {
+  if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) return out;
+  out.requiresGrad = true;
+  out.gradFn = {
+    op,
+    inputs: inputs.map((t) => (t.requiresGrad ? t : null)),
+    saved: save.map(retain),
+    backward,
+  };
+  return out;
+}
+
+/** Tensors reachable from root through recorded nodes, inputs before the tensors made from them. */
+function topologicalOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>([root]);
+  const stack: [Tensor, number][] = [[root, 0]];
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const inputs = t.gradFn?.inputs ?? [];
+    if (i < inputs.length) {
+      top[1]++;
+      const next = inputs[i];
+      if (next && !seen.has(next)) {
+        seen.add(next);
+        stack.push([next, 0]);
+      }
+    } else {
+      order.push(t);
+      stack.pop();
+    }
+  }
+  return order;
+}
+
+function freeNode(node: GradNode): void {
+  for (const s of node.saved) s.dispose();
+  node.saved = [];
+  node.backward = null;
+}
+
+export interface BackwardOptions {
+  /** Keep the graph (saved tensors) so backward can run through it again. */
+  retainGraph?: boolean;
+}
+
+/**
+ * Accumulates d(root)/d(leaf) into every leaf's `.grad`. A non-scalar root needs an explicit
+ * `gradient` of its shape. The graph is freed afterwards unless `retainGraph`.
+ */
+export function backward(root: Tensor, gradient?: Tensor, opts: BackwardOptions = {}): void {
+  root.assertAlive('backward');
+  if (!root.requiresGrad) throw new Error(`backward: tensor ${fmt(root.shape)} does not require grad (no input of it has requiresGrad)`);
+  if (!gradient && root.size !== 1) {
+    throw new Error(`backward: tensor ${fmt(root.shape)} is not a scalar; pass a gradient of that shape`);
+  }
+  if (gradient && (gradient.shape.length !== root.shape.length || gradient.shape.some((s, i) => s !== root.shape[i]))) {
+    throw new Error(`backward: gradient ${fmt(gradient.shape)} does not match tensor ${fmt(root.shape)}`);
+  }
+  const order = topologicalOrder(root);
+  for (const t of order) {
+    if (t.gradFn && t.gradFn.backward === null) {
+      throw new Error(
+        `backward: the graph through '${t.gradFn.op}' was already freed by an earlier backward(); pass { retainGraph: true } to the first call to backpropagate twice`,
+      );
+    }
+  }
+  noGrad(() => {
+    const grads = new Map<Tensor, Tensor>();
+    grads.set(root, gradient ? gradient.contiguous() : ones(root.shape, { dtype: root.dtype, device: root.device }));
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i];
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      const node = t.gradFn;
+      if (!node) {
+        accumulateLeaf(t, g);
+        continue;
+      }
+      const run = node.backward!;
+      const needs = node.inputs.map((t) => t !== null);
+      const inGrads = tidy(() => run(g, node.saved, needs));
+      // Each gradient must be its own handle: a rule may hand back g, or one tensor twice.
+      const used = new Set<Tensor>([g]);
+      const handles = inGrads.map((gi) => {
+        if (!gi) return null;
+        const own = used.has(gi) ? detach(gi) : gi;
+        used.add(own);
+        return own;
+      });
+      g.dispose();
+      node.inputs.forEach((input, k) => {
+        const gi = handles[k];
+        if (!input || !gi) {
+          gi?.dispose();
+          return;
+        }
+        if (gi.shape.length !== input.shape.length || gi.shape.some((s, j) => s !== input.shape[j])) {
+          throw new Error(`backward: '${node.op}' produced a gradient ${fmt(gi.shape)} for input ${k} of shape ${fmt(input.shape)}`);
+        }
+        const prev = grads.get(input);
+        if (prev) {
+          grads.set(input, add(prev, gi));
+          prev.dispose();
+          gi.dispose();
+        } else grads.set(input, gi);
+      });
+      if (!opts.retainGraph) freeNode(node);
+    }
+  });
+}
+
+function accumulateLeaf(t: Tensor, g: Tensor): void {
+  if (t.grad) {
+    const sum = keep(add(t.grad, g));
+    t.grad.dispose();
+    g.dispose();
+    t.grad = sum;
+  } else {
+    t.grad = keep(g.isContiguous ? g : g.contiguous());
+    if (t.grad !== g) g.dispose();
+  }
+}
+
+/** A handle on the same data with no history (gradients stop here). */
+export function detach(t: Tensor): Tensor {
+  return t.asStrided(t.shape, t.strides, t.offset);
+}
+
+/** Disposes and clears the gradients of `params`. */
+export function zeroGrad(params: Iterable<Tensor>): void {
+  for (const p of params) {
+    p.grad?.dispose();
+    p.grad = null;
+  }
+}

@@ -1,0 +1,180 @@
+/** CPU references for the fused backward kernels and the AdamW step. */
+import type { AdamWHyper, AttentionParams, UnaryOp } from '../backend.js';
+import type { Tensor } from '../tensor.js';
+import { windowOf } from './attention.js';
+import { UNARY_DERIVATIVE } from './math.js';
+import { buf, offsets } from './storage.js';
+
+export function unaryGrad(op: UnaryOp, x: Tensor, gy: Tensor, out: Tensor): void {
+  const d = UNARY_DERIVATIVE[op];
+  const xs = buf(x), gs = buf(gy), o = buf(out);
+  const xo = offsets(x), go = offsets(gy);
+  for (let i = 0; i < xo.length; i++) o[i] = gs[go[i]] * d(xs[xo[i]]);
+}
+
+/** Rows of the last dim as offset arrays. */
+function rows(t: Tensor): { off: Int32Array; n: number; D: number } {
+  const D = t.shape[t.rank - 1] ?? 1;
+  const off = offsets(t);
+  return { off, n: D === 0 ? 0 : off.length / D, D };
+}
+
+export function softmaxGrad(y: Tensor, gy: Tensor, log: boolean, out: Tensor): void {
+  const ys = buf(y), gs = buf(gy), o = buf(out);
+  const { off: yo, n, D } = rows(y);
+  const go = offsets(gy);
+  for (let r = 0; r < n; r++) {
+    const b = r * D;
+    let dot = 0;
+    for (let i = 0; i < D; i++) dot += log ? gs[go[b + i]] : gs[go[b + i]] * ys[yo[b + i]];
+    for (let i = 0; i < D; i++) {
+      const yv = ys[yo[b + i]];
+      o[b + i] = log ? gs[go[b + i]] - Math.exp(yv) * dot : yv * (gs[go[b + i]] - dot);
+    }
+  }
+}
+
+/** gx = inv * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * weight. */
+export function layerNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number, out: Tensor): void {
+  const xs = buf(x), gs = buf(gy), o = buf(out);
+  const { off: xo, n, D } = rows(x);
+  const go = offsets(gy);
+  const ws = weight ? buf(weight) : null;
+  const wo = weight ? offsets(weight) : null;
+  const g = new Float64Array(D);
+  const xhat = new Float64Array(D);
+  for (let r = 0; r < n; r++) {
+    const b = r * D;
+    let mean = 0;
+    for (let i = 0; i < D; i++) mean += xs[xo[b + i]];
+    mean /= D;
+    let v = 0;
+    for (let i = 0; i < D; i++) v += (xs[xo[b + i]] - mean) ** 2;
+    const inv = 1 / Math.sqrt(v / D + eps);
+    let gMean = 0;
+    let gxMean = 0;
+    for (let i = 0; i < D; i++) {
+      xhat[i] = (xs[xo[b + i]] - mean) * inv;
+      g[i] = gs[go[b + i]] * (ws && wo ? ws[wo[i]] : 1);
+      gMean += g[i];
+      gxMean += g[i] * xhat[i];
+    }
+    gMean /= D;
+    gxMean /= D;
+    for (let i = 0; i < D; i++) o[b + i] = inv * (g[i] - gMean - xhat[i] * gxMean);
+  }
+}
+
+/** gx = r * (g - x * r^2 * mean(g * x)) with r = 1/sqrt(mean(x^2) + eps), g = gy * weight. */
+export function rmsNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number, out: Tensor): void {
+  const xs = buf(x), gs = buf(gy), o = buf(out);
+  const { off: xo, n, D } = rows(x);
+  const go = offsets(gy);
+  const ws = weight ? buf(weight) : null;
+  const wo = weight ? offsets(weight) : null;
+  for (let r = 0; r < n; r++) {
+    const b = r * D;
+    let ss = 0;
+    for (let i = 0; i < D; i++) ss += xs[xo[b + i]] ** 2;
+    const inv = 1 / Math.sqrt(ss / D + eps);
+    let dot = 0;
+    for (let i = 0; i < D; i++) dot += gs[go[b + i]] * (ws && wo ? ws[wo[i]] : 1) * xs[xo[b + i]];
+    dot /= D;
+    for (let i = 0; i < D; i++) {
+      const g = gs[go[b + i]] * (ws && wo ? ws[wo[i]] : 1);
+      o[b + i] = inv * (g - xs[xo[b + i]] * inv * inv * dot);
+    }
+  }
+}
+
+/**
+ * Attention backward, recomputing the probabilities row by row:
+ * dV += P^T dO; dP = dO V^T; dS = P * (dP - rowsum(dO * O)); dQ = scale dS K; dK += scale dS^T Q.
+ */
+export function attentionGrad(
+  q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, gOut: Tensor, gq: Tensor, gk: Tensor, gv: Tensor,
+): void {
+  const [B, Hq, Sq, D] = q.shape;
+  const [, Hkv, Sk] = k.shape;
+  const group = Hq / Hkv;
+  const qs = buf(q), ks = buf(k), vs = buf(v), gos = buf(gOut);
+  const qo = offsets(q), ko = offsets(k), vo = offsets(v), goo = offsets(gOut);
+  const dq = buf(gq), dk = buf(gk), dv = buf(gv);
+  dk.fill(0);
+  dv.fill(0);
+  const segQ = p.segmentIdsQ ? buf(p.segmentIdsQ) : null;
+  const segK = p.segmentIdsK ? buf(p.segmentIdsK) : null;
+  const segQo = p.segmentIdsQ ? offsets(p.segmentIdsQ) : null;
+  const segKo = p.segmentIdsK ? offsets(p.segmentIdsK) : null;
+  const prob = new Float64Array(Sk);
+  const dp = new Float64Array(Sk);
+  const o = new Float64Array(D);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < Hq; h++) {
+      const kh = Math.floor(h / group);
+      for (let i = 0; i < Sq; i++) {
+        const qb = ((b * Hq + h) * Sq + i) * D;
+        let m = -Infinity;
+        for (let j = 0; j < Sk; j++) {
+          let visible = !p.causal || j <= i + (Sk - Sq);
+          if (visible && segQ && segK && segQo && segKo) visible = segQ[segQo[b * Sq + i]] === segK[segKo[b * Sk + j]];
+          if (visible && p.window) visible = windowOf(i, p.window.w) === windowOf(j, p.window.w);
+          if (!visible) {
+            prob[j] = -Infinity;
+            continue;
+          }
+          const kb = ((b * Hkv + kh) * Sk + j) * D;
+          let s = 0;
+          for (let d = 0; d < D; d++) s += qs[qo[qb + d]] * ks[ko[kb + d]];
+          prob[j] = s * p.scale;
+          m = Math.max(m, prob[j]);
+        }
+        let total = 0;
+        for (let j = 0; j < Sk; j++) {
+          prob[j] = m === -Infinity || prob[j] === -Infinity ? 0 : Math.exp(prob[j] - m);
+          total += prob[j];
+        }
+        o.fill(0);
+        for (let j = 0; j < Sk; j++) {
+          if (total > 0) prob[j] /= total;
+          if (prob[j] === 0) continue;
+          const vb = ((b * Hkv + kh) * Sk + j) * D;
+          for (let d = 0; d < D; d++) o[d] += prob[j] * vs[vo[vb + d]];
+        }
+        let rowDot = 0; // sum_d dO * O
+        for (let d = 0; d < D; d++) rowDot += gos[goo[qb + d]] * o[d];
+        for (let d = 0; d < D; d++) dq[qb + d] = 0;
+        for (let j = 0; j < Sk; j++) {
+          if (prob[j] === 0) continue;
+          const kb = ((b * Hkv + kh) * Sk + j) * D;
+          let dpj = 0;
+          for (let d = 0; d < D; d++) {
+            dpj += gos[goo[qb + d]] * vs[vo[kb + d]];
+            dv[kb + d] += prob[j] * gos[goo[qb + d]];
+          }
+          dp[j] = dpj;
+          const ds = prob[j] * (dpj - rowDot) * p.scale;
+          for (let d = 0; d < D; d++) {
+            dq[qb + d] += ds * ks[ko[kb + d]];
+            dk[kb + d] += ds * qs[qo[qb + d]];
+          }
+        }
+      }
+    }
+  }
+}
+
+/** Decoupled weight decay, then Adam with bias correction (as torch.optim.AdamW). */
+export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: AdamWHyper): void {
+  const ps = buf(param), ms = buf(m), vs = buf(v), gs = buf(grad);
+  const go = offsets(grad);
+  const c1 = 1 - h.beta1 ** h.step;
+  const c2 = 1 - h.beta2 ** h.step;
+  for (let i = 0; i < ps.length; i++) {
+    const g = gs[go[i]];
+    ps[i] *= 1 - h.lr * h.weightDecay;
+    ms[i] = h.beta1 * ms[i] + (1 - h.beta1) * g;
+    vs[i] = h.beta2 * vs[i] + (1 - h.beta2) * g * g;
+    ps[i] -= (h.lr * (ms[i] / c1)) / (Math.sqrt(vs[i] / c2) + h.eps);
+  }
+}
