@@ -1,3 +1,160 @@
+/**
+ * Gather and scatter-add over strided views (PyTorch `gather` / `scatter_add`).
+ *
+ * One thread per element of `index`. Its coordinates give its offsets in `index`, in `src`
+ * or `out`, and in `x` for every dim except `dim`: along `dim` the index *value* picks the
+ * position, so that dim's stride enters through a separate uniform (`dim_stride`) and its
+ * coordinate stride is zeroed. Dims are still coalesced (merged where every operand is
+ * contiguous across them): a zero stride only merges with zero strides, which stays exact.
+ * Shapes and strides live in uniforms, so one pipeline serves every size of a given
+ * (dtype, coalesced rank).
+ *
+ * Out-of-range indices (negative, or >= x.shape[dim]) never touch memory outside the dim:
+ * gather writes 0 for them and scatter-add drops their contribution. The CPU reference
+ * throws instead, so the two differ only on inputs the CPU rejects.
+ *
+ * WGSL has no float atomics: f32 scatter-add is a compare-exchange loop on the bits of
+ * `out` (declared array<atomic<u32>>), i32 uses atomicAdd. Colliding float additions happen
+ * in no fixed order, so f32 results may differ from the CPU in the last bits.
+ */
 import type { Tensor } from '../tensor/tensor.js';
-export function gather(_x: Tensor, _dim: number, _i: Tensor, _out: Tensor): void { throw new Error('PLACEHOLDER gather'); }
-export function scatterAdd(_x: Tensor, _dim: number, _i: Tensor, _s: Tensor, _out: Tensor): void { throw new Error('PLACEHOLDER scatterAdd'); }
+import { copy } from './elementwise.js';
+import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
+import { bufferOf, ctx } from './runtime.js';
+
+const WG = 256;
+
+/** `t`'s strides with `dim`'s set to 0: its offset for every coordinate except along `dim`. */
+function withoutDim(t: Tensor, dim: number): number[] {
+  return t.strides.map((s, d) => (d === dim ? 0 : s));
+}
+
+/** True when `t` is a dense row-major block of its storage (at any offset). */
+function isRowMajor(t: Tensor): boolean {
+  let expected = 1;
+  for (let d = t.rank - 1; d >= 0; d--) {
+    if (t.shape[d] !== 1 && t.strides[d] !== expected) return false;
+    expected *= t.shape[d];
+  }
+  return true;
+}
+
+/** The builtins every kernel here takes, for `flatIndex`. */
+const MAIN_ARGS =
+  '@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u';
+
+/**
+ * out[c] = x[c with c[dim] replaced by index[c]] for every coordinate c of `index`.
+ * x, index and out may be strided views (index may be an expanded view with stride 0, as
+ * `indexSelect` passes it); out has index's shape. Out-of-range indices write 0.
+ */
+export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void {
+  const n = index.size;
+  if (n === 0) return;
+  const c = ctx();
+  const t = wgslType(x.dtype);
+  const { shape, strides } = coalesce(index.shape, [index.strides, out.strides, withoutDim(x, dim)]);
+  const u = new Uniforms().u32('n', n).u32('dim_size', x.shape[dim]).u32('dim_stride', x.strides[dim]);
+  stridedUniforms(u, shape, [
+    ['i', strides[0], index.offset],
+    ['o', strides[1], out.offset],
+    ['x', strides[2], x.offset],
+  ]);
+  const code = /* wgsl */ `
+${u.declaration()}
+@group(0) @binding(1) var<storage, read> x: array<${t}>;
+@group(0) @binding(2) var<storage, read> idx: array<i32>;
+@group(0) @binding(3) var<storage, read_write> o: array<${t}>;
+
+@compute @workgroup_size(${WG})
+fn main(${MAIN_ARGS}) {
+  let flat = ${flatIndex(WG)};
+  if (flat >= P.n) { return; }
+  // off_x leaves out dim's term: the index value supplies it.
+${offsetCode(shape.length, ['i', 'o', 'x'])}
+  let j = idx[off_i];
+  if (j < 0 || u32(j) >= P.dim_size) {
+    o[off_o] = ${t}(0); // out of range: write 0, never read outside x
+    return;
+  }
+  o[off_o] = x[off_x + u32(j) * P.dim_stride];
+}`;
+  c.dispatch({
+    label: 'gather',
+    code,
+    uniforms: u.bytes(),
+    buffers: [bufferOf(x), bufferOf(index), bufferOf(out)],
+    workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension),
+  });
+}
+
+/** WGSL for `add_at(at, v)`: an atomic `o[at] += v` for f32 (compare-exchange loop) or i32. */
+function atomicAddCode(t: 'f32' | 'i32'): string {
+  if (t === 'i32') {
+    return /* wgsl */ `
+fn add_at(at: u32, v: i32) {
+  atomicAdd(&o[at], v);
+}`;
+  }
+  return /* wgsl */ `
+// Float add as a compare-exchange loop on the bits: retry until no other thread wrote
+// o[at] between our load and our exchange (the weak form may also fail spuriously).
+fn add_at(at: u32, v: f32) {
+  var seen = atomicLoad(&o[at]);
+  loop {
+    let sum = bitcast<u32>(bitcast<f32>(seen) + v);
+    let r = atomicCompareExchangeWeak(&o[at], seen, sum);
+    if (r.exchanged) { break; }
+    seen = r.old_value;
+  }
+}`;
+}
+
+/**
+ * out = x, then out[c with c[dim] replaced by index[c]] += src[c] for every coordinate c of
+ * `index` (src may be larger than index: only its leading index-shaped block is read).
+ * Additions to the same element are atomic; out-of-range indices are dropped.
+ */
+export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, out: Tensor): void {
+  const c = ctx();
+  if (isRowMajor(x) && isRowMajor(out) && bufferOf(x) !== bufferOf(out)) {
+    // A dense x (an embedding table, a gradient) is one buffer-to-buffer copy: cheaper than a kernel.
+    if (x.size > 0) c.copyBuffer(bufferOf(x), x.offset * 4, bufferOf(out), out.offset * 4, x.size * 4);
+  } else {
+    copy(x, out);
+  }
+  const n = index.size;
+  if (n === 0) return;
+  const t = wgslType(out.dtype);
+  const { shape, strides } = coalesce(index.shape, [index.strides, src.strides, withoutDim(out, dim)]);
+  const u = new Uniforms().u32('n', n).u32('dim_size', out.shape[dim]).u32('dim_stride', out.strides[dim]);
+  stridedUniforms(u, shape, [
+    ['i', strides[0], index.offset],
+    ['s', strides[1], src.offset],
+    ['o', strides[2], out.offset],
+  ]);
+  const code = /* wgsl */ `
+${u.declaration()}
+@group(0) @binding(1) var<storage, read> idx: array<i32>;
+@group(0) @binding(2) var<storage, read> src: array<${t}>;
+@group(0) @binding(3) var<storage, read_write> o: array<atomic<${t === 'f32' ? 'u32' : 'i32'}>>;
+${atomicAddCode(t)}
+
+@compute @workgroup_size(${WG})
+fn main(${MAIN_ARGS}) {
+  let flat = ${flatIndex(WG)};
+  if (flat >= P.n) { return; }
+  // off_o leaves out dim's term: the index value supplies it.
+${offsetCode(shape.length, ['i', 's', 'o'])}
+  let j = idx[off_i];
+  if (j < 0 || u32(j) >= P.dim_size) { return; } // out of range: dropped
+  add_at(off_o + u32(j) * P.dim_stride, src[off_s]);
+}`;
+  c.dispatch({
+    label: 'scatterAdd',
+    code,
+    uniforms: u.bytes(),
+    buffers: [bufferOf(index), bufferOf(src), bufferOf(out)],
+    workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension),
+  });
+}

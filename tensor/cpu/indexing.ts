@@ -1,5 +1,5 @@
 /** CPU reference: gather and scatter-add (PyTorch semantics). */
-import { contiguousStrides } from '../shape.js';
+import { contiguousStrides, fmt } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { copy } from './elementwise.js';
 import { buf, offsets } from './storage.js';
@@ -19,7 +19,7 @@ function targets(op: string, x: Tensor, dim: number, index: Tensor): Int32Array 
       if (d === dim) {
         const j = is[io[i]];
         if (j < 0 || j >= x.shape[dim]) {
-          throw new Error(`${op}: index ${j} out of range for dim ${dim} of size ${x.shape[dim]}`);
+          throw new Error(`${op}: index ${j} out of range for dim ${dim} of size ${x.shape[dim]} (x ${fmt(x.shape)})`);
         }
         off += j * x.strides[d];
       } else off += c * x.strides[d];
@@ -29,6 +29,7 @@ function targets(op: string, x: Tensor, dim: number, index: Tensor): Int32Array 
   return out;
 }
 
+/** out[c] = x[c with c[dim] = index[c]] over index's shape; throws on an out-of-range index. */
 export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void {
   const xs = buf(x);
   const o = buf(out);
@@ -36,9 +37,12 @@ export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void
   for (let i = 0; i < t.length; i++) o[i] = xs[t[i]];
 }
 
+/** out = x, then out[c with c[dim] = index[c]] += src[c] over index's shape; throws on an out-of-range index. */
 export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, out: Tensor): void {
-  copy(x, out);
   const o = buf(out);
+  // out is fresh and contiguous: a contiguous x (a zero gradient table) copies in one call
+  if (x.isContiguous && x.dtype === out.dtype) o.set(buf(x));
+  else copy(x, out);
   const ss = buf(src);
   // src may be larger than index: only its leading index.shape block is used
   const srcView = src.slice(...index.shape.map((n) => [0, n] as const));

@@ -7,9 +7,10 @@ import { mean } from './reduce.js';
 function checkGrid(op: string, x: Tensor, h: number, w: number, r: number): void {
   if (x.rank < 2) throw new Error(`${op}: x must be [..., h*w, d], got ${fmt(x.shape)}`);
   const tokens = x.shape[x.rank - 2];
-  if (!Number.isInteger(h) || !Number.isInteger(w) || h * w !== tokens) {
+  if (!Number.isInteger(h) || !Number.isInteger(w) || h < 0 || w < 0 || h * w !== tokens) {
     throw new Error(`${op}: grid ${h}x${w} does not match ${tokens} tokens of x ${fmt(x.shape)}`);
   }
+  if (!Number.isInteger(r) || r < 1) throw new Error(`${op}: window size ${r} must be a positive integer`);
   if (h % r !== 0 || w % r !== 0) throw new Error(`${op}: grid ${h}x${w} is not divisible by ${r}`);
 }
 
