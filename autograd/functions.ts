@@ -97,6 +97,9 @@ export const pow = (a: Operand, b: Operand) => binary('pow', a, b);
 export const maximum = (a: Operand, b: Operand) => binary('maximum', a, b);
 export const minimum = (a: Operand, b: Operand) => binary('minimum', a, b);
 
+/** Comparisons have no gradient: they are the tensor layer's ops. */
+export const { eq, ne, lt, le, gt, ge } = T;
+
 export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
   const like = typeof a === 'number' ? (typeof b === 'number' ? null : b) : a;
   if (!like) return T.where(cond, a, b);

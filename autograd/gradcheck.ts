@@ -44,9 +44,7 @@ export function gradcheck(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[], opt
     c.requiresGrad = x.requiresGrad;
     return c;
   });
-  const probe = noGrad(() => fn(...leaves));
-  const w = weightsLike(probe, 12345);
-  probe.dispose();
+  const w = tidy(() => weightsLike(noGrad(() => fn(...leaves)), 12345));
   const loss = (xs: Tensor[]) => tidy(() => sum(mul(fn(...xs), w)));
   const l = loss(leaves);
   l.backward();

@@ -48,6 +48,17 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+/** Runs fn with recording on (inside backward, to recompute a checkpointed block). */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
 /** A new handle on the same storage that survives `tidy` and the caller's dispose. */
 function retain(t: Tensor): Tensor {
   return keep(t.asStrided(t.shape, t.strides, t.offset));
@@ -63,8 +74,10 @@ export function record(
   out: Tensor,
   save: readonly Tensor[],
   backward: BackwardRule,
+  /** Record even when no input requires grad (checkpointed blocks whose parameters do). */
+  force = false,
 ): Tensor {
-  if (!gradEnabled || !inputs.some((t) => t.requiresGrad)) return out;
+  if (!gradEnabled || !(force || inputs.some((t) => t.requiresGrad))) return out;
   out.requiresGrad = true;
   out.gradFn = {
     op,

@@ -5,5 +5,6 @@
 import './install.js';
 
 export * from './functions.js';
-export { backward, noGrad, isGradEnabled, detach, zeroGrad, record, type GradNode, type BackwardRule, type BackwardOptions } from './graph.js';
+export { backward, noGrad, enableGrad, isGradEnabled, detach, zeroGrad, record, type GradNode, type BackwardRule, type BackwardOptions } from './graph.js';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './gradcheck.js';
+export { checkpoint } from './checkpoint.js';
