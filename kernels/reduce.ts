@@ -1,4 +1,396 @@
+/**
+ * Reductions (sum, mean, max, argmax) over the trailing dims of a strided view, and softmax /
+ * log-softmax over the last dim.
+ *
+ * Every kernel here works on "rows": the front end moves the reduced dims last, so row r is
+ * one output element and its `len` inputs are the trailing dims. A workgroup covers `cols`
+ * rows side by side with `lanes` threads splitting each row (a `RowTiling`):
+ *
+ *   - long rows:  cols = 1, lanes = up to 256, partial results combined by a tree in shared memory;
+ *   - short rows: lanes = 1, one thread per row, no shared memory and no barriers;
+ *   - in between, or a reduction over a strided dim with contiguous neighbours (a column sum):
+ *     several rows per workgroup, neighbouring threads on neighbouring addresses.
+ *
+ * When there are few rows and each is long (a full reduction), `reduce` splits every row into
+ * chunks reduced by separate workgroups, then reduces the partial results in a second dispatch.
+ * The norms in kernels/norm.ts use the same tiling.
+ */
 import type { ReduceOp } from '../tensor/backend.js';
-import type { Tensor } from '../tensor/tensor.js';
-export function reduce(_op: ReduceOp, _x: Tensor, _r: number, _out: Tensor): void { throw new Error('PLACEHOLDER reduce'); }
-export function softmax(_x: Tensor, _log: boolean, _out: Tensor): void { throw new Error('PLACEHOLDER softmax'); }
+import { Tensor } from '../tensor/tensor.js';
+import { coalesce, grid, Uniforms, wgslType } from './layout.js';
+import { bufferOf, ctx } from './runtime.js';
+
+// ---- row tiling, shared with kernels/norm.ts ----------------------------------------------
+
+/** How one workgroup covers rows: `cols` rows, `lanes` threads per row (both powers of two). */
+export interface RowTiling {
+  cols: number;
+  lanes: number;
+  /** Consecutive thread ids walk along a row (true) or across rows (false), whichever is contiguous. */
+  laneFast: boolean;
+}
+
+/**
+ * Sizes chosen by measurement on llvmpipe (see bench/suites/reduce.ts), where every barrier
+ * switches all of a workgroup's SIMD groups: up to 32 lanes per row (a warp on GPUs) with 16 or
+ * more elements each ran 2-4x faster than 256 lanes per row, while 8..32 lanes measured alike.
+ */
+/** Threads per workgroup at most. */
+const MAX_THREADS = 256;
+/** Threads splitting one row at most. */
+const MAX_LANES = 32;
+/** Elements each lane should see at least before another lane is worth adding. */
+const PER_LANE = 16;
+/** Rows per workgroup when reducing a strided dim whose rows are contiguous (a column sum). */
+const COLUMN_COLS = 32;
+
+const pow2ceil = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/**
+ * Picks the tiling for `rows` rows of `len` elements. `alongRowUnit`: the elements of a row
+ * are adjacent in memory; `acrossRowsUnit`: neighbouring rows start at adjacent addresses.
+ */
+export function rowTiling(rows: number, len: number, alongRowUnit: boolean, acrossRowsUnit: boolean): RowTiling {
+  const wantLanes = Math.min(MAX_LANES, pow2ceil(Math.ceil(len / PER_LANE)));
+  if (acrossRowsUnit && !alongRowUnit && rows > 1) {
+    // Column-style: threads side by side read neighbouring rows (coalesced), lanes split the rest.
+    const cols = Math.min(COLUMN_COLS, pow2ceil(rows));
+    return { cols, lanes: Math.min(wantLanes, MAX_THREADS / cols), laneFast: false };
+  }
+  const lanes = wantLanes;
+  const cols = Math.min(MAX_THREADS / lanes, pow2ceil(rows));
+  return { cols, lanes, laneFast: lanes > 1 };
+}
+
+/**
+ * WGSL prelude of a tiled kernel's main: sets `col`, `lane`, `row` (the global row this thread
+ * works on), `live` (row < P.rows) and `slot` (this thread's shared-memory cell, col-major
+ * by lane so that a row's lanes are adjacent). Needs `wid`, `lid`, `nwg` builtins.
+ */
+export function tilePrelude(t: RowTiling): string {
+  const [col, lane] = t.laneFast
+    ? [`lid.x / ${t.lanes}u`, `lid.x % ${t.lanes}u`]
+    : [`lid.x % ${t.cols}u`, `lid.x / ${t.cols}u`];
+  return `
+  let col = ${col};
+  let lane = ${lane};
+  let row = (wid.y * nwg.x + wid.x) * ${t.cols}u + col;
+  let live = row < P.rows;
+  let slot = col * ${t.lanes}u + lane;`;
+}
+
+/**
+ * WGSL tree over a row's lanes: after it, the lane-0 slot of each row holds the combination of
+ * all its lanes. `merge` is code that folds cell `slot + stride` into cell `slot`. Must run in
+ * uniform control flow (every thread of the workgroup reaches it).
+ */
+export function laneTree(lanes: number, merge: string): string {
+  if (lanes === 1) return '';
+  return `
+  workgroupBarrier();
+  for (var stride = ${lanes / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lane < stride) {
+${merge}
+    }
+    workgroupBarrier();
+  }`;
+}
+
+/** Workgroup counts for a tiled kernel over `rows` rows. */
+export function tileGrid(rows: number, t: RowTiling): [number, number] {
+  return grid(rows, t.cols, ctx().limits.maxComputeWorkgroupsPerDimension);
+}
+
+/**
+ * WGSL `fn name(i: u32) -> u32`: storage offset (without base) of flat row-major index `i`
+ * over dims whose shape and strides are the uniforms `shape` and `strides` (vec8).
+ */
+export function offsetFn(name: string, rank: number, shape: string, strides: string): string {
+  const at = (d: number) => `[${d >> 2}][${d & 3}]`;
+  if (rank === 1) return `fn ${name}(i: u32) -> u32 { return i * P.${strides}${at(0)}; }`;
+  const lines = ['  var rem = i;', '  var off = 0u;'];
+  for (let d = rank - 1; d >= 1; d--) {
+    lines.push(`  { let s = P.${shape}${at(d)}; off += (rem % s) * P.${strides}${at(d)}; rem = rem / s; }`);
+  }
+  lines.push(`  off += rem * P.${strides}${at(0)};`, '  return off;');
+  return `fn ${name}(i: u32) -> u32 {\n${lines.join('\n')}\n}`;
+}
+
+/** Coalesced shape and strides of dims [from, to) of x (rank >= 1 even when empty). */
+export function dimsOf(x: Tensor, from: number, to: number): { shape: number[]; strides: number[] } {
+  const c = coalesce(x.shape.slice(from, to), [x.strides.slice(from, to)]);
+  return { shape: c.shape, strides: c.strides[0] };
+}
+
+/** True when neighbouring flat indices of these coalesced dims are adjacent in memory. */
+const unitInner = (d: { shape: number[]; strides: number[] }) => d.strides[d.strides.length - 1] === 1 || d.shape.every((s) => s === 1);
+
+/** WGSL constants shared by the float kernels: -inf and a quiet NaN, built at run time so nothing folds them. */
+export const FLOAT_CONSTS = /* wgsl */ `
+fn neg_inf() -> f32 { let bits = 0xff800000u; return bitcast<f32>(bits); }
+fn nan_f32() -> f32 { let bits = 0x7fc00000u; return bitcast<f32>(bits); }`;
+
+// ---- reductions -----------------------------------------------------------------------------
+
+/** One dispatch of the reduction kernel. */
+interface ReduceSpec {
+  /** mean is a sum whose final dispatch divides by P.count. */
+  op: 'sum' | 'max' | 'argmax';
+  dtype: 'f32' | 'i32';
+  outerRank: number;
+  innerRank: number;
+  tiling: RowTiling;
+  /** Final value divided by P.count (mean). */
+  divide: boolean;
+  /** Candidate indices come from buffer `xi` at the element's offset (second stage of argmax). */
+  inIdx: boolean;
+  /** Write the reduced value to `o`, the index to `oi` (either or both). */
+  outVal: boolean;
+  outIdx: boolean;
+}
+
+function reduceWgsl(s: ReduceSpec, u: Uniforms): string {
+  const T = s.dtype;
+  const isF = T === 'f32';
+  const { lanes } = s.tiling;
+  const threads = s.tiling.cols * lanes;
+  const isArg = s.op === 'argmax';
+  // Identity of each op; argmax's "no index yet" is 0xffffffff, which loses every tie.
+  const identity = s.op === 'sum' ? `${T}(0)` : isF ? 'neg_inf()' : 'i32(-2147483647 - 1)';
+  const nan = (v: string) => (isF ? `(${v} != ${v})` : 'false');
+  // Sequential scan in increasing index order: a strictly greater value (or the first NaN) wins,
+  // so ties keep the first index; the first candidate is always taken.
+  const scan =
+    s.op === 'sum'
+      ? 'acc += v;'
+      : s.op === 'max'
+        ? `if (v > acc || ${nan('v')}) { acc = v; }`
+        : `if (at == NONE || v > acc || (${nan('v')} && !${nan('acc')})) { acc = v; at = idx; }`;
+  // Tree merge of two partial results: (acc, at) at `slot` and (b, bi) at `slot + stride`.
+  const merge =
+    s.op === 'sum'
+      ? '      sh_v[slot] = sh_v[slot] + sh_v[slot + stride];'
+      : s.op === 'max'
+        ? `      let a = sh_v[slot]; let b = sh_v[slot + stride];
+      if (b > a || ${nan('b')}) { sh_v[slot] = b; }`
+        : `      let a = sh_v[slot]; let ai = sh_i[slot];
+      let b = sh_v[slot + stride]; let bi = sh_i[slot + stride];
+      // b wins when greater, or equal with a smaller index (first maximum), NaN counting as greatest
+      let better = b > a || (b == a && bi < ai) || (${nan('b')} && (!${nan('a')} || bi < ai));
+      if (ai == NONE || (bi != NONE && better)) { sh_v[slot] = b; sh_i[slot] = bi; }`;
+  let binding = 1;
+  const decl = (name: string, type: string, rw: boolean) =>
+    `@group(0) @binding(${binding++}) var<storage, ${rw ? 'read_write' : 'read'}> ${name}: array<${type}>;`;
+  const decls = [decl('x', T, false)];
+  if (s.inIdx) decls.push(decl('xi', 'i32', false));
+  if (s.outVal) decls.push(decl('o', T, true));
+  if (s.outIdx) decls.push(decl('oi', 'i32', true));
+  const shared =
+    lanes > 1
+      ? `var<workgroup> sh_v: array<${T}, ${threads}>;\n${isArg ? `var<workgroup> sh_i: array<u32, ${threads}>;` : ''}`
+      : '';
+  const result = s.divide ? `select(acc / P.count, nan_f32(), P.count == 0.0)` : 'acc';
+  return /* wgsl */ `
+${u.declaration()}
+${decls.join('\n')}
+${FLOAT_CONSTS}
+const NONE = 0xffffffffu;
+${shared}
+// Storage offset of output row r's first input (outer dims) and of element i within a row.
+${offsetFn('outer_offset', s.outerRank, 'oshape', 'ostr')}
+${offsetFn('inner_offset', s.innerRank, 'ishape', 'istr')}
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+${tilePrelude(s.tiling)}
+  var acc: ${T} = ${identity};
+  var at: u32 = NONE;
+  if (live) {
+    // This row is chunk 'part' of input row (row % orows): its elements [start, end).
+    let part = row / P.orows;
+    let base = P.x_off + outer_offset(row % P.orows);
+    let start = part * P.chunk;
+    let end = min(P.len, start + P.chunk);
+    for (var i = start + lane; i < end; i += ${lanes}u) {
+      let off = base + inner_offset(i);
+      let v = x[off];
+      ${isArg ? (s.inIdx ? 'let idx = u32(xi[off]);' : 'let idx = i;') : ''}
+      ${scan}
+    }
+  }
+${lanes > 1 ? `  sh_v[slot] = acc;${isArg ? '\n  sh_i[slot] = at;' : ''}` : ''}
+${laneTree(lanes, merge)}
+${lanes > 1 ? `  acc = sh_v[slot];${isArg ? '\n  at = sh_i[slot];' : ''}` : ''}
+  if (live && lane == 0u) {
+    ${s.outVal ? `o[row] = ${result};` : ''}
+    ${s.outIdx ? 'oi[row] = i32(at);' : ''}
+  }
+}`;
+}
+
+/** Rows per dispatch below which a long reduction is split across workgroups. */
+const MIN_GROUPS = 64;
+/** A split chunk holds at least this many elements per lane. */
+const SPLIT_PER_LANE = 32;
+
+/**
+ * Reduces the trailing `reducedRank` dims of x (any strided view, rank <= 8) into `out`
+ * (contiguous, one value per leading index). argmax writes int32 indices of the first maximum
+ * within the flattened reduced dims; max and argmax treat NaN as the greatest value.
+ */
+export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor): void {
+  const rows = out.size;
+  if (rows === 0) return;
+  const T = wgslType(x.dtype);
+  const outer = dimsOf(x, 0, x.rank - reducedRank);
+  const inner = dimsOf(x, x.rank - reducedRank, x.rank);
+  const len = inner.shape.reduce((a, b) => a * b, 1);
+  const base = op === 'mean' ? 'sum' : op;
+  const alongRowUnit = unitInner(inner);
+  const acrossRowsUnit = unitInner(outer);
+
+  // Few long rows: split each into chunks reduced by separate workgroups, then reduce those.
+  const tiling = rowTiling(rows, len, alongRowUnit, acrossRowsUnit);
+  const groups = Math.ceil(rows / tiling.cols);
+  const splits = groups < MIN_GROUPS ? Math.min(Math.ceil(MIN_GROUPS / groups), Math.floor(len / (tiling.lanes * SPLIT_PER_LANE))) : 1;
+  const spec = { op: base, dtype: T, outerRank: outer.shape.length, innerRank: inner.shape.length, inIdx: false } as const;
+  if (splits <= 1) {
+    const final = { ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax' };
+    dispatchReduce(final, x, null, outer, inner, { rows, orows: rows, chunk: len, len, count: len }, [out]);
+    return;
+  }
+  // Stage 1: dispatch row p * rows + r reduces chunk p of input row r into partials [parts, rows]
+  // (chunk index slowest, so neighbouring threads still read neighbouring rows).
+  const chunk = Math.ceil(len / splits);
+  const parts = Math.ceil(len / chunk);
+  const partVal = Tensor.empty([parts, rows], x.dtype, 'webgpu');
+  const partIdx = op === 'argmax' ? Tensor.empty([parts, rows], 'int32', 'webgpu') : null;
+  const stage1 = { ...spec, tiling: rowTiling(rows * parts, chunk, alongRowUnit, acrossRowsUnit), divide: false, outVal: true, outIdx: op === 'argmax' };
+  dispatchReduce(stage1, x, null, outer, inner, { rows: rows * parts, orows: rows, chunk, len, count: len }, partIdx ? [partVal, partIdx] : [partVal]);
+  // Stage 2: a column reduction over the partials (argmax carries their indices along).
+  const stage2 = {
+    ...spec, outerRank: 1, innerRank: 1, tiling: rowTiling(rows, parts, rows === 1, true),
+    divide: op === 'mean', inIdx: op === 'argmax', outVal: op !== 'argmax', outIdx: op === 'argmax',
+  };
+  const pOuter = { shape: [rows], strides: [1] };
+  const pInner = { shape: [parts], strides: [rows] };
+  dispatchReduce(stage2, partVal, partIdx, pOuter, pInner, { rows, orows: rows, chunk: parts, len: parts, count: len }, [out]);
+  partVal.dispose();
+  partIdx?.dispose();
+}
+
+function dispatchReduce(
+  spec: ReduceSpec,
+  x: Tensor,
+  xi: Tensor | null,
+  outer: { shape: number[]; strides: number[] },
+  inner: { shape: number[]; strides: number[] },
+  sizes: { rows: number; orows: number; chunk: number; len: number; count: number },
+  outs: Tensor[],
+): void {
+  const u = new Uniforms()
+    .u32('rows', sizes.rows)
+    .u32('orows', sizes.orows)
+    .u32('chunk', sizes.chunk)
+    .u32('len', sizes.len)
+    .f32('count', sizes.count)
+    .u32('x_off', x.offset)
+    .vec8('oshape', outer.shape)
+    .vec8('ostr', outer.strides)
+    .vec8('ishape', inner.shape)
+    .vec8('istr', inner.strides);
+  ctx().dispatch({
+    label: `reduce ${spec.op}`,
+    code: reduceWgsl(spec, u),
+    uniforms: u.bytes(),
+    buffers: [x, ...(xi ? [xi] : []), ...outs].map(bufferOf),
+    workgroups: tileGrid(sizes.rows, spec.tiling),
+  });
+}
+
+// ---- softmax --------------------------------------------------------------------------------
+
+function softmaxWgsl(t: RowTiling, outerRank: number, log: boolean, u: Uniforms): string {
+  const { lanes } = t;
+  const threads = t.cols * lanes;
+  return /* wgsl */ `
+${u.declaration()}
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+${FLOAT_CONSTS}
+${lanes > 1 ? `var<workgroup> sh_m: array<f32, ${threads}>;\nvar<workgroup> sh_s: array<f32, ${threads}>;` : ''}
+${offsetFn('outer_offset', outerRank, 'oshape', 'ostr')}
+
+// A partial sum s of exp(x - m) rescaled to the max m' >= m (0 stays 0, even when m = -inf).
+fn rescale(s: f32, m: f32, to: f32) -> f32 {
+  return select(s * exp(m - to), 0.0, s == 0.0);
+}
+
+@compute @workgroup_size(${threads})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+${tilePrelude(t)}
+  // Pass 1, online: running max m and sum s of exp(x - m) over this lane's elements.
+  var m = neg_inf();
+  var s = 0.0;
+  var base = 0u;
+  if (live) {
+    base = P.x_off + outer_offset(row);
+    for (var i = lane; i < P.len; i += ${lanes}u) {
+      let v = x[base + i * P.x_last];
+      if (v > m) {
+        s = s * exp(m - v) + 1.0;
+        m = v;
+      } else if (v != neg_inf()) {
+        s += exp(v - m); // NaN inputs make s NaN, as on the CPU
+      }
+    }
+  }
+${
+  lanes > 1
+    ? `  sh_m[slot] = m;
+  sh_s[slot] = s;
+${laneTree(
+  lanes,
+  `      let ma = sh_m[slot]; let mb = sh_m[slot + stride];
+      let mm = max(ma, mb);
+      sh_s[slot] = rescale(sh_s[slot], ma, mm) + rescale(sh_s[slot + stride], mb, mm);
+      sh_m[slot] = mm;`,
+)}
+  m = sh_m[col * ${lanes}u];
+  s = sh_s[col * ${lanes}u];`
+    : ''
+}
+  if (!live) { return; }
+  // Pass 2: write exp(x - m) / s, or (x - m) - log(s).
+  ${log ? 'let log_s = log(s);' : 'let inv_s = 1.0 / s;'}
+  let ob = row * P.len;
+  for (var i = lane; i < P.len; i += ${lanes}u) {
+    let z = x[base + i * P.x_last] - m;
+    o[ob + i] = ${log ? 'z - log_s' : 'exp(z) * inv_s'};
+  }
+}`;
+}
+
+/** Softmax (or log-softmax) over the last dim of x (any strided view); out is contiguous. */
+export function softmax(x: Tensor, log: boolean, out: Tensor): void {
+  const len = x.shape[x.rank - 1];
+  const rows = len === 0 ? 0 : x.size / len;
+  if (rows === 0) return;
+  const outer = dimsOf(x, 0, x.rank - 1);
+  const last = x.strides[x.rank - 1];
+  const t = rowTiling(rows, len, last === 1 || len === 1, unitInner(outer));
+  const u = new Uniforms()
+    .u32('rows', rows)
+    .u32('len', len)
+    .u32('x_off', x.offset)
+    .u32('x_last', last)
+    .vec8('oshape', outer.shape)
+    .vec8('ostr', outer.strides);
+  ctx().dispatch({
+    label: log ? 'logSoftmax' : 'softmax',
+    code: softmaxWgsl(t, outer.shape.length, log, u),
+    uniforms: u.bytes(),
+    buffers: [bufferOf(x), bufferOf(out)],
+    workgroups: tileGrid(rows, t),
+  });
+}

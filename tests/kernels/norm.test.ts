@@ -1,0 +1,126 @@
+/**
+ * Fused layer norm and RMS norm on WebGPU against the CPU reference (two-pass, float64).
+ * Tolerance: atol 2e-5, rtol 1e-4 on outputs of order 1 (times weight, plus bias, in [-1, 1]),
+ * also for rows around 1000 with a spread of 1 and 1e4 with a spread of 0.1, where a variance from
+ * E[x^2] - E[x]^2 in f32 would be off by orders of magnitude.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import * as uhd from '../../tensor/index.js';
+import type { Tensor } from '../../tensor/index.js';
+import { agree, arbShape, arbView, makeView, PROP, useWebGPU, type Tolerance, type ViewRecipe } from '../support.js';
+
+useWebGPU();
+
+const NORM_TOL: Tolerance = { atol: 2e-5, rtol: 1e-4 };
+
+const arbKind = fc.constantFrom('dense', 'permuted', 'sliced', 'broadcast');
+const arbSeed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
+/** A 1-d parameter view of length d with a random layout (broadcast repeats one value). */
+const paramOf = (d: number, kind: string, seed: number): ViewRecipe => ({ shape: [d], kind: kind as ViewRecipe['kind'], seed });
+
+/** x of shape `r.shape`, with weight and bias (each present or not, any 1-d layout) matching its last dim. */
+async function checkNorm(
+  kind: 'layer' | 'rms',
+  r: ViewRecipe,
+  affine: { weight: boolean; bias: boolean; wKind: string; bKind: string },
+  opts: { lo?: number; hi?: number; eps?: number } = {},
+): Promise<void> {
+  const d = r.shape[r.shape.length - 1];
+  const recipes = [r];
+  if (affine.weight) recipes.push(paramOf(d, affine.wKind, r.seed + 1));
+  if (affine.bias && kind === 'layer') recipes.push(paramOf(d, affine.bKind, r.seed + 2));
+  const eps = opts.eps ?? 1e-5;
+  const op = (x: Tensor, ...p: Tensor[]): Tensor => {
+    const w = affine.weight ? p[0] : null;
+    const b = affine.bias && kind === 'layer' ? p[affine.weight ? 1 : 0] : null;
+    return kind === 'layer' ? uhd.layerNorm(x, w, b, eps) : uhd.rmsNorm(x, w, eps);
+  };
+  // Parameters come from the same seeded values in [lo, hi); keep them of order 1.
+  if (opts.lo === undefined) {
+    await agree(op, recipes, NORM_TOL, { label: `${kind} ${JSON.stringify(r)}` });
+    return;
+  }
+  // Large-offset x, order-1 parameters: build the inputs by hand.
+  const lo = opts.lo;
+  const hi = opts.hi ?? lo + 1;
+  const build = (device: 'cpu' | 'webgpu') => [makeView(r, device, 'float32', lo, hi), ...recipes.slice(1).map((p) => makeView(p, device))];
+  const cpu = build('cpu');
+  const gpu = build('webgpu');
+  const want = await op(cpu[0], ...cpu.slice(1)).data();
+  const gotT = op(gpu[0], ...gpu.slice(1));
+  const got = await gotT.data();
+  for (let i = 0; i < want.length; i++) {
+    const tol = NORM_TOL.atol + NORM_TOL.rtol * Math.abs(want[i]);
+    if (!(Math.abs(got[i] - want[i]) <= tol)) expect.fail(`${kind} [${lo}, ${hi}) element ${i}: got ${got[i]}, expected ${want[i]}`);
+  }
+  for (const t of [...cpu, ...gpu, gotT]) t.dispose();
+}
+
+const arbAffine = fc.record({ weight: fc.boolean(), bias: fc.boolean(), wKind: arbKind, bKind: arbKind });
+
+for (const kind of ['layer', 'rms'] as const) {
+  describe(`${kind === 'layer' ? 'layerNorm' : 'rmsNorm'} matches the CPU reference`, () => {
+    it('on random shapes and views, with and without weight/bias of any layout', async () => {
+      await fc.assert(
+        fc.asyncProperty(arbView(arbShape(1, 4, 37, 30_000)), arbAffine, async (r, affine) => {
+          await checkNorm(kind, r, affine);
+        }),
+        { ...PROP, numRuns: 15 },
+      );
+    });
+
+    it('on long rows (1000..5000) and many short rows (1..16)', async () => {
+      const rows = fc.oneof(
+        fc.tuple(fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1000, max: 5000 })),
+        fc.tuple(fc.integer({ min: 200, max: 3000 }), fc.integer({ min: 1, max: 16 })),
+      );
+      await fc.assert(
+        fc.asyncProperty(rows, arbKind, arbSeed, arbAffine, async ([n, d], k, seed, affine) => {
+          await checkNorm(kind, { shape: [n, d], kind: k as ViewRecipe['kind'], seed }, affine);
+        }),
+        { ...PROP, numRuns: 10 },
+      );
+    });
+
+    it('keeps its precision for rows with a large mean and a small spread', async () => {
+      await fc.assert(
+        fc.asyncProperty(fc.integer({ min: 1, max: 4 }), fc.integer({ min: 2, max: 3000 }), arbKind, arbSeed, arbAffine, fc.constantFrom([1000, 1001], [-1000, -999], [1e4, 1e4 + 0.1]), async (n, d, k, seed, affine, [lo, hi]) => {
+          const r: ViewRecipe = { shape: [n, d], kind: k as ViewRecipe['kind'], seed };
+          // rmsNorm of such rows is near-constant; it is checked on the same inputs all the same
+          await checkNorm(kind, r, affine, { lo, hi, eps: kind === 'layer' ? 1e-12 : 1e-6 });
+        }),
+        { ...PROP, numRuns: 8 },
+      );
+    });
+  });
+}
+
+describe('norm properties on the GPU', () => {
+  it('layerNorm rows have mean 0 and variance 1; rmsNorm rows have mean square 1', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbView(arbShape(2, 3, 600, 30_000).filter((s) => s[0] > 1 && s[s.length - 1] >= 8)), async (r) => {
+        const x = makeView(r, 'webgpu', 'float32', -3, 5);
+        const ln = uhd.layerNorm(x, null, null, 1e-12);
+        const rms = uhd.rmsNorm(x, null, 1e-12);
+        const stats = [ln.mean(-1), uhd.tidy(() => ln.mul(ln).mean(-1)), uhd.tidy(() => rms.mul(rms).mean(-1))];
+        const [m, v, ms] = await Promise.all(stats.map((t) => t.data()));
+        for (let i = 0; i < m.length; i++) {
+          expect(Math.abs(m[i])).toBeLessThan(1e-5);
+          expect(Math.abs(v[i] - 1)).toBeLessThan(1e-4);
+          expect(Math.abs(ms[i] - 1)).toBeLessThan(1e-4);
+        }
+        for (const t of [x, ln, rms, ...stats]) t.dispose();
+      }),
+      { ...PROP, numRuns: 8 },
+    );
+  });
+
+  it('an empty last dim gives an empty result', async () => {
+    const x = uhd.zeros([3, 0], { device: 'webgpu' });
+    const y = uhd.layerNorm(x);
+    expect(y.shape).toEqual([3, 0]);
+    expect((await y.data()).length).toBe(0);
+    for (const t of [x, y]) t.dispose();
+  });
+});
