@@ -1,0 +1,151 @@
+/**
+ * Multi-head attention as the two towers use it: SigLIP's (biases, per-view segment ids or
+ * 2x2 windows) and Qwen3's (grouped-query kv heads, RMSNorm on q and k per head, rotary
+ * position embedding, causal, a KV cache for incremental decoding).
+ */
+import * as ag from '../autograd/index.js';
+import { fmt } from '../tensor/shape.js';
+import { keep, tensor, type Device, type DType, type Tensor } from '../tensor/index.js';
+import type { InitOptions } from './init.js';
+import { Linear, RMSNorm } from './layers.js';
+import { Module } from './module.js';
+
+export interface AttentionConfig extends InitOptions {
+  dim: number;
+  heads: number;
+  /** Fewer kv heads than q heads: grouped-query attention (default: heads). */
+  kvHeads?: number;
+  /** Default dim / heads (Qwen3 may differ: 16 heads x 128 for hidden 1024). */
+  headDim?: number;
+  /** Biases on the projections (SigLIP: yes; Qwen3: no). */
+  bias?: boolean;
+  /** RMSNorm on q and k per head after projection, before RoPE (Qwen3). */
+  qkNorm?: boolean;
+  normEps?: number;
+  /** Rotary embedding base (Qwen3: 1e6); none when omitted. */
+  ropeTheta?: number;
+  /** Name of the output projection: SigLIP 'out_proj', Qwen3 'o_proj'. */
+  outName?: 'out_proj' | 'o_proj';
+}
+
+/** Past keys and values of one layer: [B, Hkv, S_past, headDim]. */
+export class KVCache {
+  k: Tensor | null = null;
+  v: Tensor | null = null;
+  get length(): number {
+    return this.k?.shape[2] ?? 0;
+  }
+  /** Appends new keys/values and returns the full ones (owned by the cache). */
+  append(k: Tensor, v: Tensor): [Tensor, Tensor] {
+    const nk = this.k ? ag.concat([this.k, k], 2) : ag.contiguous(k);
+    const nv = this.v ? ag.concat([this.v, v], 2) : ag.contiguous(v);
+    this.k?.dispose();
+    this.v?.dispose();
+    this.k = keep(nk);
+    this.v = keep(nv);
+    return [this.k, this.v];
+  }
+  dispose(): void {
+    this.k?.dispose();
+    this.v?.dispose();
+    this.k = this.v = null;
+  }
+}
+
+export interface AttentionCall {
+  segmentIds?: Tensor;
+  window?: { h: number; w: number };
+  causal?: boolean;
+  /** Position of the first token (for RoPE); defaults to the cache length. */
+  start?: number;
+  cache?: KVCache;
+}
+
+/** cos and sin tables [S, headDim] for rotate-half RoPE at positions start..start+S-1. */
+export function ropeTables(start: number, S: number, headDim: number, theta: number, device: Device, dtype: DType = 'float32'): [Tensor, Tensor] {
+  const half = headDim / 2;
+  const cos = new Float64Array(S * headDim);
+  const sin = new Float64Array(S * headDim);
+  for (let p = 0; p < S; p++) {
+    for (let i = 0; i < half; i++) {
+      const angle = (start + p) * theta ** (-(2 * i) / headDim);
+      cos[p * headDim + i] = cos[p * headDim + i + half] = Math.cos(angle);
+      sin[p * headDim + i] = sin[p * headDim + i + half] = Math.sin(angle);
+    }
+  }
+  return [tensor(cos, { shape: [S, headDim], device, dtype }), tensor(sin, { shape: [S, headDim], device, dtype })];
+}
+
+/** x * cos + rotateHalf(x) * sin, rotateHalf(x) = [-x2, x1]; x: [B, H, S, hd]. */
+export function applyRope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const hd = x.shape[3];
+  const x1 = ag.narrow(x, 3, 0, hd / 2);
+  const x2 = ag.narrow(x, 3, hd / 2, hd / 2);
+  const rotated = ag.concat([ag.neg(x2), x1], 3);
+  return ag.add(ag.mul(x, cos), ag.mul(rotated, sin));
+}
+
+export class MultiHeadAttention extends Module {
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  q_proj: Linear;
+  k_proj: Linear;
+  v_proj: Linear;
+  out: Linear;
+  q_norm: RMSNorm | null = null;
+  k_norm: RMSNorm | null = null;
+
+  constructor(readonly cfg: AttentionConfig) {
+    super();
+    this.heads = cfg.heads;
+    this.kvHeads = cfg.kvHeads ?? cfg.heads;
+    this.headDim = cfg.headDim ?? cfg.dim / cfg.heads;
+    if (!Number.isInteger(this.headDim) || this.heads % this.kvHeads) {
+      throw new Error(`MultiHeadAttention: dim ${cfg.dim}, heads ${cfg.heads}, kvHeads ${this.kvHeads}, headDim ${this.headDim} are inconsistent`);
+    }
+    const lin = { bias: cfg.bias ?? true, device: cfg.device, dtype: cfg.dtype };
+    this.q_proj = this.module('q_proj', new Linear(cfg.dim, this.heads * this.headDim, lin));
+    this.k_proj = this.module('k_proj', new Linear(cfg.dim, this.kvHeads * this.headDim, lin));
+    this.v_proj = this.module('v_proj', new Linear(cfg.dim, this.kvHeads * this.headDim, lin));
+    this.out = this.module(cfg.outName ?? 'out_proj', new Linear(this.heads * this.headDim, cfg.dim, lin));
+    if (cfg.qkNorm) {
+      this.q_norm = this.module('q_norm', new RMSNorm(this.headDim, cfg.normEps ?? 1e-6, cfg));
+      this.k_norm = this.module('k_norm', new RMSNorm(this.headDim, cfg.normEps ?? 1e-6, cfg));
+    }
+  }
+
+  /** [B, S, H*hd] -> [B, H, S, hd], with the per-head norm applied (a view plus the norm). */
+  private split(x: Tensor, heads: number, norm: RMSNorm | null): Tensor {
+    const [B, S] = x.shape;
+    const h = ag.reshape(x, [B, S, heads, this.headDim]);
+    return ag.permute(norm ? norm.forward(h) : h, [0, 2, 1, 3]);
+  }
+
+  /** x: [B, S, dim] -> [B, S, dim]. */
+  forward(x: Tensor, call: AttentionCall = {}): Tensor {
+    if (x.rank !== 3 || x.shape[2] !== this.cfg.dim) {
+      throw new Error(`MultiHeadAttention: x must be [B, S, ${this.cfg.dim}], got ${fmt(x.shape)}`);
+    }
+    const [B, S] = x.shape;
+    let q = this.split(this.q_proj.forward(x), this.heads, this.q_norm);
+    let k = this.split(this.k_proj.forward(x), this.kvHeads, this.k_norm);
+    let v = this.split(this.v_proj.forward(x), this.kvHeads, null);
+    if (this.cfg.ropeTheta) {
+      const start = call.start ?? call.cache?.length ?? 0;
+      const [cos, sin] = ropeTables(start, S, this.headDim, this.cfg.ropeTheta, x.device, x.dtype);
+      q = applyRope(q, cos, sin);
+      k = applyRope(k, cos, sin);
+      cos.dispose();
+      sin.dispose();
+    }
+    if (call.cache) [k, v] = call.cache.append(k, v);
+    const o = ag.attention(q, k, v, {
+      causal: call.causal,
+      segmentIds: call.segmentIds,
+      window: call.window,
+    });
+    const merged = ag.reshape(ag.permute(o, [0, 2, 1, 3]), [B, S, this.heads * this.headDim]);
+    return this.out.forward(merged);
+  }
+}
