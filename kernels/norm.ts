@@ -97,7 +97,7 @@ ${load}
   if (!live) { return; }
   // Pass 2: normalise (biased variance, as PyTorch), then the affine weight and bias.
   ${scale}
-  let ob = row * P.len;
+  let ob = P.o_off + row * P.len;
   for (var i = lane; i < P.len; i += ${lanes}u) {
     let v = x[base + i * P.x_last];
     o[ob + i] = ${y};
@@ -118,6 +118,7 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
     .f32('eps', eps)
     .u32('x_off', x.offset)
     .u32('x_last', last)
+    .u32('o_off', out.offset)
     .u32('w_off', weight?.offset ?? 0)
     .u32('w_str', weight?.strides[0] ?? 0)
     .u32('b_off', bias?.offset ?? 0)

@@ -30,36 +30,36 @@ export interface RowTiling {
   laneFast: boolean;
 }
 
-/**
- * Sizes chosen by measurement on llvmpipe (see bench/suites/reduce.ts), where every barrier
- * switches all of a workgroup's SIMD groups: up to 32 lanes per row (a warp on GPUs) with 16 or
- * more elements each ran 2-4x faster than 256 lanes per row, while 8..32 lanes measured alike.
+/*
+ * Sizes chosen by measurement on llvmpipe (bench/suites/reduce.ts, CPU time per call), where a
+ * barrier costs a switch of every SIMD group of the workgroup: 64 or more elements per lane ran
+ * 1.5-2x cheaper than 8..16 per lane (softmax [1024,1024]: 11 vs 17 ms, layerNorm [4096,1152]:
+ * 77 vs 108 ms) and within 10-20% of one thread per row, while still giving long rows a
+ * workgroup each (a row of 4096 gets 64 lanes, one of 16384 or more gets 256).
  */
 /** Threads per workgroup at most. */
 const MAX_THREADS = 256;
 /** Threads splitting one row at most. */
-const MAX_LANES = 32;
+const MAX_LANES = 256;
 /** Elements each lane should see at least before another lane is worth adding. */
-const PER_LANE = 16;
+const PER_LANE = 64;
 /** Rows per workgroup when reducing a strided dim whose rows are contiguous (a column sum). */
 const COLUMN_COLS = 32;
 
 const pow2ceil = (n: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+const pow2floor = (n: number): number => 2 ** Math.floor(Math.log2(Math.max(1, n)));
 
 /**
  * Picks the tiling for `rows` rows of `len` elements. `alongRowUnit`: the elements of a row
  * are adjacent in memory; `acrossRowsUnit`: neighbouring rows start at adjacent addresses.
  */
 export function rowTiling(rows: number, len: number, alongRowUnit: boolean, acrossRowsUnit: boolean): RowTiling {
-  const wantLanes = Math.min(MAX_LANES, pow2ceil(Math.ceil(len / PER_LANE)));
-  if (acrossRowsUnit && !alongRowUnit && rows > 1) {
-    // Column-style: threads side by side read neighbouring rows (coalesced), lanes split the rest.
-    const cols = Math.min(COLUMN_COLS, pow2ceil(rows));
-    return { cols, lanes: Math.min(wantLanes, MAX_THREADS / cols), laneFast: false };
-  }
-  const lanes = wantLanes;
+  // Column-style: threads side by side read neighbouring rows (coalesced), lanes split the rest.
+  const column = acrossRowsUnit && !alongRowUnit && rows > 1;
+  const wantLanes = Math.min(MAX_LANES, pow2floor(len / PER_LANE));
+  const lanes = column ? Math.min(wantLanes, MAX_THREADS / COLUMN_COLS) : wantLanes;
   const cols = Math.min(MAX_THREADS / lanes, pow2ceil(rows));
-  return { cols, lanes, laneFast: lanes > 1 };
+  return { cols, lanes, laneFast: !column && lanes > 1 };
 }
 
 /**
@@ -222,16 +222,16 @@ ${lanes > 1 ? `  sh_v[slot] = acc;${isArg ? '\n  sh_i[slot] = at;' : ''}` : ''}
 ${laneTree(lanes, merge)}
 ${lanes > 1 ? `  acc = sh_v[slot];${isArg ? '\n  at = sh_i[slot];' : ''}` : ''}
   if (live && lane == 0u) {
-    ${s.outVal ? `o[row] = ${result};` : ''}
-    ${s.outIdx ? 'oi[row] = i32(at);' : ''}
+    ${s.outVal ? `o[P.o_off + row] = ${result};` : ''}
+    ${s.outIdx ? `oi[${s.outVal ? '' : 'P.o_off + '}row] = i32(at);` : ''}
   }
 }`;
 }
 
 /** Rows per dispatch below which a long reduction is split across workgroups. */
 const MIN_GROUPS = 64;
-/** A split chunk holds at least this many elements per lane. */
-const SPLIT_PER_LANE = 32;
+/** A split chunk gives each lane at least this many elements. */
+const SPLIT_PER_LANE = 2 * PER_LANE;
 
 /**
  * Reduces the trailing `reducedRank` dims of x (any strided view, rank <= 8) into `out`
@@ -295,6 +295,7 @@ function dispatchReduce(
     .u32('len', sizes.len)
     .f32('count', sizes.count)
     .u32('x_off', x.offset)
+    .u32('o_off', outs[0].offset)
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides)
     .vec8('ishape', inner.shape)
@@ -313,6 +314,16 @@ function dispatchReduce(
 function softmaxWgsl(t: RowTiling, outerRank: number, log: boolean, u: Uniforms): string {
   const { lanes } = t;
   const threads = t.cols * lanes;
+  // The lanes' (m, s) pairs merge in shared memory; every lane then reads its row's result.
+  const merge = `      let ma = sh_m[slot]; let mb = sh_m[slot + stride];
+      let mm = max(ma, mb);
+      sh_s[slot] = rescale(sh_s[slot], ma, mm) + rescale(sh_s[slot + stride], mb, mm);
+      sh_m[slot] = mm;`;
+  const combine = lanes === 1 ? '' : `  sh_m[slot] = m;
+  sh_s[slot] = s;
+${laneTree(lanes, merge)}
+  m = sh_m[col * ${lanes}u];
+  s = sh_s[col * ${lanes}u];`;
   return /* wgsl */ `
 ${u.declaration()}
 @group(0) @binding(1) var<storage, read> x: array<f32>;
@@ -345,25 +356,11 @@ ${tilePrelude(t)}
       }
     }
   }
-${
-  lanes > 1
-    ? `  sh_m[slot] = m;
-  sh_s[slot] = s;
-${laneTree(
-  lanes,
-  `      let ma = sh_m[slot]; let mb = sh_m[slot + stride];
-      let mm = max(ma, mb);
-      sh_s[slot] = rescale(sh_s[slot], ma, mm) + rescale(sh_s[slot + stride], mb, mm);
-      sh_m[slot] = mm;`,
-)}
-  m = sh_m[col * ${lanes}u];
-  s = sh_s[col * ${lanes}u];`
-    : ''
-}
+${combine}
   if (!live) { return; }
   // Pass 2: write exp(x - m) / s, or (x - m) - log(s).
   ${log ? 'let log_s = log(s);' : 'let inv_s = 1.0 / s;'}
-  let ob = row * P.len;
+  let ob = P.o_off + row * P.len;
   for (var i = lane; i < P.len; i += ${lanes}u) {
     let z = x[base + i * P.x_last] - m;
     o[ob + i] = ${log ? 'z - log_s' : 'exp(z) * inv_s'};
@@ -384,6 +381,7 @@ export function softmax(x: Tensor, log: boolean, out: Tensor): void {
     .u32('len', len)
     .u32('x_off', x.offset)
     .u32('x_last', last)
+    .u32('o_off', out.offset)
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides);
   ctx().dispatch({

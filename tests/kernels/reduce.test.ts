@@ -50,7 +50,7 @@ describe('sum, mean, max match the CPU reference', () => {
         fc.asyncProperty(arbView(arbShape(1, 5, 37, 40_000)), fc.nat(31), fc.boolean(), async (r, mask, keepdim) => {
           await agree((x) => x[op](dimsFrom(mask, r.shape.length), keepdim), [r], tolFor(op), { label: `${op} ${mask}` });
         }),
-        { ...PROP, numRuns: 12 },
+        PROP,
       );
     });
   }
@@ -60,7 +60,7 @@ describe('sum, mean, max match the CPU reference', () => {
       fc.asyncProperty(viewOf(longRows), fc.constantFrom('sum', 'mean', 'max') as fc.Arbitrary<ReduceName>, fc.nat(1), async (r, op, dim) => {
         await agree((x) => x[op](dim), [r], tolFor(op), { label: `${op} dim ${dim}` });
       }),
-      { ...PROP, numRuns: 10 },
+      { ...PROP, numRuns: 15 },
     );
   });
 
@@ -69,7 +69,7 @@ describe('sum, mean, max match the CPU reference', () => {
       fc.asyncProperty(viewOf(shortRows), fc.constantFrom('sum', 'mean', 'max') as fc.Arbitrary<ReduceName>, fc.nat(1), async (r, op, dim) => {
         await agree((x) => x[op](1 - dim), [r], tolFor(op), { label: `${op} dim ${1 - dim}` });
       }),
-      { ...PROP, numRuns: 10 },
+      { ...PROP, numRuns: 15 },
     );
   });
 
@@ -78,8 +78,10 @@ describe('sum, mean, max match the CPU reference', () => {
       fc.asyncProperty(arbView(arbShape(6, 8, 4, 6_000)), fc.nat(255), async (r, mask) => {
         await agree((x) => x.sum(dimsFrom(mask, r.shape.length), true), [r], SUM_TOL);
         await agree((x) => x.max(dimsFrom(mask ^ 0x55, r.shape.length)), [r], EXACT);
+        await agree((x) => x.argmax(mask % r.shape.length), [r], EXACT);
+        await agree((x) => x.softmax(mask % r.shape.length), [r], F32);
       }),
-      { ...PROP, numRuns: 6 },
+      { ...PROP, numRuns: 15 },
     );
   });
 
@@ -125,7 +127,7 @@ describe('argmax returns the first maximum, like the CPU', () => {
         // broadcast views repeat values, so ties are common there
         await agree((x) => x.argmax(dim, keepdim), [r], EXACT, { label: `argmax ${dim}` });
       }),
-      { ...PROP, numRuns: 12 },
+      PROP,
     );
   });
 
@@ -134,7 +136,7 @@ describe('argmax returns the first maximum, like the CPU', () => {
       fc.asyncProperty(viewOf(fc.oneof(longRows, shortRows)), fc.nat(1), async (r, dim) => {
         await agree((x) => x.argmax(dim), [r], EXACT);
       }),
-      { ...PROP, numRuns: 8 },
+      { ...PROP, numRuns: 12 },
     );
   });
 
@@ -182,7 +184,7 @@ describe('int32 reductions are exact', () => {
         await agree((x) => x.max(dims, true), [r], EXACT, opts);
         await agree((x) => x.argmax(dims?.[0]), [r], EXACT, opts);
       }),
-      { ...PROP, numRuns: 10 },
+      { ...PROP, numRuns: 15 },
     );
   });
 });
@@ -196,7 +198,7 @@ describe('softmax and log-softmax match the CPU reference', () => {
           await agree((x) => x.logSoftmax(d), [r], LOG_TOL, { lo: -4, hi: 4, label: `logSoftmax ${d}` });
         }
       }),
-      { ...PROP, numRuns: 10 },
+      { ...PROP, numRuns: 15 },
     );
   });
 
@@ -205,7 +207,7 @@ describe('softmax and log-softmax match the CPU reference', () => {
       fc.asyncProperty(viewOf(fc.oneof(longRows, shortRows)), fc.nat(1), fc.boolean(), async (r, dim, log) => {
         await agree((x) => (log ? x.logSoftmax(dim) : x.softmax(dim)), [r], log ? LOG_TOL : F32, { lo: -6, hi: 6 });
       }),
-      { ...PROP, numRuns: 8 },
+      { ...PROP, numRuns: 12 },
     );
   });
 
@@ -218,7 +220,7 @@ describe('softmax and log-softmax match the CPU reference', () => {
         for (const s of sums) expect(Math.abs(s - 1)).toBeLessThan(1e-5);
         x.dispose();
       }),
-      { ...PROP, numRuns: 10 },
+      { ...PROP, numRuns: 15 },
     );
   });
 
