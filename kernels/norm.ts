@@ -1,8 +1,9 @@
 /**
- * Fused layer norm and RMS norm over the last dim. One workgroup per row (several short rows
- * per workgroup, see `rowTiling` in kernels/reduce.ts): each lane gathers statistics over its
- * share of the row in one pass, a tree in shared memory combines the lanes, and a second pass
- * writes the normalised row.
+ * Fused layer norm and RMS norm over the last dim, in one dispatch. Each row is split over
+ * `lanes` threads of a workgroup (`rowTiling` in kernels/reduce.ts: a long row gets a workgroup
+ * to itself, shorter rows share one, rows of up to 127 elements get one thread each): every lane
+ * gathers statistics over its share of the row in one pass, a tree in shared memory combines
+ * the lanes, and a second pass writes the normalised row.
  *
  * Layer norm's statistics use Welford's update per lane and Chan's pairwise merge across lanes,
  * so the variance never comes from a difference of two large sums. They are taken of x - s, s
