@@ -197,8 +197,11 @@ function accumulateLeaf(t: Tensor, g: Tensor): void {
     g.dispose();
     t.grad = sum;
   } else {
-    t.grad = keep(g.isContiguous ? g : g.contiguous());
-    if (t.grad !== g) g.dispose();
+    // A leaf's grad owns its memory: optimizers update grads in place, and a rule such as
+    // add's hands the same gradient to both inputs.
+    const own = g.isContiguous && g.storage.refCount === 1;
+    t.grad = keep(own ? g : g.clone());
+    if (!own) g.dispose();
   }
 }
 

@@ -30,6 +30,11 @@ export abstract class Storage {
     return this.refs > 0;
   }
 
+  /** How many tensor handles share this storage. */
+  get refCount(): number {
+    return this.refs;
+  }
+
   retain(): this {
     if (this.refs <= 0) throw new Error('storage used after it was freed');
     this.refs++;

@@ -44,6 +44,15 @@ describe('the tape', () => {
     expect(Array.from(await x.grad!.data())).toEqual(e.map((v) => 3 * v));
   });
 
+  it('each leaf grad owns its memory, even when a rule hands one gradient to two inputs', async () => {
+    const a = param([1, 2]);
+    const b = param([3, 4]);
+    a.add(b).sum().backward();
+    expect(a.grad!.storage).not.toBe(b.grad!.storage);
+    uhd.assign(a.grad!, uhd.zeros([2], { dtype: 'float64' }));
+    expect(Array.from(await b.grad!.data())).toEqual([1, 1]);
+  });
+
   it('backward on a tensor that needs no grad says so', () => {
     expect(() => uhd.ones([1]).backward()).toThrow('backward: tensor [1] does not require grad');
   });
