@@ -14,7 +14,7 @@
 import type { Tensor } from '../tensor/tensor.js';
 import { Uniforms } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
-import { dimsOf, laneTree, offsetFn, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
+import { dimsOf, laneTree, offsetFn, rowsAsVec4, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
 
 interface NormSpec {
   kind: 'layer' | 'rms';
@@ -22,30 +22,58 @@ interface NormSpec {
   outerRank: number;
   hasWeight: boolean;
   hasBias: boolean;
+  /** Rows are contiguous, 16-byte aligned and a multiple of 4 long: x and out move as vec4f. */
+  vec4: boolean;
 }
 
 function normWgsl(s: NormSpec, u: Uniforms): string {
   const { lanes } = s.tiling;
   const threads = s.tiling.cols * lanes;
   const layer = s.kind === 'layer';
+  const V = s.vec4 ? 'vec4f' : 'f32';
   let binding = 2;
-  const decls = ['@group(0) @binding(1) var<storage, read> x: array<f32>;'];
+  const decls = [`@group(0) @binding(1) var<storage, read> x: array<${V}>;`];
   if (s.hasWeight) decls.push(`@group(0) @binding(${binding++}) var<storage, read> w: array<f32>;`);
   if (s.hasBias) decls.push(`@group(0) @binding(${binding++}) var<storage, read> b: array<f32>;`);
-  decls.push(`@group(0) @binding(${binding}) var<storage, read_write> o: array<f32>;`);
+  decls.push(`@group(0) @binding(${binding}) var<storage, read_write> o: array<${V}>;`);
 
-  // Per lane: layer norm keeps (count, mean, M2) by Welford's update; RMS norm a sum of squares.
-  const stats = layer
-    ? `  var n = 0.0;
-  var mean = 0.0;
-  var m2 = 0.0;`
-    : '  var ss = 0.0;';
+  // Unit i of a row (an element, or 4 of them as a vec4f), and of weight and bias (any stride).
+  const param = (name: string) =>
+    s.vec4
+      ? `fn ${name}_at(i: u32) -> vec4f {
+  let at = P.${name}_off + 4u * i * P.${name}_str;
+  return vec4f(${name}[at], ${name}[at + P.${name}_str], ${name}[at + 2u * P.${name}_str], ${name}[at + 3u * P.${name}_str]);
+}`
+      : `fn ${name}_at(i: u32) -> f32 { return ${name}[P.${name}_off + i * P.${name}_str]; }`;
+  const accessors = [
+    s.vec4
+      ? 'fn x_at(base: u32, i: u32) -> vec4f { return x[base / 4u + i]; }'
+      : 'fn x_at(base: u32, i: u32) -> f32 { return x[base + i * P.x_last]; }',
+    s.vec4 ? 'fn o_set(base: u32, i: u32, v: vec4f) { o[base / 4u + i] = v; }' : 'fn o_set(base: u32, i: u32, v: f32) { o[base + i] = v; }',
+    ...(s.hasWeight ? [param('w')] : []),
+    ...(s.hasBias ? [param('b')] : []),
+  ];
+
+  // Per lane: layer norm keeps (count, mean, M2) by Welford's update (per component of a vec4,
+  // all with the same count); RMS norm a sum of squares. Then the components fold into one.
+  const stats = layer ? `  var n = 0.0;
+  var mean = ${V}(0.0);
+  var m2 = ${V}(0.0);` : `  var ss = ${V}(0.0);`;
   const update = layer
     ? `      n += 1.0;
       let d = (v - shift) - mean;
       mean += d / n;
       m2 += d * ((v - shift) - mean);`
     : '      ss += v * v;';
+  const fold = !s.vec4
+    ? layer ? '  var ln = n;\n  var lmean = mean;\n  var lm2 = m2;' : '  var lss = ss;'
+    : layer
+      ? `  // four equal-count parts: M2 = sum of M2s + n * sum of squared deviations of their means
+  var ln = 4.0 * n;
+  var lmean = dot(mean, vec4f(0.25));
+  let dm = mean - lmean;
+  var lm2 = dot(m2, vec4f(1.0)) + n * dot(dm, dm);`
+      : '  var lss = dot(ss, vec4f(1.0));';
   const shared = lanes === 1 ? '' : layer
     ? `var<workgroup> sh_n: array<f32, ${threads}>;\nvar<workgroup> sh_mean: array<f32, ${threads}>;\nvar<workgroup> sh_m2: array<f32, ${threads}>;`
     : `var<workgroup> sh_ss: array<f32, ${threads}>;`;
@@ -61,37 +89,41 @@ function normWgsl(s: NormSpec, u: Uniforms): string {
       }`
     : '      sh_ss[slot] = sh_ss[slot] + sh_ss[slot + stride];';
   const store = lanes === 1 ? '' : layer
-    ? '  sh_n[slot] = n;\n  sh_mean[slot] = mean;\n  sh_m2[slot] = m2;'
-    : '  sh_ss[slot] = ss;';
+    ? '  sh_n[slot] = ln;\n  sh_mean[slot] = lmean;\n  sh_m2[slot] = lm2;'
+    : '  sh_ss[slot] = lss;';
   const load = lanes === 1 ? '' : layer
-    ? `  mean = sh_mean[col * ${lanes}u];\n  m2 = sh_m2[col * ${lanes}u];`
-    : `  ss = sh_ss[col * ${lanes}u];`;
-  const scale = layer ? 'let inv = 1.0 / sqrt(m2 / f32(P.len) + P.eps);' : 'let inv = 1.0 / sqrt(ss / f32(P.len) + P.eps);';
-  let y = layer ? '((v - shift) - mean) * inv' : 'v * inv';
-  if (s.hasWeight) y = `${y} * w[P.w_off + i * P.w_str]`;
-  if (s.hasBias) y = `${y} + b[P.b_off + i * P.b_str]`;
+    ? `  lmean = sh_mean[col * ${lanes}u];\n  lm2 = sh_m2[col * ${lanes}u];`
+    : `  lss = sh_ss[col * ${lanes}u];`;
+  const scale = layer ? 'let inv = 1.0 / sqrt(lm2 / f32(P.len) + P.eps);' : 'let inv = 1.0 / sqrt(lss / f32(P.len) + P.eps);';
+  let y = layer ? '((v - shift) - lmean) * inv' : 'v * inv';
+  if (s.hasWeight) y = `${y} * w_at(i)`;
+  if (s.hasBias) y = `${y} + b_at(i)`;
+  const units = s.vec4 ? 'P.len / 4u' : 'P.len';
 
   return /* wgsl */ `
 ${u.declaration()}
 ${decls.join('\n')}
 ${shared}
 ${offsetFn('outer_offset', s.outerRank, 'oshape', 'ostr')}
+${accessors.join('\n')}
 
 @compute @workgroup_size(${threads})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
 ${tilePrelude(s.tiling)}
-  // Pass 1: this lane's statistics over elements lane, lane + ${lanes}, ...
+  // Pass 1: this lane's statistics over units lane, lane + ${lanes}, ...
 ${stats}
   var base = 0u;
   var shift = 0.0;
+  let units = ${units};
   if (live) {
     base = P.x_off + outer_offset(row);
-    ${layer ? 'shift = x[base]; // statistics of x - x[0]: exact differences, so a large mean costs no precision' : ''}
-    for (var i = lane; i < P.len; i += ${lanes}u) {
-      let v = x[base + i * P.x_last];
+    ${layer ? `shift = x_at(base, 0u)${s.vec4 ? '.x' : ''}; // statistics of x - x[0]: exact differences, so a large mean costs no precision` : ''}
+    for (var i = lane; i < units; i += ${lanes}u) {
+      let v = x_at(base, i);
 ${update}
     }
   }
+${fold}
 ${store}
 ${laneTree(lanes, merge)}
 ${load}
@@ -99,9 +131,9 @@ ${load}
   // Pass 2: normalise (biased variance, as PyTorch), then the affine weight and bias.
   ${scale}
   let ob = P.o_off + row * P.len;
-  for (var i = lane; i < P.len; i += ${lanes}u) {
-    let v = x[base + i * P.x_last];
-    o[ob + i] = ${y};
+  for (var i = lane; i < units; i += ${lanes}u) {
+    let v = x_at(base, i);
+    o_set(ob, i, ${y});
   }
 }`;
 }
@@ -126,7 +158,10 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
     .u32('b_str', bias?.strides[0] ?? 0)
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides);
-  const spec: NormSpec = { kind, tiling, outerRank: outer.shape.length, hasWeight: weight !== null, hasBias: bias !== null };
+  const spec: NormSpec = {
+    kind, tiling, outerRank: outer.shape.length, hasWeight: weight !== null, hasBias: bias !== null,
+    vec4: rowsAsVec4(x, outer, out),
+  };
   const inputs = [x, weight, bias].filter((t): t is Tensor => t !== null);
   ctx().dispatch({
     label: kind === 'layer' ? 'layerNorm' : 'rmsNorm',

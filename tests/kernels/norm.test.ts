@@ -105,6 +105,33 @@ for (const kind of ['layer', 'rms'] as const) {
   });
 }
 
+describe('vec4 rows (contiguous, aligned, a multiple of 4 long) and unaligned ones', () => {
+  it('layerNorm and rmsNorm over windows x[:, off : off + len] of a wider tensor, weight and bias windows too', async () => {
+    const arbWindow = fc.record({
+      rows: fc.integer({ min: 1, max: 40 }), len: fc.integer({ min: 1, max: 1200 }), off: fc.nat(5), pad: fc.nat(5),
+      seed: arbSeed, quad: fc.boolean(), wOff: fc.nat(3),
+    });
+    await fc.assert(
+      fc.asyncProperty(arbWindow, async ({ rows, len, off, pad, seed, quad, wOff }) => {
+        const l = quad ? 4 * Math.ceil(len / 4) : len;
+        const o = quad ? 4 * Math.floor(off / 2) : off;
+        const width = quad ? o + l + 4 * Math.floor(pad / 2) : o + l + pad;
+        const recipes: ViewRecipe[] = [
+          { shape: [rows, width], kind: 'dense', seed },
+          { shape: [l + wOff], kind: 'dense', seed: seed + 1 },
+          { shape: [l + wOff], kind: 'dense', seed: seed + 2 },
+        ];
+        const win = (x: Tensor) => x.narrow(1, o, l);
+        const par = (p: Tensor) => p.narrow(0, wOff, l);
+        await agree((x, w, b) => uhd.tidy(() => uhd.layerNorm(win(x), par(w), par(b))), recipes, NORM_TOL);
+        await agree((x, w) => uhd.tidy(() => uhd.rmsNorm(win(x), par(w))), recipes.slice(0, 2), NORM_TOL);
+        await agree((x) => uhd.tidy(() => uhd.layerNorm(win(x))), recipes.slice(0, 1), NORM_TOL);
+      }),
+      PROP,
+    );
+  });
+});
+
 describe('norm properties on the GPU', () => {
   it('layerNorm rows have mean 0 and variance 1; rmsNorm rows have mean square 1', async () => {
     await fc.assert(

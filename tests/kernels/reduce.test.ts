@@ -120,6 +120,43 @@ describe('sum, mean, max match the CPU reference', () => {
   });
 });
 
+/**
+ * Windows x[:, off : off + len] of a dense [rows, width] tensor: with off and width multiples of
+ * 4 and len too, rows are read (and softmax rows written) as vec4; otherwise element by element.
+ */
+const arbWindow = fc
+  .record({ rows: fc.integer({ min: 1, max: 40 }), len: fc.integer({ min: 1, max: 1200 }), off: fc.nat(5), pad: fc.nat(5), seed: arbSeed, quad: fc.boolean() })
+  .map(({ rows, len, off, pad, seed, quad }) => {
+    const l = quad ? 4 * Math.ceil(len / 4) : len;
+    const o = quad ? 4 * Math.floor(off / 2) : off;
+    const width = quad ? o + l + 4 * Math.floor(pad / 2) : o + l + pad;
+    return { base: { shape: [rows, width], kind: 'dense', seed } as ViewRecipe, off: o, len: l };
+  });
+
+describe('vec4 rows (contiguous, aligned, a multiple of 4 long) and unaligned ones', () => {
+  it('sum, mean, max and softmax over windows of a wider tensor', async () => {
+    await fc.assert(
+      fc.asyncProperty(arbWindow, async ({ base, off, len }) => {
+        const win = (f: (x: Tensor) => Tensor) => (b: Tensor) => uhd.tidy(() => f(b.narrow(1, off, len)));
+        await agree(win((x) => x.sum(1)), [base], SUM_TOL);
+        await agree(win((x) => x.mean(-1, true)), [base], MEAN_TOL);
+        await agree(win((x) => x.max(1)), [base], EXACT);
+        await agree(win((x) => x.sum(1)), [base], EXACT, { dtype: 'int32', lo: -100, hi: 100 });
+        await agree(win((x) => x.max(1)), [base], EXACT, { dtype: 'int32', lo: -100, hi: 100 });
+        await agree(win((x) => x.softmax(1)), [base], F32, { lo: -5, hi: 5 });
+        await agree(win((x) => x.logSoftmax(1)), [base], LOG_TOL, { lo: -5, hi: 5 });
+      }),
+      PROP,
+    );
+  });
+
+  it('full reductions of rows a multiple of 4 long take the split path with vec4 chunks', async () => {
+    await agree((x) => x.sum(), [{ shape: [256, 1000], kind: 'dense', seed: 3 }], SUM_TOL);
+    await agree((x) => x.mean(1), [{ shape: [2, 131_072], kind: 'dense', seed: 4 }], MEAN_TOL);
+    await agree((x) => x.max(), [{ shape: [256, 1000], kind: 'dense', seed: 5 }], EXACT, { dtype: 'int32', lo: -1e6, hi: 1e6 });
+  });
+});
+
 describe('argmax returns the first maximum, like the CPU', () => {
   it('over each dim and over the flattened tensor of random views', async () => {
     await fc.assert(
