@@ -1,2 +1,399 @@
+/**
+ * Batched matmul on WebGPU: out[..., M, N] = a[..., M, K] @ b[..., K, N], f32.
+ *
+ * Tiling (the classic two-level scheme):
+ *   - each workgroup owns one BM x BN tile of the output for one batch entry;
+ *   - the K dim is walked in slabs of BK: the workgroup copies the BM x BK panel of `a` and the
+ *     BK x BN panel of `b` into workgroup memory, then every thread accumulates its own TM x TN
+ *     block of outputs in registers (register blocking), reading each staged value once per
+ *     TM or TN multiply-adds instead of once per output.
+ *
+ * The operands are read in place through strides (rows, cols and up to 8 batch dims in the
+ * uniforms), so transposed, sliced and broadcast views need no copy. Only the way a panel is
+ * fetched is specialised: with vec4 loads when the contiguous dim of a view is a multiple of
+ * 4, with scalar loads otherwise. Sizes never appear in the WGSL, so one pipeline serves all.
+ */
+import { availableParallelism } from 'node:os';
 import type { Tensor } from '../tensor/tensor.js';
-export function matmul(_a: Tensor, _b: Tensor, _out: Tensor): void { throw new Error('PLACEHOLDER matmul'); }
+import { coalesce, Uniforms } from './layout.js';
+import { bufferOf, ctx } from './runtime.js';
+
+/** Work split of one matmul pipeline. */
+export interface MatmulConfig {
+  /** Output tile per workgroup: rows (of M) and cols (of N). */
+  bm: number;
+  bn: number;
+  /** Depth of the K slab staged in workgroup memory per step. */
+  bk: number;
+  /** Outputs per thread: rows and cols, multiples of 4 (cols are held as vec4s). */
+  tm: number;
+  tn: number;
+}
+
+/**
+ * How a panel of one operand is fetched into workgroup memory. A panel element (x, k) is
+ * x = a row of `a` (or a col of `b`) and k = the shared inner dim.
+ *   'x4': contiguous along x, vec4 loads;   'k4': contiguous along k, vec4 loads;
+ *   'scalar': any strides and offsets, scalar loads.
+ */
+export type PanelMode = 'x4' | 'k4' | 'scalar';
+
+/** One compiled specialisation: tile config, how each operand is fetched, how out is stored. */
+export interface MatmulVariant {
+  config: MatmulConfig;
+  a: PanelMode;
+  b: PanelMode;
+  /** 'v4': out rows are a multiple of 4 long, stored as vec4s; 's': scalar stores. */
+  out: 'v4' | 's';
+}
+
+/** A tile config and its relative speed on whole tiles (output elements per second). */
+export interface TileChoice {
+  config: MatmulConfig;
+  speed: number;
+}
+
+/**
+ * Configs for CPU rasterisers (Mesa llvmpipe), measured with bench/lab/matmul-variants.ts.
+ * There each workgroup runs on one core as a loop over 8-lane SIMD chunks, and every load from
+ * workgroup memory is a per-lane loop, so big per-thread blocks (few loads per multiply-add)
+ * win. The flatter tiles serve few-row products (M = 1..32: a token at a time, a vector) and
+ * the narrow one matrix @ vector, without computing dozens of padded rows or cols.
+ */
+export const CPU_TILES: readonly TileChoice[] = [
+  { config: { bm: 64, bn: 128, bk: 16, tm: 16, tn: 16 }, speed: 1 },
+  { config: { bm: 16, bn: 128, bk: 16, tm: 16, tn: 16 }, speed: 0.7 },
+  { config: { bm: 4, bn: 128, bk: 16, tm: 4, tn: 16 }, speed: 0.25 },
+  { config: { bm: 128, bn: 4, bk: 16, tm: 16, tn: 4 }, speed: 0.07 },
+];
+
+/**
+ * Configs for hardware GPUs: the usual SGEMM shapes (256 threads, 8x8 or 4x4 per thread).
+ * Not measured here (no GPU on the development machine); the WGSL is the same as on the CPU.
+ */
+export const GPU_TILES: readonly TileChoice[] = [
+  { config: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 }, speed: 1 },
+  { config: { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4 }, speed: 0.5 },
+];
+
+/** Workgroups that run at once: CPU cores for a CPU rasteriser, a guess for a GPU. */
+function parallelism(cpu: boolean): number {
+  return cpu ? availableParallelism() : 256;
+}
+
+/** True when the adapter is a CPU rasteriser rather than a GPU. */
+function isCpuAdapter(): boolean {
+  const { device, description, architecture } = ctx().info;
+  return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${device} ${description} ${architecture}`);
+}
+
+/**
+ * The tile config with the least modelled time for `batches` M x N outputs: rounds of
+ * workgroups (tiles over the parallelism) times the padded tile area over its speed.
+ */
+export function chooseConfig(M: number, N: number, batches: number, cpu = isCpuAdapter()): MatmulConfig {
+  const tiles = cpu ? CPU_TILES : GPU_TILES;
+  const p = parallelism(cpu);
+  let best = tiles[0];
+  let bestTime = Infinity;
+  for (const t of tiles) {
+    const { bm, bn } = t.config;
+    const count = Math.ceil(M / bm) * Math.ceil(N / bn) * batches;
+    const time = (Math.ceil(count / p) * bm * bn) / t.speed;
+    if (time < bestTime) [best, bestTime] = [t, time];
+  }
+  return best.config;
+}
+
+/** Checks that a config tiles evenly (thread blocks of vec4 columns, whole vec4 loads). */
+export function validateConfig(c: MatmulConfig): void {
+  const ok =
+    c.tm % 4 === 0 && c.tn % 4 === 0 && c.bm % c.tm === 0 && c.bn % c.tn === 0 && c.bk % 4 === 0 &&
+    (c.bm / c.tm) * (c.bn / c.tn) <= 1024 && 2 * 4 * c.bk * (c.bm + c.bn) <= 32768;
+  if (!ok) throw new Error(`matmul: invalid tile config ${JSON.stringify(c)}`);
+}
+
+const wgslCache = new Map<string, string>();
+
+/** The WGSL of one variant (generated once, then cached). Uniform names match `matmulUniforms`. */
+export function matmulWGSL(v: MatmulVariant): string {
+  const key = JSON.stringify(v);
+  let code = wgslCache.get(key);
+  if (code === undefined) wgslCache.set(key, (code = generateWGSL(v)));
+  return code;
+}
+
+function generateWGSL(v: MatmulVariant): string {
+  const { bm, bn, bk, tm, tn } = v.config;
+  validateConfig(v.config);
+  const tx = bn / tn; // threads along N
+  const ty = bm / tm; // threads along M
+  const nt = tx * ty;
+  const arr = (m: PanelMode) => (m === 'scalar' ? 'f32' : 'vec4f');
+
+  // The inner product: a thread's rows come as TM/4 vec4s of As, its cols as TN/4 vec4s of Bs.
+  // Thread (lid.x, lid.y) owns rows (lid.y + i*TY)*4 + 0..3 and cols (lid.x + j*TX)*4 + 0..3,
+  // so neighbouring threads read neighbouring vec4s of workgroup memory.
+  const accDecl: string[] = [];
+  const fmas: string[] = [];
+  const stores: string[] = [];
+  const aLoads = range(tm / 4).map((i) => `let a${i} = As[a_buf + k * ${bm / 4}u + ${i * ty}u];`);
+  const bLoads = range(tn / 4).map((j) => `let b${j} = Bs[b_buf + k * ${bn / 4}u + ${j * tx}u];`);
+  for (let i = 0; i < tm / 4; i++) {
+    for (let c = 0; c < 4; c++) {
+      const row = `row0 + (lid.y + ${i * ty}u) * 4u + ${c}u`;
+      stores.push(`{ let r = ${row};`);
+      for (let j = 0; j < tn / 4; j++) {
+        const acc = `acc${i * 4 + c}_${j}`;
+        accDecl.push(`var ${acc} = vec4f();`);
+        fmas.push(`${acc} = fma(vec4f(a${i}[${c}]), b${j}, ${acc});`);
+        stores.push(`  store_out(o_base, r, col0 + (lid.x + ${j * tx}u) * 4u, ${acc});`);
+      }
+      stores.push('}');
+    }
+  }
+
+  const sizeA = (bk * bm) / 4; // vec4s per staged panel
+  const sizeB = (bk * bn) / 4;
+  return /* wgsl */ `
+${UNIFORMS_WGSL}
+@group(0) @binding(1) var<storage, read> a: array<${arr(v.a)}>;
+@group(0) @binding(2) var<storage, read> b: array<${arr(v.b)}>;
+@group(0) @binding(3) var<storage, read_write> o: array<${v.out === 'v4' ? 'vec4f' : 'f32'}>;
+
+// Staged panels, k-major and double-buffered: As[buf * ${sizeA} + k * BM/4 + m/4][m % 4] holds
+// a[row0 + m, k0 + k]; Bs likewise holds b[k0 + k, col0 + n].
+var<workgroup> As: array<vec4f, ${2 * sizeA}>;
+var<workgroup> Bs: array<vec4f, ${2 * sizeB}>;
+
+${panelStage('a', 'As', v.a, bm, bk, nt, 'P.M', 'P.a_sx', 'P.a_sk')}
+${panelStage('b', 'Bs', v.b, bn, bk, nt, 'P.N', 'P.b_sx', 'P.b_sk')}
+${storeOutFn(v.out)}
+
+@compute @workgroup_size(${tx}, ${ty})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  // Batch entry -> element offsets of its matrices (broadcast batch dims have stride 0).
+  let batch = wid.z + P.batch0;
+  var rem = batch;
+  var a_base = P.a_off;
+  var b_base = P.b_off;
+  for (var d = P.nb; d > 0u; d--) {
+    let s = P.bshape[(d - 1u) / 4u][(d - 1u) % 4u];
+    let c = rem % s;
+    rem = rem / s;
+    a_base += c * P.a_bstr[(d - 1u) / 4u][(d - 1u) % 4u];
+    b_base += c * P.b_bstr[(d - 1u) / 4u][(d - 1u) % 4u];
+  }
+  let o_base = P.o_off + batch * P.M * P.N;
+  let row0 = (wid.y + P.tile_y0) * ${bm}u;
+  let col0 = (wid.x + P.tile_x0) * ${bn}u;
+
+  ${accDecl.join('\n  ')}
+
+  // Slab t is read from buffer t % 2 while slab t + 1 is staged into the other one, so one
+  // barrier per slab suffices: it separates the reads of a buffer from its next overwrite.
+  let slabs = (P.K + ${bk - 1}u) / ${bk}u;
+  stage_a(li, row0, a_base, 0u, 0u);
+  stage_b(li, col0, b_base, 0u, 0u);
+  workgroupBarrier();
+  for (var t = 0u; t < slabs; t++) {
+    if (t + 1u < slabs) {
+      let next = ((t + 1u) & 1u);
+      stage_a(li, row0, a_base, (t + 1u) * ${bk}u, next * ${sizeA}u);
+      stage_b(li, col0, b_base, (t + 1u) * ${bk}u, next * ${sizeB}u);
+    }
+    let a_buf = (t & 1u) * ${sizeA}u + lid.y;
+    let b_buf = (t & 1u) * ${sizeB}u + lid.x;
+    // Rank-1 updates of the thread's ${tm}x${tn} block, one per k of the slab.
+    for (var k = 0u; k < ${bk}u; k++) {
+      ${aLoads.join('\n      ')}
+      ${bLoads.join('\n      ')}
+      ${fmas.join('\n      ')}
+    }
+    workgroupBarrier();
+  }
+
+  ${stores.join('\n  ')}
+}
+`;
+}
+
+/** `store_out(o_base, r, c, v)`: writes out[r, c..c+3] of one batch entry (those inside the matrix). */
+function storeOutFn(mode: 'v4' | 's'): string {
+  if (mode === 'v4') {
+    return /* wgsl */ `fn store_out(o_base: u32, r: u32, c: u32, v: vec4f) {
+  if (r < P.M && c < P.N) { o[(o_base + r * P.N + c) / 4u] = v; }
+}`;
+  }
+  return /* wgsl */ `fn store_out(o_base: u32, r: u32, c: u32, v: vec4f) {
+  if (r >= P.M) { return; }
+  let base = o_base + r * P.N;
+  for (var j = 0u; j < 4u; j++) {
+    if (c + j < P.N) { o[base + c + j] = v[j]; }
+  }
+}`;
+}
+
+/**
+ * WGSL `stage_<src>(li, x0, base, k0, dst)`: copies the BX x BK panel (x0.., k0..) of operand
+ * `src` into workgroup array `dst` from index `dst` on (k-major, x contiguous, zeros outside the
+ * matrix). Element (x, k) of the operand lives at base + x*sx + k*sk. Each step moves a 4x4
+ * block: four vec4 (or 16 scalar) loads, four vec4 stores of 4 consecutive x at one k.
+ */
+function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: number, nt: number,
+  X: string, sx: string, sk: string): string {
+  const blocks = (bx / 4) * (bk / 4);
+  const perThread = Math.ceil(blocks / nt);
+  const guard = blocks % nt === 0 ? '' : `if (e >= ${blocks}u) { break; }`;
+  // Block order: consecutive threads take blocks that are adjacent along the contiguous dim.
+  const [xq, kq] = mode === 'k4'
+    ? [`e / ${bk / 4}u`, `e % ${bk / 4}u`]
+    : [`e % ${bx / 4}u`, `e / ${bx / 4}u`];
+  let fetch: string;
+  if (mode === 'x4') {
+    // one vec4 along x per k
+    fetch = range(4).map((j) => `let r${j} = select(vec4f(), ${src}[(base + x + (k + ${j}u) * ${sk}) / 4u], x < ${X} && k + ${j}u < P.K);`).join('\n    ');
+  } else if (mode === 'k4') {
+    // one vec4 along k per x, then a 4x4 transpose in registers
+    fetch = range(4).map((i) => `let c${i} = select(vec4f(), ${src}[(base + (x + ${i}u) * ${sx} + k) / 4u], x + ${i}u < ${X} && k < P.K);`).join('\n    ');
+    fetch += '\n    ' + range(4).map((j) => `let r${j} = vec4f(c0[${j}], c1[${j}], c2[${j}], c3[${j}]);`).join('\n    ');
+  } else {
+    const ld = (i: number, j: number) => `ld_${src}(base, x + ${i}u, k + ${j}u)`;
+    fetch = range(4).map((j) => `let r${j} = vec4f(${range(4).map((i) => ld(i, j)).join(', ')});`).join('\n    ');
+  }
+  const scalarLoad = mode === 'scalar'
+    ? `fn ld_${src}(base: u32, x: u32, k: u32) -> f32 {
+  return select(0.0, ${src}[base + x * ${sx} + k * ${sk}], x < ${X} && k < P.K);
+}
+` : '';
+  return `${scalarLoad}fn stage_${src}(li: u32, x0: u32, base: u32, k0: u32, dst: u32) {
+  for (var i = 0u; i < ${perThread}u; i++) {
+    let e = li + i * ${nt}u;
+    ${guard}
+    let xq = ${xq};
+    let kq = ${kq};
+    let x = x0 + xq * 4u;
+    let k = k0 + kq * 4u;
+    ${fetch}
+    let at = dst + kq * ${bx}u + xq; // = (kq * 4 + j) * BX/4 + xq at j = 0
+${range(4).map((j) => `    ${dst}[at + ${(j * bx) / 4}u] = r${j};`).join('\n')}
+  }
+}`;
+}
+
+/** What one dispatch is told: sizes, operand views, the first tile and batch entry it covers. */
+interface MatmulParams {
+  M: number;
+  N: number;
+  K: number;
+  /** [offset, stride along x (M for a, N for b), stride along k] of each operand. */
+  a: [number, number, number];
+  b: [number, number, number];
+  oOff: number;
+  /** Coalesced batch dims and each operand's strides over them (0 where broadcast). */
+  batch: { shape: number[]; a: number[]; b: number[] };
+  /** First workgroup's tile along N, along M, and batch entry (for split dispatches). */
+  tile: [number, number, number];
+}
+
+/** The uniform struct of every variant (the WGSL declaration does not depend on the values). */
+function matmulUniforms(p: MatmulParams): Uniforms {
+  return new Uniforms()
+    .u32('M', p.M).u32('N', p.N).u32('K', p.K)
+    .u32('a_off', p.a[0]).u32('a_sx', p.a[1]).u32('a_sk', p.a[2])
+    .u32('b_off', p.b[0]).u32('b_sx', p.b[1]).u32('b_sk', p.b[2])
+    .u32('o_off', p.oOff)
+    .u32('nb', p.batch.shape.length)
+    .u32('tile_x0', p.tile[0]).u32('tile_y0', p.tile[1]).u32('batch0', p.tile[2])
+    .vec8('bshape', p.batch.shape).vec8('a_bstr', p.batch.a).vec8('b_bstr', p.batch.b);
+}
+
+const UNIFORMS_WGSL = matmulUniforms({
+  M: 0, N: 0, K: 0, a: [0, 0, 0], b: [0, 0, 0], oOff: 0, batch: { shape: [], a: [], b: [] }, tile: [0, 0, 0],
+}).declaration();
+
+/** Panel mode for an operand whose element (x, k) sits at off + x*sx + k*sk (+ batch strides). */
+function panelMode(X: number, K: number, sx: number, sk: number, off: number, bstr: readonly number[]): PanelMode {
+  const aligned = off % 4 === 0 && bstr.every((s) => s % 4 === 0);
+  if (sx === 1 && X % 4 === 0 && sk % 4 === 0 && aligned) return 'x4';
+  if (sk === 1 && K % 4 === 0 && sx % 4 === 0 && aligned) return 'k4';
+  return 'scalar';
+}
+
+/** The variant a call needs: the best tile config, vec4 fetches where the views allow them. */
+export function chooseVariant(a: Tensor, b: Tensor, out: Tensor): MatmulVariant {
+  const g = geometry(a, b, out);
+  return {
+    config: chooseConfig(g.M, g.N, g.batches),
+    a: panelMode(g.M, g.K, g.a[1], g.a[2], g.a[0], g.batch.a),
+    b: panelMode(g.N, g.K, g.b[1], g.b[2], g.b[0], g.batch.b),
+    out: g.N % 4 === 0 && g.oOff % 4 === 0 ? 'v4' : 's',
+  };
+}
+
+/** Sizes, strides (size-1 dims get stride 0) and coalesced batch dims of a call. */
+function geometry(a: Tensor, b: Tensor, out: Tensor): Omit<MatmulParams, 'tile'> & { batches: number } {
+  const r = a.rank;
+  const [M, K] = a.shape.slice(-2);
+  const N = b.shape[b.rank - 1];
+  const s = (t: Tensor, d: number) => (t.shape[d] === 1 ? 0 : t.strides[d]);
+  const batchShape = out.shape.slice(0, -2);
+  const nb = batchShape.length;
+  const { shape, strides } = coalesce(batchShape, [a.strides.slice(0, nb), b.strides.slice(0, nb), out.strides.slice(0, nb)]);
+  // a single matrix (no batch dims, or all of size 1) coalesces to [1]: drop it
+  const single = shape.length === 1 && shape[0] === 1;
+  const batch = single ? { shape: [], a: [], b: [] } : { shape, a: strides[0], b: strides[1] };
+  return {
+    M, N, K,
+    batches: batchShape.reduce((x, y) => x * y, 1),
+    a: [a.offset, s(a, r - 2), s(a, r - 1)],
+    b: [b.offset, s(b, r - 1), s(b, r - 2)],
+    oOff: out.offset,
+    batch,
+  };
+}
+
+/**
+ * Queues `variant` for out = a @ b (shapes as in `matmul`), splitting past the per-dim
+ * workgroup limit. `code` replaces the generated WGSL (for experiments in bench/lab).
+ */
+export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code = matmulWGSL(variant)): void {
+  if (out.size === 0) return;
+  const c = ctx();
+  const g = geometry(a, b, out);
+  const { bm, bn } = variant.config;
+  const tilesX = Math.ceil(g.N / bn);
+  const tilesY = Math.ceil(g.M / bm);
+  const max = c.limits.maxComputeWorkgroupsPerDimension;
+  const buffers = [bufferOf(a), bufferOf(b), bufferOf(out)];
+  for (let z0 = 0; z0 < g.batches; z0 += max) {
+    for (let y0 = 0; y0 < tilesY; y0 += max) {
+      for (let x0 = 0; x0 < tilesX; x0 += max) {
+        const u = matmulUniforms({ ...g, tile: [x0, y0, z0] });
+        c.dispatch({
+          label: 'matmul',
+          code,
+          uniforms: u.bytes(),
+          buffers,
+          workgroups: [Math.min(max, tilesX - x0), Math.min(max, tilesY - y0), Math.min(max, g.batches - z0)],
+        });
+      }
+    }
+  }
+}
+
+/**
+ * out = a @ b on WebGPU. a: [...batch, M, K], b: [...batch, K, N] (batch dims equal, possibly
+ * stride-0 broadcast views), out: contiguous [...batch, M, N]. f32 only.
+ */
+export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
+  for (const t of [a, b, out]) {
+    if (t.dtype !== 'float32') throw new Error(`matmul: webgpu supports float32 only, got ${t.dtype} ${t.toString()}`);
+  }
+  matmulWith(chooseVariant(a, b, out), a, b, out);
+}
+
+function range(n: number): number[] {
+  return [...Array(n).keys()];
+}
