@@ -1,0 +1,101 @@
+/**
+ * The intra-ViT compressor D (`vit_merger`, LLaVA-UHD-V4.md "The intra-ViT compressor D"):
+ * per view, an h x w grid of d-dim tokens becomes (h/2)(w/2) tokens:
+ *   Y = X + WindowAttn(LN1 X)                       attention within each 2x2 window
+ *   Z = pixelUnshuffle(Y)                          [tl, tr, bl, br] concatenated, 4d wide
+ *   out = mean4(Y) + linear_2(gelu_tanh(linear_1(pre_norm Z)))
+ * and its parameter-reuse initialisation from ViT layer k.
+ */
+import * as ag from '../autograd/index.js';
+import { LayerNorm, Linear, Module, MultiHeadAttention } from '../nn/index.js';
+import { assign, concat, type Tensor } from '../tensor/index.js';
+import { fmt } from '../tensor/shape.js';
+import type { InitOptions } from '../nn/init.js';
+import type { VisionConfig } from './config.js';
+import type { EncoderLayer, ViewGrid } from './vision.js';
+
+export class Compressor extends Module {
+  layer_norm1: LayerNorm;
+  self_attn: MultiHeadAttention;
+  pre_norm: LayerNorm;
+  linear_1: Linear;
+  linear_2: Linear;
+
+  constructor(readonly config: VisionConfig, opts: InitOptions = {}) {
+    super();
+    const d = config.hidden_size;
+    const f = config.intermediate_size;
+    const eps = config.layer_norm_eps ?? 1e-6;
+    this.layer_norm1 = this.module('layer_norm1', new LayerNorm(d, eps, opts));
+    this.self_attn = this.module('self_attn', new MultiHeadAttention({ ...opts, dim: d, heads: config.num_attention_heads, bias: true, outName: 'out_proj' }));
+    this.pre_norm = this.module('pre_norm', new LayerNorm(4 * d, eps, opts));
+    this.linear_1 = this.module('linear_1', new Linear(4 * d, 4 * f, opts));
+    this.linear_2 = this.module('linear_2', new Linear(4 * f, d, opts));
+  }
+
+  /** x: [1, sum(h*w), d] (views concatenated) -> [1, sum(h*w)/4, d]. */
+  forward(x: Tensor, grids: ViewGrid[]): Tensor {
+    const total = grids.reduce((n, g) => n + g.h * g.w, 0);
+    if (x.rank !== 3 || x.shape[1] !== total) {
+      throw new Error(`Compressor: x ${fmt(x.shape)} does not hold the ${total} tokens of grids ${grids.map((g) => `${g.h}x${g.w}`).join(', ')}`);
+    }
+    const normed = this.layer_norm1.forward(x);
+    const merged: Tensor[] = [];
+    const means: Tensor[] = [];
+    let at = 0;
+    for (const g of grids) {
+      if (g.h % 2 || g.w % 2) throw new Error(`Compressor: view grid ${g.h}x${g.w} is not divisible by 2`);
+      const n = g.h * g.w;
+      const view = ag.narrow(x, 1, at, n);
+      // Y = X + Attn(LN1 X), attention restricted to the 4 tokens of each 2x2 window
+      const y = ag.add(view, this.self_attn.forward(ag.narrow(normed, 1, at, n), { window: { h: g.h, w: g.w } }));
+      merged.push(ag.pixelUnshuffle(y, g.h, g.w, 2));
+      means.push(ag.avgPool2x2(y, g.h, g.w));
+      at += n;
+    }
+    const z = merged.length === 1 ? merged[0] : ag.concat(merged, 1);
+    const residual = means.length === 1 ? means[0] : ag.concat(means, 1);
+    const mlp = this.linear_2.forward(ag.gelu(this.linear_1.forward(this.pre_norm.forward(z)), 'tanh'));
+    return ag.add(residual, mlp);
+  }
+
+  /**
+   * Parameter-reuse initialisation from ViT layer k (spec, "Parameter-reuse initialisation"):
+   * self_attn and layer_norm1 copied; pre_norm = layer_norm2 tiled 4x; linear_1 =
+   * BlockDiag(fc1 x4) with fc1.bias tiled; linear_2 = [fc2 | fc2 | fc2 | fc2] / 4 with fc2.bias.
+   */
+  initFromLayer(layer: EncoderLayer): void {
+    ag.noGrad(() => {
+      const copy = (dst: Tensor, src: Tensor) => assign(dst, src);
+      for (const p of ['q_proj', 'k_proj', 'v_proj'] as const) {
+        copy(this.self_attn[p].weight, layer.self_attn[p].weight);
+        copy(this.self_attn[p].bias!, layer.self_attn[p].bias!);
+      }
+      copy(this.self_attn.out.weight, layer.self_attn.out.weight);
+      copy(this.self_attn.out.bias!, layer.self_attn.out.bias!);
+      copy(this.layer_norm1.weight, layer.layer_norm1.weight);
+      copy(this.layer_norm1.bias, layer.layer_norm1.bias);
+      const tile4 = (t: Tensor) => concat([t, t, t, t], 0);
+      const tiled = [tile4(layer.layer_norm2.weight), tile4(layer.layer_norm2.bias), tile4(layer.mlp.fc1.bias!)];
+      copy(this.pre_norm.weight, tiled[0]);
+      copy(this.pre_norm.bias, tiled[1]);
+      copy(this.linear_1.bias!, tiled[2]);
+      const fc1 = layer.mlp.fc1.weight; // [f, d]
+      const fc2 = layer.mlp.fc2.weight; // [d, f]
+      const [f, d] = fc1.shape;
+      const w1 = this.linear_1.weight; // [4f, 4d]
+      const zero = w1.mul(0);
+      copy(w1, zero);
+      for (let b = 0; b < 4; b++) {
+        const block = w1.slice([b * f, (b + 1) * f], [b * d, (b + 1) * d]);
+        copy(block, fc1);
+        block.dispose();
+      }
+      const quarter = fc2.div(4);
+      const w2 = concat([quarter, quarter, quarter, quarter], 1); // [d, 4f]
+      copy(this.linear_2.weight, w2);
+      copy(this.linear_2.bias!, layer.mlp.fc2.bias!);
+      for (const t of [...tiled, zero, quarter, w2]) t.dispose();
+    });
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The vision tower: SigLIP so400m/14 in the "navit" layout (LLaVA-UHD-V4.md, "Vision tower"),
+ * with the intra-ViT compressor D inserted after layer k. All views of all images run as one
+ * sequence; attention stays within each view (segment ids), and D merges each view's 2x2
+ * windows so the layers after k see a quarter of the tokens.
+ */
+import * as ag from '../autograd/index.js';
+import { LayerNorm, MLP, Module, MultiHeadAttention, PatchEmbed, Embedding } from '../nn/index.js';
+import { tensor, type Device, type Tensor } from '../tensor/index.js';
+import type { InitOptions } from '../nn/init.js';
+import type { VisionConfig } from './config.js';
+import { Compressor } from './compressor.js';
+
+/** One view's patch grid: h x w patches (each side = pixels / 14, a multiple of 4). */
+export interface ViewGrid {
+  h: number;
+  w: number;
+}
+
+/**
+ * Position-table bucket of patch index i in a grid of n along one axis: how many boundaries
+ * b/side (b = 1..side-1) are <= i/n, computed in float32 as the release does.
+ */
+export function positionBucket(i: number, n: number, side: number): number {
+  const x = Math.fround(i / n);
+  let count = 0;
+  for (let b = 1; b < side; b++) if (Math.fround(b / side) <= x) count++;
+  return count;
+}
+
+/** Rows of the side x side position table used by an h x w view, row-major. */
+export function positionIds(grid: ViewGrid, side: number): number[] {
+  const ids: number[] = [];
+  for (let i = 0; i < grid.h; i++) {
+    const bi = positionBucket(i, grid.h, side);
+    for (let j = 0; j < grid.w; j++) ids.push(bi * side + positionBucket(j, grid.w, side));
+  }
+  return ids;
+}
+
+/** A pre-norm block: x += attn(LN1 x); x += fc2(gelu(fc1(LN2 x))). */
+export class EncoderLayer extends Module {
+  layer_norm1: LayerNorm;
+  self_attn: MultiHeadAttention;
+  layer_norm2: LayerNorm;
+  mlp: MLP;
+  constructor(c: VisionConfig, opts: InitOptions = {}) {
+    super();
+    const eps = c.layer_norm_eps ?? 1e-6;
+    this.layer_norm1 = this.module('layer_norm1', new LayerNorm(c.hidden_size, eps, opts));
+    this.self_attn = this.module('self_attn', new MultiHeadAttention({ ...opts, dim: c.hidden_size, heads: c.num_attention_heads, bias: true, outName: 'out_proj' }));
+    this.layer_norm2 = this.module('layer_norm2', new LayerNorm(c.hidden_size, eps, opts));
+    this.mlp = this.module('mlp', new MLP(c.hidden_size, c.intermediate_size, 'tanh', opts));
+  }
+  /** x: [1, N, d]; segmentIds [1, N] keep attention within each view. */
+  forward(x: Tensor, segmentIds: Tensor): Tensor {
+    const y = ag.add(x, this.self_attn.forward(this.layer_norm1.forward(x), { segmentIds }));
+    return ag.add(y, this.mlp.forward(this.layer_norm2.forward(y)));
+  }
+  /** The MLP sub-block alone: x + fc2(gelu(fc1(LN2 x))) (what D's initialisation reproduces). */
+  mlpBlock(x: Tensor): Tensor {
+    return ag.add(x, this.mlp.forward(this.layer_norm2.forward(x)));
+  }
+}
+
+class Embeddings extends Module {
+  patch_embedding: PatchEmbed;
+  position_embedding: Embedding;
+  constructor(readonly c: VisionConfig, opts: InitOptions = {}) {
+    super();
+    const side = c.position_embedding_side ?? 70;
+    this.patch_embedding = this.module('patch_embedding', new PatchEmbed(c.patch_size, c.num_channels ?? 3, c.hidden_size, opts));
+    this.position_embedding = this.module('position_embedding', new Embedding(side * side, c.hidden_size, { ...opts, std: 0.02 }));
+  }
+}
+
+class Encoder extends Module {
+  layers: EncoderLayer[];
+  constructor(c: VisionConfig, opts: InitOptions = {}) {
+    super();
+    this.layers = Array.from({ length: c.num_hidden_layers }, (_, i) => this.module(`layers.${i}`, new EncoderLayer(c, opts)));
+  }
+}
+
+/** The `vpm.` tower. */
+export class VisionTower extends Module {
+  embeddings: Embeddings;
+  encoder: Encoder;
+  post_layernorm: LayerNorm;
+  constructor(readonly config: VisionConfig, opts: InitOptions = {}) {
+    super();
+    this.embeddings = this.module('embeddings', new Embeddings(config, opts));
+    this.encoder = this.module('encoder', new Encoder(config, opts));
+    this.post_layernorm = this.module('post_layernorm', new LayerNorm(config.hidden_size, config.layer_norm_eps ?? 1e-6, opts));
+  }
+
+  /** Patch + position embeddings of each view, concatenated: [1, sum(h*w), d]. */
+  embed(pixels: Tensor[]): { x: Tensor; grids: ViewGrid[] } {
+    const p = this.config.patch_size;
+    const side = this.config.position_embedding_side ?? 70;
+    const grids: ViewGrid[] = [];
+    const parts = pixels.map((px) => {
+      const [, H, W] = px.shape;
+      const grid = { h: H / p, w: W / p };
+      grids.push(grid);
+      const batch = ag.unsqueeze(px, 0);
+      const tokens = this.embeddings.patch_embedding.forward(batch); // [1, h*w, d]
+      const ids = tensor(positionIds(grid, side), { dtype: 'int32', device: px.device });
+      const pos = this.embeddings.position_embedding.forward(ids); // [h*w, d]
+      ids.dispose();
+      return ag.add(tokens, pos);
+    });
+    return { x: parts.length === 1 ? parts[0] : ag.concat(parts, 1), grids };
+  }
+
+  /**
+   * Runs the tower over every view in one sequence. With a compressor, D runs after layer
+   * `insertLayer` and each view's grid halves per side. Returns post-layernormed tokens
+   * [1, N', d] and the grids after compression.
+   */
+  forward(pixels: Tensor[], compressor: Compressor | null, insertLayer: number | null): { x: Tensor; grids: ViewGrid[] } {
+    let { x, grids } = this.embed(pixels);
+    const device = x.device;
+    let seg = segmentIdsFor(grids, device);
+    this.encoder.layers.forEach((layer, i) => {
+      x = layer.forward(x, seg);
+      if (compressor && i === insertLayer) {
+        x = compressor.forward(x, grids);
+        grids = grids.map((g) => ({ h: g.h / 2, w: g.w / 2 }));
+        seg.dispose();
+        seg = segmentIdsFor(grids, device);
+      }
+    });
+    seg.dispose();
+    return { x: this.post_layernorm.forward(x), grids };
+  }
+}
+
+/** int32 [1, N]: view index of every token. */
+export function segmentIdsFor(grids: ViewGrid[], device: Device): Tensor {
+  const ids = grids.flatMap((g, v) => new Array<number>(g.h * g.w).fill(v));
+  return tensor([ids], { dtype: 'int32', device });
+}
