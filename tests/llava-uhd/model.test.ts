@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import * as ag from '../../autograd/index.js';
 import { loadSafetensors, saveSafetensors } from '../../nn/index.js';
 import * as uhd from '../../tensor/index.js';
-import type { Device, Tensor } from '../../tensor/index.js';
+import type { Device } from '../../tensor/index.js';
 import { CONFIGS, type LlavaUHDConfig } from '../../llava-uhd/config.js';
 import { LlavaUHD } from '../../llava-uhd/model.js';
 import { positionBucket, positionIds } from '../../llava-uhd/vision.js';

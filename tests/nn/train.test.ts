@@ -64,7 +64,7 @@ async function trainClassifier(device: Device): Promise<number> {
     });
   }
   const pred = ag.noGrad(() => model.forward(uhd.tensor(test.x, { shape: [256, 2], device })).argmax(-1));
-  const p = await pred.data();
+  const p = Array.from(await pred.data());
   const acc = p.reduce((n, v, i) => n + (v === test.y[i] ? 1 : 0), 0) / 256;
   for (const t of [pred, x, y]) t.dispose();
   opt.dispose();
