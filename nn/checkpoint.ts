@@ -11,9 +11,9 @@ import { loadSafetensors, readSafetensorsHeader, saveSafetensors } from './safet
 
 export const CHECKPOINT_FORMAT = 'uhd-training-checkpoint-v1';
 
-export interface TrainingState {
+export interface TrainingState<S extends ParamState = ParamState> {
   model: Module;
-  optimizer?: Optimizer<ParamState>;
+  optimizer?: Optimizer<S>;
   scheduler?: LRScheduler;
   /** Optimizer steps taken so far. */
   step: number;
@@ -21,7 +21,7 @@ export interface TrainingState {
   extra?: Record<string, unknown>;
 }
 
-export async function saveCheckpoint(path: string, s: TrainingState): Promise<void> {
+export async function saveCheckpoint<S extends ParamState>(path: string, s: TrainingState<S>): Promise<void> {
   const tensors = new Map<string, Tensor>();
   for (const [k, t] of s.model.stateDict()) tensors.set(`model.${k}`, t);
   const metadata: Record<string, string> = {
@@ -39,9 +39,9 @@ export async function saveCheckpoint(path: string, s: TrainingState): Promise<vo
   await saveSafetensors(path, tensors, { metadata });
 }
 
-export interface ResumeTargets {
+export interface ResumeTargets<S extends ParamState = ParamState> {
   model: Module;
-  optimizer?: Optimizer<ParamState>;
+  optimizer?: Optimizer<S>;
   scheduler?: LRScheduler;
   /** Where the model lives (tensors load there). Default: the device of its first parameter. */
   device?: Device;
@@ -51,7 +51,7 @@ export interface ResumeTargets {
  * Loads a checkpoint into freshly built objects (same architecture, same param groups) and
  * restores the RNG. Returns the step and the caller's extra data.
  */
-export async function loadCheckpoint(path: string, into: ResumeTargets): Promise<{ step: number; extra: Record<string, unknown> }> {
+export async function loadCheckpoint<S extends ParamState>(path: string, into: ResumeTargets<S>): Promise<{ step: number; extra: Record<string, unknown> }> {
   const device = into.device ?? into.model.parameters()[0]?.device ?? 'cpu';
   const all = await loadSafetensors(path, { device });
   try {
@@ -68,7 +68,7 @@ export async function loadCheckpoint(path: string, into: ResumeTargets): Promise
     into.model.loadStateDict(model);
     if (into.optimizer) {
       if (!meta.optimizer) throw new Error(`loadCheckpoint: ${path} holds no optimizer state`);
-      into.optimizer.loadStateDict(unflattenStateDict(optim, meta.optimizer));
+      into.optimizer.loadStateDict(unflattenStateDict<S>(optim, meta.optimizer));
     }
     if (into.scheduler) {
       if (!meta.scheduler) throw new Error(`loadCheckpoint: ${path} holds no scheduler state`);
