@@ -33,11 +33,12 @@ export interface RowTiling {
 }
 
 /*
- * Sizes chosen by measurement on llvmpipe (bench/suites/reduce.ts, CPU time per call), where a
- * barrier costs a switch of every SIMD group of the workgroup: 64 or more elements per lane ran
- * 1.5-2x cheaper than 8..16 per lane (softmax [1024,1024]: 11 vs 17 ms, layerNorm [4096,1152]:
- * 77 vs 108 ms) and within 10-20% of one thread per row, while still giving long rows a
- * workgroup each (a row of 4096 gets 64 lanes, one of 16384 or more gets 256).
+ * Sizes chosen by measurement on llvmpipe (bench/suites/reduce.ts, CPU time per call, scalar
+ * loads), where a barrier costs a switch of every SIMD group of the workgroup: 64 or more
+ * elements per lane ran 1.5-2x cheaper than 8..16 per lane (softmax [1024,1024]: 11 vs 17 ms,
+ * layerNorm [4096,1152]: 77 vs 108 ms) and within 10-20% of one thread per row, while still
+ * giving long rows a workgroup each (a row of 4096 gets 64 lanes, one of 16384 or more 256).
+ * With vec4 loads 32, 64 and 128 per lane measured alike within the noise of a shared machine.
  */
 /** Threads per workgroup at most. */
 const MAX_THREADS = 256;
