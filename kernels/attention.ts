@@ -1,3 +1,451 @@
+/**
+ * Fused scaled-dot-product attention (f32), two kernels:
+ *
+ * - `flash`: one workgroup per (batch, q head, block of BQ queries). Keys and values are
+ *   streamed through workgroup memory in blocks of BK; each query keeps a running max `m`,
+ *   a running sum `l` and its output accumulator in registers (online softmax), so the
+ *   Sq x Sk score matrix never exists. A thread owns RQ queries (each k and v vector read
+ *   serves them all); with large head dims TPQ threads share a query, each holding a slice
+ *   of the head dim, and sum their partial q·k dots through workgroup memory.
+ *   Causal attention stops streaming after the block's last visible key; with segment ids a
+ *   key block is skipped when its id range is disjoint from the workgroup's query ids (so
+ *   per-view attention over views laid end to end costs only the views' diagonal blocks).
+ * - `window`: the 2x2-window path of the compressor. Each query sees only the 4 tokens of
+ *   its window, so one thread per query reads those 4 keys and values directly.
+ *
+ * Semantics (masks, GQA, fully masked rows -> 0) are those of tensor/cpu/attention.ts.
+ * q, k, v and the segment ids may be strided views: their strides and offsets travel in the
+ * uniforms. Pipelines are specialised only on tile sizes and on whether segment ids exist.
+ */
 import type { AttentionParams } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
-export function attention(_q: Tensor, _k: Tensor, _v: Tensor, _p: AttentionParams, _out: Tensor): void { throw new Error('PLACEHOLDER attention'); }
+import { grid, Uniforms } from './layout.js';
+import { bufferOf, ctx } from './runtime.js';
+
+/** Workgroup memory the flash kernel may use (the device gives 32 KiB; keep a margin). */
+const SHARED_BUDGET = 28 * 1024;
+/** Threads per workgroup of the window kernel (one per query). */
+const WINDOW_WG = 64;
+
+/**
+ * How flash tiles are sized. `cpu` is for software adapters (llvmpipe): there every read of
+ * workgroup memory is a per-lane gather while private variables are plain vector registers,
+ * so a thread owns several queries (each k and v read then serves all of them) and a whole
+ * head dim, at a large register cost. `gpu` keeps a thread's registers few, as real GPUs
+ * need: the head dim is split across up to 8 threads per query.
+ */
+export type TileProfile = 'cpu' | 'gpu';
+
+interface ProfileLimits {
+  /** vec4s of the head dim one thread holds per query; beyond, threads split the head dim. */
+  maxVec4PerThread: number;
+  /** vec4s of queries plus accumulators one thread may hold. */
+  registerVec4s: number;
+  maxQueriesPerThread: number;
+  /** Threads per workgroup for long query sequences. */
+  threads: number;
+}
+
+const PROFILES: Record<TileProfile, ProfileLimits> = {
+  cpu: { maxVec4PerThread: 32, registerVec4s: 128, maxQueriesPerThread: 4, threads: 32 },
+  gpu: { maxVec4PerThread: 8, registerVec4s: 16, maxQueriesPerThread: 2, threads: 64 },
+};
+
+let profileOverride: TileProfile | null = null;
+
+/** Forces a tile profile (tests run the `gpu` tiles on llvmpipe too); null restores the default. */
+export function setTileProfile(profile: TileProfile | null): void {
+  profileOverride = profile;
+}
+
+/** `cpu` on software adapters, `gpu` otherwise. */
+function tileProfile(): TileProfile {
+  if (profileOverride) return profileOverride;
+  const { description, device, vendor, architecture } = ctx().info;
+  return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${description} ${device} ${vendor} ${architecture}`) ? 'cpu' : 'gpu';
+}
+
+/** Tile sizes of one flash pipeline; the WGSL depends on these and on `seg` only. */
+export interface FlashTiles {
+  /** vec4s of the head dim per thread and query. */
+  ds: number;
+  /** Threads per query (a power of two): the head dim is split across them. */
+  tpq: number;
+  /** Queries per thread. */
+  rq: number;
+  /** Threads along queries: the workgroup has qt * tpq threads and qt * rq queries. */
+  qt: number;
+  /** Keys per streamed block. */
+  bk: number;
+  seg: boolean;
+}
+
+/**
+ * Chooses tiles for head dim `d` and `sq` queries: threads per query from the head dim, then
+ * as many queries per thread as the register budget allows (with the cpu profile: 4 at
+ * D <= 64, 3 at D = 72, 2 at D = 128); short query sequences (decoding) get one query per
+ * thread and a small workgroup. Then the largest key block that fits in workgroup memory.
+ */
+export function flashTiles(d: number, sq: number, seg: boolean, profile: TileProfile): FlashTiles {
+  const lim = PROFILES[profile];
+  const dv = Math.max(1, Math.ceil(d / 4));
+  let tpq = 1;
+  while (Math.ceil(dv / tpq) > lim.maxVec4PerThread) tpq *= 2;
+  const ds = Math.ceil(dv / tpq);
+  const short = sq <= 16;
+  const rq = short ? 1 : Math.max(1, Math.min(lim.maxQueriesPerThread, Math.floor(lim.registerVec4s / (2 * ds))));
+  const qt = short ? 8 : Math.max(1, lim.threads / tpq);
+  const perKey = 2 * ds * tpq * 16 + (tpq > 1 ? qt * rq * tpq * 4 : 0) + (seg ? 4 : 0);
+  let bk = 64;
+  while (bk > 1 && bk * perKey > SHARED_BUDGET) bk /= 2;
+  if (bk * perKey > SHARED_BUDGET) {
+    throw new Error(`attention: head dim ${d} is too large for the webgpu kernel's workgroup memory`);
+  }
+  return { ds, tpq, rq, qt, bk, seg };
+}
+
+/**
+ * WGSL reading 4 consecutive head-dim elements d0..d0+3 of one row of a strided view, zeros
+ * past D or when `ok` is false. Branch-free: the head-dim index is clamped into the row (the
+ * callers clamp rows into the tensor), so every read is in bounds; unwanted lanes are masked.
+ */
+function load4Fn(name: string, buf: string): string {
+  return /* wgsl */ `
+fn ${name}(row: u32, sd: u32, d0: u32, ok: bool) -> vec4f {
+  let d = vec4u(d0) + vec4u(0u, 1u, 2u, 3u);
+  let i = vec4u(row) + min(d, vec4u(P.d - 1u)) * sd;
+  let x = vec4f(${buf}[i.x], ${buf}[i.y], ${buf}[i.z], ${buf}[i.w]);
+  return select(vec4f(0.0), x, (d < vec4u(P.d)) & vec4<bool>(ok));
+}`;
+}
+
+/** The 4 strides (b, h, s, d) and offset of a [B, H, S, D] view, as uniforms `<p>_sb` ... `<p>_off`. */
+function viewUniforms(u: Uniforms, p: string, t: Tensor): void {
+  const [sb, sh, ss, sd] = t.strides;
+  u.u32(`${p}_sb`, sb).u32(`${p}_sh`, sh).u32(`${p}_ss`, ss).u32(`${p}_sd`, sd).u32(`${p}_off`, t.offset);
+}
+
+/** Strides (b, s) and offset of an int32 [B, S] segment-id view. */
+function segUniforms(u: Uniforms, p: string, t: Tensor): void {
+  u.u32(`${p}_sb`, t.strides[0]).u32(`${p}_ss`, t.strides[1]).u32(`${p}_off`, t.offset);
+}
+
+/** Uniforms shared by both kernels: sizes, scale, causal shift, and every view's layout. */
+function commonUniforms(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, out: Tensor): Uniforms {
+  const [, Hq, Sq, D] = q.shape;
+  const [, Hkv, Sk] = k.shape;
+  const u = new Uniforms()
+    .u32('hq', Hq)
+    .u32('group', Hq / Hkv)
+    .u32('sq', Sq)
+    .u32('sk', Sk)
+    .u32('d', D)
+    .u32('causal', p.causal ? 1 : 0)
+    .i32('shift', Sk - Sq)
+    .f32('scale', p.scale);
+  viewUniforms(u, 'q', q);
+  viewUniforms(u, 'k', k);
+  viewUniforms(u, 'v', v);
+  u.u32('o_off', out.offset);
+  if (p.segmentIdsQ && p.segmentIdsK) {
+    segUniforms(u, 'gq', p.segmentIdsQ);
+    segUniforms(u, 'gk', p.segmentIdsK);
+  }
+  return u;
+}
+
+/** Storage bindings 1..: q, k, v, out, then segment ids when present. */
+function bindings(seg: boolean): string {
+  const lines = [
+    '@group(0) @binding(1) var<storage, read> q: array<f32>;',
+    '@group(0) @binding(2) var<storage, read> k: array<f32>;',
+    '@group(0) @binding(3) var<storage, read> v: array<f32>;',
+    '@group(0) @binding(4) var<storage, read_write> o: array<f32>;',
+  ];
+  if (seg) {
+    lines.push('@group(0) @binding(5) var<storage, read> segq: array<i32>;');
+    lines.push('@group(0) @binding(6) var<storage, read> segk: array<i32>;');
+  }
+  return lines.join('\n');
+}
+
+function buffersOf(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, out: Tensor): GPUBuffer[] {
+  const bufs = [q, k, v, out].map(bufferOf);
+  if (p.segmentIdsQ && p.segmentIdsK) bufs.push(bufferOf(p.segmentIdsQ), bufferOf(p.segmentIdsK));
+  return bufs;
+}
+
+/**
+ * One line per (query r, head-dim vec4 c) of this thread, in order. The flash kernel keeps
+ * its per-thread state in separately named variables (`q1_3`, `acc1_3`, `m1`, ...) written
+ * out by these helpers instead of in loops over private arrays: shader compilers (llvmpipe's
+ * among them) keep such variables in registers, while a private array read in a loop that is
+ * not unrolled goes through memory.
+ */
+function perQuery(rq: number, f: (r: number) => string): string {
+  return Array.from({ length: rq }, (_, r) => f(r)).join('\n');
+}
+function perSlice(ds: number, f: (c: number) => string): string {
+  return Array.from({ length: ds }, (_, c) => f(c)).join('\n');
+}
+
+/** The streaming (flash) kernel's WGSL for one set of tiles. */
+export function flashWgsl(t: FlashTiles, uniformDecl: string): string {
+  const { ds, tpq, rq, qt, bk, seg } = t;
+  const split = tpq > 1;
+  // Index within a DVP-long row of this thread's c-th vec4: slices interleave across TPQ threads.
+  const slot = (c: number) => (split ? `${c}u * TPQ + part` : `${c}u`);
+  const all = (f: (r: number, c: number) => string, indent: string) =>
+    perQuery(rq, (r) => perSlice(ds, (c) => indent + f(r, c)));
+  // s<r> += q<r>·k over this thread's slice of key j.
+  const anyVisible = Array.from({ length: rq }, (_, r) => `vis${r}`).join(' || ');
+  const dots = (indent: string) =>
+    perSlice(ds, (c) => `${indent}{ let kc = kS[j * DVP + ${slot(c)}];${perQuery(rq, (r) => ` s${r} += dot(q${r}_${c}, kc);`)} }`);
+  return /* wgsl */ `
+${uniformDecl}
+${bindings(seg)}
+
+const DS = ${ds}u;        // vec4s of the head dim per thread and query
+const TPQ = ${tpq}u;      // threads per query (they split the head dim)
+const RQ = ${rq}u;        // queries per thread
+const QT = ${qt}u;        // threads along queries
+const DVP = DS * TPQ;     // vec4s per (zero-padded) head-dim row
+const BQ = QT * RQ;       // queries per workgroup
+const BK = ${bk}u;        // keys per streamed block
+const WG = QT * TPQ;
+const NEG = -3.0e38;      // running-max start: below any real score, and exp(NEG - s) = 0
+
+var<workgroup> kS: array<vec4f, ${bk * ds * tpq}>;   // [BK, DVP] key block
+var<workgroup> vS: array<vec4f, ${bk * ds * tpq}>;   // [BK, DVP] value block
+${split ? `var<workgroup> partS: array<f32, ${bk * rq * qt * tpq}>;  // [BK, RQ, QT, TPQ] partial q·k` : ''}
+${seg ? `var<workgroup> segS: array<i32, ${bk}>;   // segment ids of the key block
+const I32_MAX = 2147483647;
+const I32_MIN = -2147483647 - 1;` : ''}
+
+${load4Fn('loadQ4', 'q')}
+${load4Fn('loadK4', 'k')}
+${load4Fn('loadV4', 'v')}
+
+/** Online softmax step for one query: returns the new (max, sum, rescale factor of the accumulator, weight of this key). */
+fn softmaxStep(m: f32, l: f32, s: f32) -> vec4f {
+  if (s > m) {
+    let a = exp(m - s);   // the max grows: older terms shrink by a
+    return vec4f(s, l * a + 1.0, a, 1.0);
+  }
+  let e = exp(s - m);
+  return vec4f(m, l + e, 1.0, e);
+}
+
+@compute @workgroup_size(${qt * tpq})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3u) {
+  let flat = wid.y * nwg.x + wid.x;
+  if (flat >= P.groups) { return; }
+  let nqb = (P.sq + BQ - 1u) / BQ;
+  let qb = flat % nqb;
+  let bh = flat / nqb;
+  let h = bh % P.hq;
+  let b = bh / P.hq;
+  let kh = h / P.group;             // grouped-query: q head h reads kv head h / (Hq / Hkv)
+  let qi = lid / TPQ;               // this thread owns queries row<r> = q0 + qi * RQ + r, r < RQ,
+  let part = lid % TPQ;             // and slice \`part\` of their head dim
+  let q0 = qb * BQ;
+
+  // Per query r: its row, its slice of q (pre-multiplied by the scale) as q<r>_<c>, the
+  // accumulator acc<r>_<c>, the running max m<r> and sum l<r> of exp(score - m<r>).
+${perQuery(rq, (r) => `  let row${r} = q0 + qi * RQ + ${r}u;
+  let qRow${r} = P.q_off + b * P.q_sb + h * P.q_sh + min(row${r}, P.sq - 1u) * P.q_ss;
+  var m${r} = NEG;
+  var l${r} = 0.0;${seg ? `
+  var seg${r} = 0;
+  if (row${r} < P.sq) { seg${r} = segq[P.gq_off + b * P.gq_sb + row${r} * P.gq_ss]; }` : ''}`)}
+${all((r, c) => `let q${r}_${c} = loadQ4(qRow${r}, P.q_sd, (${slot(c)}) * 4u, row${r} < P.sq) * P.scale;`, '  ')}
+${all((r, c) => `var acc${r}_${c} = vec4f(0.0);`, '  ')}
+
+  // Causal: the block's last query sees keys < q0 + BQ + (Sk - Sq); stream no further.
+  var kEnd = P.sk;
+  if (P.causal != 0u) { kEnd = u32(clamp(i32(q0 + BQ) + P.shift, 0, i32(P.sk))); }
+  let kHead = P.k_off + b * P.k_sb + kh * P.k_sh;
+  let vHead = P.v_off + b * P.v_sb + kh * P.v_sh;
+${seg ? `
+  // The range of this workgroup's query segment ids. Read-only storage at workgroup-uniform
+  // indices gives workgroup-uniform values, so the block skip below keeps barriers uniform.
+  var qLo = I32_MAX;
+  var qHi = I32_MIN;
+  for (var i = q0; i < min(q0 + BQ, P.sq); i++) {
+    let id = segq[P.gq_off + b * P.gq_sb + i * P.gq_ss];
+    qLo = min(qLo, id);
+    qHi = max(qHi, id);
+  }
+` : ''}
+  for (var k0 = 0u; k0 < kEnd; k0 += BK) {
+    let nk = min(BK, kEnd - k0);
+${seg ? `
+    // Skip the block when its keys' ids cannot meet the queries' ids: the ranges are disjoint.
+    var kLo = I32_MAX;
+    var kHi = I32_MIN;
+    for (var j = k0; j < k0 + nk; j++) {
+      let id = segk[P.gk_off + b * P.gk_sb + j * P.gk_ss];
+      kLo = min(kLo, id);
+      kHi = max(kHi, id);
+    }
+    if (kHi < qLo || kLo > qHi) { continue; }
+    for (var j = lid; j < nk; j += WG) { segS[j] = segk[P.gk_off + b * P.gk_sb + (k0 + j) * P.gk_ss]; }
+` : ''}
+    // Stage the key and value block: [BK, DVP] vec4s, zeros past Sk and past D.
+    for (var i = lid; i < BK * DVP; i += WG) {
+      let j = i / DVP;
+      let d0 = (i % DVP) * 4u;
+      let key = min(k0 + j, P.sk - 1u);
+      kS[i] = loadK4(kHead + key * P.k_ss, P.k_sd, d0, j < nk);
+      vS[i] = loadV4(vHead + key * P.v_ss, P.v_sd, d0, j < nk);
+    }
+    workgroupBarrier();
+${split ? `
+    // Partial q·k over this thread's head-dim slice; a query's TPQ threads sum them below.
+    for (var j = 0u; j < nk; j++) {
+${perQuery(rq, (r) => `      var s${r} = 0.0;`)}
+${dots('      ')}
+${perQuery(rq, (r) => `      partS[((j * RQ + ${r}u) * QT + qi) * TPQ + part] = s${r};`)}
+    }
+    workgroupBarrier();
+` : ''}
+    for (var j = 0u; j < nk; j++) {
+      // Which of this thread's queries see key j; nothing to do when none does (the causal
+      // diagonal, other segments' keys in a shared block).
+      let key = i32(k0 + j);
+${perQuery(rq, (r) => `      let vis${r} = row${r} < P.sq && (P.causal == 0u || key <= i32(row${r}) + P.shift)${seg ? ` && segS[j] == seg${r}` : ''};`)}
+      if (${anyVisible}) {
+        // Scores of key j for this thread's queries.
+${perQuery(rq, (r) => `        var s${r} = 0.0;`)}
+${split
+    ? perQuery(rq, (r) => `        for (var t = 0u; t < TPQ; t++) { s${r} += partS[((j * RQ + ${r}u) * QT + qi) * TPQ + t]; }`)
+    : dots('        ')}
+        // Online softmax: e<r> is key j's weight for query r (0 when masked); the
+        // accumulator is rescaled by a<r> when the running max grows.
+${perQuery(rq, (r) => `        var a${r} = 1.0;
+        var e${r} = 0.0;
+        if (vis${r}) {
+          let st = softmaxStep(m${r}, l${r}, s${r});
+          m${r} = st.x;
+          l${r} = st.y;
+          a${r} = st.z;
+          e${r} = st.w;
+        }`)}
+${perSlice(ds, (c) => `        { let vc = vS[j * DVP + ${slot(c)}];${perQuery(rq, (r) => ` acc${r}_${c} = acc${r}_${c} * a${r} + e${r} * vc;`)} }`)}
+      }
+    }
+    workgroupBarrier();   // the next block overwrites the workgroup arrays
+  }
+
+  // Normalise and write; a query that saw no key (fully masked) writes zeros.
+  let oHead = P.o_off + (b * P.hq + h) * P.sq * P.d;
+${perQuery(rq, (r) => `  if (row${r} < P.sq) {
+    let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);
+${perSlice(ds, (c) => `    store4(oHead + row${r} * P.d, (${slot(c)}) * 4u, acc${r}_${c} * inv);`)}
+  }`)}
+}
+
+/** Writes the elements of x that fall inside the head dim at o[row + d0 ...]. */
+fn store4(row: u32, d0: u32, x: vec4f) {
+  for (var e = 0u; e < 4u; e++) {
+    if (d0 + e < P.d) { o[row + d0 + e] = x[e]; }
+  }
+}`;
+}
+
+/** The 2x2-window kernel's WGSL: one thread per query, reading the 4 keys of its window. */
+export function windowWgsl(seg: boolean, uniformDecl: string): string {
+  return /* wgsl */ `
+${uniformDecl}
+${bindings(seg)}
+
+const NEG = -3.0e38;
+
+@compute @workgroup_size(${WINDOW_WG})
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3u) {
+  // Threads run window by window: 4 neighbouring threads are the 4 queries of one window.
+  let t = (wid.y * nwg.x + wid.x) * ${WINDOW_WG}u + lid;
+  if (t >= P.n) { return; }
+  let pos = t % 4u;                 // 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
+  let win = t / 4u;
+  let perHead = P.sq / 4u;          // windows per (batch, head)
+  let wi = win % perHead;
+  let bh = win / perHead;
+  let h = bh % P.hq;
+  let b = bh / P.hq;
+  let kh = h / P.group;
+  let halfW = P.w / 2u;
+  let top = (wi / halfW) * 2u * P.w + (wi % halfW) * 2u;   // token of the window's top-left
+  let tok = vec4u(top, top + 1u, top + P.w, top + P.w + 1u);
+  let me = tok[pos];
+
+  // Which of the 4 keys this query may see.
+  var visible = vec4<bool>(true);
+  if (P.causal != 0u) { visible = vec4i(tok) <= vec4i(i32(me) + P.shift); }
+${seg ? `  let mySeg = segq[P.gq_off + b * P.gq_sb + me * P.gq_ss];
+  for (var a = 0u; a < 4u; a++) {
+    visible[a] = visible[a] && segk[P.gk_off + b * P.gk_sb + tok[a] * P.gk_ss] == mySeg;
+  }` : ''}
+
+  let qRow = P.q_off + b * P.q_sb + h * P.q_sh + me * P.q_ss;
+  let kRows = vec4u(P.k_off + b * P.k_sb + kh * P.k_sh) + tok * P.k_ss;
+  let vRows = vec4u(P.v_off + b * P.v_sb + kh * P.v_sh) + tok * P.v_ss;
+
+  // The 4 scores at once: s[a] = scale * q · k[tok[a]].
+  var s = vec4f(0.0);
+  for (var d = 0u; d < P.d; d++) {
+    let kd = kRows + vec4u(d * P.k_sd);
+    s += q[qRow + d * P.q_sd] * vec4f(k[kd.x], k[kd.y], k[kd.z], k[kd.w]);
+  }
+  s *= P.scale;
+
+  // Softmax over the visible keys; a query that sees none writes zeros.
+  let m = max(max(select(NEG, s.x, visible.x), select(NEG, s.y, visible.y)),
+              max(select(NEG, s.z, visible.z), select(NEG, s.w, visible.w)));
+  let e = select(vec4f(0.0), exp(s - vec4f(m)), visible);
+  let l = e.x + e.y + e.z + e.w;
+  let p = select(vec4f(0.0), e / l, l > 0.0);
+
+  let oRow = P.o_off + ((b * P.hq + h) * P.sq + me) * P.d;
+  for (var d = 0u; d < P.d; d++) {
+    let vd = vRows + vec4u(d * P.v_sd);
+    o[oRow + d] = dot(p, vec4f(v[vd.x], v[vd.y], v[vd.z], v[vd.w]));
+  }
+}`;
+}
+
+/**
+ * out[b, h, i, :] = softmax_j(scale · q[b, h, i] · k[b, h / (Hq/Hkv), j]) over the visible j, times v.
+ * q: [B, Hq, Sq, D], k and v: [B, Hkv, Sk, D] (any strides), out: contiguous [B, Hq, Sq, D].
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, out: Tensor): void {
+  if (out.size === 0) return;
+  if ([q, k, v].some((t) => t.dtype !== 'float32')) throw new Error(`attention: webgpu supports float32 only, got ${q.dtype}`);
+  const [B, Hq, Sq, D] = q.shape;
+  const c = ctx();
+  const seg = p.segmentIdsQ !== null && p.segmentIdsK !== null;
+  const u = commonUniforms(q, k, v, p, out);
+  const maxWg = c.limits.maxComputeWorkgroupsPerDimension;
+  if (p.window) {
+    const n = B * Hq * Sq;
+    u.u32('n', n).u32('w', p.window.w);
+    c.dispatch({
+      label: 'attention (2x2 window)',
+      code: windowWgsl(seg, u.declaration()),
+      uniforms: u.bytes(),
+      buffers: buffersOf(q, k, v, p, out),
+      workgroups: grid(n, WINDOW_WG, maxWg),
+    });
+    return;
+  }
+  const tiles = flashTiles(D, Sq, seg, tileProfile());
+  const groups = B * Hq * Math.ceil(Sq / (tiles.qt * tiles.rq));
+  u.u32('groups', groups);
+  c.dispatch({
+    label: 'attention',
+    code: flashWgsl(tiles, u.declaration()),
+    uniforms: u.bytes(),
+    buffers: buffersOf(q, k, v, p, out),
+    workgroups: grid(groups, 1, maxWg),
+  });
+}
