@@ -11,7 +11,7 @@
  *   key block is skipped when its id range is disjoint from the workgroup's query ids (so
  *   per-view attention over views laid end to end costs only the views' diagonal blocks).
  * - `window`: the 2x2-window path of the compressor. Each query sees only the 4 tokens of
- *   its window, so one thread per query reads those 4 keys and values directly.
+ *   its window, so one thread per window reads its 4 q, k and v rows directly.
  *
  * Semantics (masks, GQA, fully masked rows -> 0) are those of tensor/cpu/attention.ts.
  * q, k, v and the segment ids may be strided views: their strides and offsets travel in the
@@ -353,7 +353,10 @@ fn store4(row: u32, d0: u32, x: vec4f) {
 }`;
 }
 
-/** The 2x2-window kernel's WGSL: one thread per query, reading the 4 keys of its window. */
+/**
+ * The 2x2-window kernel's WGSL: one thread per window. Its 4 queries see only its 4 keys, so
+ * the thread reads each of the 4 q, k and v rows once and keeps the 4x4 scores in registers.
+ */
 export function windowWgsl(seg: boolean, uniformDecl: string): string {
   return /* wgsl */ `
 ${uniformDecl}
@@ -361,55 +364,85 @@ ${bindings(seg)}
 
 const NEG = -3.0e38;
 
+/** Softmax over the visible entries of one query's 4 scores; all zeros when none is visible. */
+fn softmax4(s: vec4f, visible: vec4<bool>) -> vec4f {
+  let m = max(max(select(NEG, s.x, visible.x), select(NEG, s.y, visible.y)),
+              max(select(NEG, s.z, visible.z), select(NEG, s.w, visible.w)));
+  let e = select(vec4f(0.0), exp(s - vec4f(m)), visible);
+  let l = e.x + e.y + e.z + e.w;
+  return select(vec4f(0.0), e / l, l > 0.0);
+}
+
 @compute @workgroup_size(${WINDOW_WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3u) {
-  // Threads run window by window: 4 neighbouring threads are the 4 queries of one window.
   let t = (wid.y * nwg.x + wid.x) * ${WINDOW_WG}u + lid;
   if (t >= P.n) { return; }
-  let pos = t % 4u;                 // 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right
-  let win = t / 4u;
-  let perHead = P.sq / 4u;          // windows per (batch, head)
-  let wi = win % perHead;
-  let bh = win / perHead;
+  let perHead = P.sq / 4u;          // windows per (batch, head), row-major over the grid
+  let wi = t % perHead;
+  let bh = t / perHead;
   let h = bh % P.hq;
   let b = bh / P.hq;
   let kh = h / P.group;
   let halfW = P.w / 2u;
   let top = (wi / halfW) * 2u * P.w + (wi % halfW) * 2u;   // token of the window's top-left
+  // The window's tokens: top-left, top-right, bottom-left, bottom-right. They are both the
+  // queries (index i) and the keys (index a) of the window.
   let tok = vec4u(top, top + 1u, top + P.w, top + P.w + 1u);
-  let me = tok[pos];
 
-  // Which of the 4 keys this query may see.
-  var visible = vec4<bool>(true);
-  if (P.causal != 0u) { visible = vec4i(tok) <= vec4i(i32(me) + P.shift); }
-${seg ? `  let mySeg = segq[P.gq_off + b * P.gq_sb + me * P.gq_ss];
-  for (var a = 0u; a < 4u; a++) {
-    visible[a] = visible[a] && segk[P.gk_off + b * P.gk_sb + tok[a] * P.gk_ss] == mySeg;
-  }` : ''}
+  // vis<i>[a]: query i sees key a.
+  var vis0 = vec4<bool>(true);
+  var vis1 = vec4<bool>(true);
+  var vis2 = vec4<bool>(true);
+  var vis3 = vec4<bool>(true);
+  if (P.causal != 0u) {
+    let kt = vec4i(tok);
+    vis0 = kt <= vec4i(i32(tok.x) + P.shift);
+    vis1 = kt <= vec4i(i32(tok.y) + P.shift);
+    vis2 = kt <= vec4i(i32(tok.z) + P.shift);
+    vis3 = kt <= vec4i(i32(tok.w) + P.shift);
+  }
+${seg ? `  let gq = vec4u(P.gq_off + b * P.gq_sb) + tok * P.gq_ss;
+  let gk = vec4u(P.gk_off + b * P.gk_sb) + tok * P.gk_ss;
+  let idq = vec4i(segq[gq.x], segq[gq.y], segq[gq.z], segq[gq.w]);
+  let idk = vec4i(segk[gk.x], segk[gk.y], segk[gk.z], segk[gk.w]);
+  vis0 = vis0 & (idk == vec4i(idq.x));
+  vis1 = vis1 & (idk == vec4i(idq.y));
+  vis2 = vis2 & (idk == vec4i(idq.z));
+  vis3 = vis3 & (idk == vec4i(idq.w));` : ''}
 
-  let qRow = P.q_off + b * P.q_sb + h * P.q_sh + me * P.q_ss;
+  let qRows = vec4u(P.q_off + b * P.q_sb + h * P.q_sh) + tok * P.q_ss;
   let kRows = vec4u(P.k_off + b * P.k_sb + kh * P.k_sh) + tok * P.k_ss;
   let vRows = vec4u(P.v_off + b * P.v_sb + kh * P.v_sh) + tok * P.v_ss;
 
-  // The 4 scores at once: s[a] = scale * q · k[tok[a]].
-  var s = vec4f(0.0);
+  // s<i>[a] = q<i> · k<a>, accumulated over the head dim.
+  var s0 = vec4f(0.0);
+  var s1 = vec4f(0.0);
+  var s2 = vec4f(0.0);
+  var s3 = vec4f(0.0);
   for (var d = 0u; d < P.d; d++) {
+    let qd = qRows + vec4u(d * P.q_sd);
     let kd = kRows + vec4u(d * P.k_sd);
-    s += q[qRow + d * P.q_sd] * vec4f(k[kd.x], k[kd.y], k[kd.z], k[kd.w]);
+    let qv = vec4f(q[qd.x], q[qd.y], q[qd.z], q[qd.w]);
+    let kv = vec4f(k[kd.x], k[kd.y], k[kd.z], k[kd.w]);
+    s0 += qv.x * kv;
+    s1 += qv.y * kv;
+    s2 += qv.z * kv;
+    s3 += qv.w * kv;
   }
-  s *= P.scale;
+  let p0 = softmax4(s0 * P.scale, vis0);
+  let p1 = softmax4(s1 * P.scale, vis1);
+  let p2 = softmax4(s2 * P.scale, vis2);
+  let p3 = softmax4(s3 * P.scale, vis3);
 
-  // Softmax over the visible keys; a query that sees none writes zeros.
-  let m = max(max(select(NEG, s.x, visible.x), select(NEG, s.y, visible.y)),
-              max(select(NEG, s.z, visible.z), select(NEG, s.w, visible.w)));
-  let e = select(vec4f(0.0), exp(s - vec4f(m)), visible);
-  let l = e.x + e.y + e.z + e.w;
-  let p = select(vec4f(0.0), e / l, l > 0.0);
-
-  let oRow = P.o_off + ((b * P.hq + h) * P.sq + me) * P.d;
+  // out<i> = sum_a p<i>[a] v<a>.
+  let oRows = vec4u(P.o_off + (b * P.hq + h) * P.sq * P.d) + tok * P.d;
   for (var d = 0u; d < P.d; d++) {
     let vd = vRows + vec4u(d * P.v_sd);
-    o[oRow + d] = dot(p, vec4f(v[vd.x], v[vd.y], v[vd.z], v[vd.w]));
+    let vv = vec4f(v[vd.x], v[vd.y], v[vd.z], v[vd.w]);
+    o[oRows.x + d] = dot(p0, vv);
+    o[oRows.y + d] = dot(p1, vv);
+    o[oRows.z + d] = dot(p2, vv);
+    o[oRows.w + d] = dot(p3, vv);
   }
 }`;
 }
@@ -427,7 +460,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, o
   const u = commonUniforms(q, k, v, p, out);
   const maxWg = c.limits.maxComputeWorkgroupsPerDimension;
   if (p.window) {
-    const n = B * Hq * Sq;
+    const n = (B * Hq * Sq) / 4; // windows
     u.u32('n', n).u32('w', p.window.w);
     c.dispatch({
       label: 'attention (2x2 window)',

@@ -415,6 +415,41 @@ describe('masking properties, on both devices', () => {
       );
     });
 
+    it(`${device}: 2x2 window attention equals dense attention over each window's 4 tokens`, async () => {
+      await fc.assert(
+        fc.asyncProperty(arbWindow, small, async (win, s) => {
+          const S = win.h * win.w;
+          const nW = S / 4;
+          const p = problem({ ...s, Sq: S, Sk: S, segs: s.segs === 'none' ? 'none' : 'reused' }, win);
+          // Window wi's tokens: top-left, top-right, bottom-left, bottom-right.
+          const tokens = (wi: number) => {
+            const top = Math.floor(wi / (win.w / 2)) * 2 * win.w + (wi % (win.w / 2)) * 2;
+            return [top, top + 1, top + win.w, top + win.w + 1];
+          };
+          // [B, H, S, D] -> [B * nW, H, 4, D]: each window becomes its own sequence of 4.
+          const gather = (x: Float32Array, H: number) => {
+            const out = new Float32Array(x.length);
+            for (let b = 0; b < p.B; b++)
+              for (let wi = 0; wi < nW; wi++)
+                for (let h = 0; h < H; h++)
+                  tokens(wi).forEach((t, a) => {
+                    out.set(x.subarray(((b * H + h) * S + t) * p.D, ((b * H + h) * S + t + 1) * p.D), (((b * nW + wi) * H + h) * 4 + a) * p.D);
+                  });
+            return out;
+          };
+          const gatherIds = (ids: Int32Array | null) =>
+            ids && Int32Array.from({ length: p.B * S }, (_, i) => ids[Math.floor(i / S) * S + tokens(Math.floor((i % S) / 4))[i % 4]]);
+          const dense: Problem = {
+            ...p, B: p.B * nW, Sq: 4, Sk: 4, window: null,
+            q: gather(p.q, p.Hq), k: gather(p.k, p.Hkv), v: gather(p.v, p.Hkv), segQ: gatherIds(p.segQ), segK: gatherIds(p.segK),
+          };
+          const [x, y] = [gather(await run(p, device), p.Hq), await run(dense, device)];
+          expectClose(x, y, TOL, 'window vs dense per window');
+        }),
+        { ...PROP, numRuns: 8 },
+      );
+    });
+
     it(`${device}: GQA equals repeating each kv head Hq/Hkv times with Hkv = Hq`, async () => {
       await fc.assert(
         fc.asyncProperty(small, async (s) => {
