@@ -2,9 +2,9 @@
  * The connector (`resampler`, LLaVA-UHD-V4.md "Connector"): 2x2 pixel-unshuffle ->
  * LayerNorm(4d, eps 1e-6) -> Linear(4d -> 4d) -> GELU (exact erf form) -> Linear(4d -> LLM width).
  *
- * The post-ViT baseline merges twice (16x). The spec leaves the first round's shape open; here
- * each extra round is unshuffle -> LayerNorm(4d) -> Linear(4d -> d) -> GELU(erf), so that the
- * last round is exactly the one above (`merges.N.*` hold the extra rounds' weights).
+ * The post-ViT baseline merges twice (16x). Every round has the shape above; a round before the
+ * last projects back to the vision width d instead of the LLM width (the public release's
+ * merger), and its weights sit under `merges.N.*`.
  */
 import * as ag from '../autograd/index.js';
 import { LayerNorm, Linear, Module } from '../nn/index.js';
@@ -12,13 +12,21 @@ import type { Tensor } from '../tensor/index.js';
 import type { InitOptions } from '../nn/init.js';
 import type { ViewGrid } from './vision.js';
 
+/** unshuffle -> LayerNorm(4d) -> Linear(4d -> 4d) -> GELU(erf) -> Linear(4d -> out). */
 class MergeRound extends Module {
   norm: LayerNorm;
-  proj: Linear;
-  constructor(d: number, opts: InitOptions) {
+  linear_1: Linear;
+  linear_2: Linear;
+  constructor(d: number, out: number, opts: InitOptions) {
     super();
     this.norm = this.module('norm', new LayerNorm(4 * d, 1e-6, opts));
-    this.proj = this.module('proj', new Linear(4 * d, d, opts));
+    this.linear_1 = this.module('linear_1', new Linear(4 * d, 4 * d, opts));
+    this.linear_2 = this.module('linear_2', new Linear(4 * d, out, opts));
+  }
+  /** x: [1, sum(h*w), d] over `grids` -> [1, sum(h*w)/4, out]. */
+  forward(x: Tensor, grids: ViewGrid[]): Tensor {
+    const z = unshuffleViews(x, grids);
+    return this.linear_2.forward(ag.gelu(this.linear_1.forward(this.norm.forward(z)), 'none'));
   }
 }
 
@@ -35,30 +43,28 @@ export function unshuffleViews(x: Tensor, grids: ViewGrid[]): Tensor {
 }
 
 export class Connector extends Module {
+  /** Rounds before the last (the baseline's first merge). */
   merges: MergeRound[];
-  norm: LayerNorm;
-  linear_1: Linear;
-  linear_2: Linear;
+  /** The last round's weights sit at the top level: `resampler.{norm,linear_1,linear_2}`. */
+  last: MergeRound;
   constructor(readonly visionWidth: number, readonly llmWidth: number, readonly rounds: number, opts: InitOptions = {}) {
     super();
     const d = visionWidth;
-    this.merges = Array.from({ length: rounds - 1 }, (_, i) => this.module(`merges.${i}`, new MergeRound(d, opts)));
-    this.norm = this.module('norm', new LayerNorm(4 * d, 1e-6, opts));
-    this.linear_1 = this.module('linear_1', new Linear(4 * d, 4 * d, opts));
-    this.linear_2 = this.module('linear_2', new Linear(4 * d, llmWidth, opts));
+    this.merges = Array.from({ length: rounds - 1 }, (_, i) => this.module(`merges.${i}`, new MergeRound(d, d, opts)));
+    this.last = new MergeRound(d, llmWidth, opts);
+    this.module('norm', this.last.norm);
+    this.module('linear_1', this.last.linear_1);
+    this.module('linear_2', this.last.linear_2);
   }
 
   /** x: [1, sum(h*w), d] -> [1, sum(h*w)/4^rounds, llmWidth] and the final grids. */
   forward(x: Tensor, grids: ViewGrid[]): { x: Tensor; grids: ViewGrid[] } {
     let h = x;
     let g = grids;
-    const half = (gs: ViewGrid[]) => gs.map((v) => ({ h: v.h / 2, w: v.w / 2 }));
-    for (const round of this.merges) {
-      h = ag.gelu(round.proj.forward(round.norm.forward(unshuffleViews(h, g))), 'none');
-      g = half(g);
+    for (const round of [...this.merges, this.last]) {
+      h = round.forward(h, g);
+      g = g.map((v) => ({ h: v.h / 2, w: v.w / 2 }));
     }
-    const z = unshuffleViews(h, g);
-    const out = this.linear_2.forward(ag.gelu(this.linear_1.forward(this.norm.forward(z)), 'none'));
-    return { x: out, grids: half(g) };
+    return { x: h, grids: g };
   }
 }

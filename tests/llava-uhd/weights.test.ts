@@ -66,7 +66,7 @@ describe('weights in the release layout', () => {
     const path = join(dir, 'baseline.safetensors');
     await saveWeights(base, path);
     const withD = build(7);
-    await expect(loadWeights(withD, path)).rejects.toThrow(/weights: .*baseline\.safetensors: \d+ problem\(s\):[\s\S]*missing vit_merger\.linear_1\.weight[\s\S]*unexpected resampler\.merges\.0\.proj\.weight/);
+    await expect(loadWeights(withD, path)).rejects.toThrow(/weights: .*baseline\.safetensors: \d+ problem\(s\):[\s\S]*missing vit_merger\.linear_1\.weight[\s\S]*unexpected resampler\.merges\.0\.linear_1\.weight/);
     const report = await loadWeights(withD, path, { strict: false });
     expect(report.missing.some((k) => k.startsWith('vit_merger.'))).toBe(true);
     expect(report.unexpected.some((k) => k.startsWith('resampler.merges.'))).toBe(true);
