@@ -1,8 +1,9 @@
 /**
  * Fused scaled-dot-product attention (f32), two kernels:
  *
- * - `flash`: one workgroup per (batch, q head, block of BQ queries). Keys and values are
- *   streamed through workgroup memory in blocks of BK; each query keeps a running max `m`,
+ * - `flash`: one workgroup per (batch, kv head, block of BQ queries of the q heads that share
+ *   that kv head). Keys and values are streamed through workgroup memory in blocks of BK,
+ *   once for all those q heads (grouped-query attention); each query keeps a running max `m`,
  *   a running sum `l` and its output accumulator in registers (online softmax), so the
  *   Sq x Sk score matrix never exists. A thread owns RQ queries (each k and v vector read
  *   serves them all); with large head dims TPQ threads share a query, each holding a slice
@@ -81,18 +82,19 @@ export interface FlashTiles {
 }
 
 /**
- * Chooses tiles for head dim `d` and `sq` queries: threads per query from the head dim, then
- * as many queries per thread as the register budget allows (with the cpu profile: 4 at
- * D <= 64, 3 at D = 72, 2 at D = 128); short query sequences (decoding) get one query per
- * thread and a small workgroup. Then the largest key block that fits in workgroup memory.
+ * Chooses tiles for head dim `d` and `queries` per (batch, kv head), i.e. (Hq / Hkv) · Sq:
+ * threads per query from the head dim, then as many queries per thread as the register budget
+ * allows (with the cpu profile: 4 at D <= 64, 3 at D = 72, 2 at D = 128); few queries
+ * (decoding) get one query per thread and a small workgroup. Then the largest key block that
+ * fits in workgroup memory.
  */
-export function flashTiles(d: number, sq: number, seg: boolean, profile: TileProfile): FlashTiles {
+export function flashTiles(d: number, queries: number, seg: boolean, profile: TileProfile): FlashTiles {
   const lim = PROFILES[profile];
   const dv = Math.max(1, Math.ceil(d / 4));
   let tpq = 1;
   while (Math.ceil(dv / tpq) > lim.maxVec4PerThread) tpq *= 2;
   const ds = Math.ceil(dv / tpq);
-  const short = sq <= 16;
+  const short = queries <= 16;
   const rq = short ? 1 : Math.max(1, Math.min(lim.maxQueriesPerThread, Math.floor(lim.registerVec4s / (2 * ds))));
   const qt = short ? 8 : Math.max(1, lim.threads / tpq);
   const perKey = 2 * ds * tpq * 16 + (tpq > 1 ? qt * rq * tpq * 4 : 0) + (seg ? 4 : 0);
@@ -136,6 +138,7 @@ function commonUniforms(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, out
   const [, Hkv, Sk] = k.shape;
   const u = new Uniforms()
     .u32('hq', Hq)
+    .u32('hkv', Hkv)
     .u32('group', Hq / Hkv)
     .u32('sq', Sq)
     .u32('sk', Sk)
@@ -188,6 +191,14 @@ function perQuery(rq: number, f: (r: number) => string): string {
 function perSlice(ds: number, f: (c: number) => string): string {
   return Array.from({ length: ds }, (_, c) => f(c)).join('\n');
 }
+/** Like perQuery, on one line. */
+function perQueryInline(rq: number, f: (r: number) => string): string {
+  return Array.from({ length: rq }, (_, r) => f(r)).join('');
+}
+/** `const NAME = value;` with its comment aligned. */
+function constant(name: string, value: string, comment: string): string {
+  return `${`const ${name} = ${value};`.padEnd(24)}// ${comment}`;
+}
 
 /** The streaming (flash) kernel's WGSL for one set of tiles. */
 export function flashWgsl(t: FlashTiles, uniformDecl: string): string {
@@ -195,25 +206,27 @@ export function flashWgsl(t: FlashTiles, uniformDecl: string): string {
   const split = tpq > 1;
   // Index within a DVP-long row of this thread's c-th vec4: slices interleave across TPQ threads.
   const slot = (c: number) => (split ? `${c}u * TPQ + part` : `${c}u`);
+  // First head-dim element of that vec4.
+  const d0 = (c: number) => (split ? `(${c}u * TPQ + part) * 4u` : `${4 * c}u`);
   const all = (f: (r: number, c: number) => string, indent: string) =>
     perQuery(rq, (r) => perSlice(ds, (c) => indent + f(r, c)));
   // s<r> += q<r>·k over this thread's slice of key j.
   const anyVisible = Array.from({ length: rq }, (_, r) => `vis${r}`).join(' || ');
   const dots = (indent: string) =>
-    perSlice(ds, (c) => `${indent}{ let kc = kS[j * DVP + ${slot(c)}];${perQuery(rq, (r) => ` s${r} += dot(q${r}_${c}, kc);`)} }`);
+    perSlice(ds, (c) => `${indent}{ let kc = kS[j * DVP + ${slot(c)}];${perQueryInline(rq, (r) => ` s${r} += dot(q${r}_${c}, kc);`)} }`);
   return /* wgsl */ `
 ${uniformDecl}
 ${bindings(seg)}
 
-const DS = ${ds}u;        // vec4s of the head dim per thread and query
-const TPQ = ${tpq}u;      // threads per query (they split the head dim)
-const RQ = ${rq}u;        // queries per thread
-const QT = ${qt}u;        // threads along queries
-const DVP = DS * TPQ;     // vec4s per (zero-padded) head-dim row
-const BQ = QT * RQ;       // queries per workgroup
-const BK = ${bk}u;        // keys per streamed block
-const WG = QT * TPQ;
-const NEG = -3.0e38;      // running-max start: below any real score, and exp(NEG - s) = 0
+${constant('DS', `${ds}u`, 'vec4s of the head dim per thread and query')}
+${constant('TPQ', `${tpq}u`, 'threads per query (they split the head dim)')}
+${constant('RQ', `${rq}u`, 'queries per thread')}
+${constant('QT', `${qt}u`, 'threads along queries')}
+${constant('DVP', 'DS * TPQ', 'vec4s per (zero-padded) head-dim row')}
+${constant('BQ', 'QT * RQ', 'queries per workgroup')}
+${constant('BK', `${bk}u`, 'keys per streamed block')}
+${constant('WG', 'QT * TPQ', 'threads per workgroup')}
+${constant('NEG', '-3.0e38', 'running-max start: below any real score, and exp(NEG - s) = 0')}
 
 var<workgroup> kS: array<vec4f, ${bk * ds * tpq}>;   // [BK, DVP] key block
 var<workgroup> vS: array<vec4f, ${bk * ds * tpq}>;   // [BK, DVP] value block
@@ -240,30 +253,39 @@ fn softmaxStep(m: f32, l: f32, s: f32) -> vec4f {
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3u) {
   let flat = wid.y * nwg.x + wid.x;
   if (flat >= P.groups) { return; }
-  let nqb = (P.sq + BQ - 1u) / BQ;
+  // Grouped-query heads share the workgroup: kv head kh serves q heads kh * G .. kh * G + G - 1
+  // (G = Hq / Hkv), whose queries are numbered f = row * G + (h - kh * G), so each key and
+  // value block is staged once for all of them and a block of f covers consecutive rows.
+  let nf = P.group * P.sq;          // queries per (batch, kv head)
+  let nqb = (nf + BQ - 1u) / BQ;
   let qb = flat % nqb;
-  let bh = flat / nqb;
-  let h = bh % P.hq;
-  let b = bh / P.hq;
-  let kh = h / P.group;             // grouped-query: q head h reads kv head h / (Hq / Hkv)
-  let qi = lid / TPQ;               // this thread owns queries row<r> = q0 + qi * RQ + r, r < RQ,
+  let bkh = flat / nqb;
+  let kh = bkh % P.hkv;
+  let b = bkh / P.hkv;
+  let qi = lid / TPQ;               // this thread owns queries f<r> = q0 + qi * RQ + r, r < RQ,
   let part = lid % TPQ;             // and slice \`part\` of their head dim
   let q0 = qb * BQ;
 
-  // Per query r: its row, its slice of q (pre-multiplied by the scale) as q<r>_<c>, the
-  // accumulator acc<r>_<c>, the running max m<r> and sum l<r> of exp(score - m<r>).
-${perQuery(rq, (r) => `  let row${r} = q0 + qi * RQ + ${r}u;
-  let qRow${r} = P.q_off + b * P.q_sb + h * P.q_sh + min(row${r}, P.sq - 1u) * P.q_ss;
+  // Per query r: whether it exists (ok<r>), its head and row, its slice of q (pre-multiplied
+  // by the scale) as q<r>_<c>, the accumulator acc<r>_<c>, the running max m<r> and the sum
+  // l<r> of exp(score - m<r>).
+${perQuery(rq, (r) => `  let f${r} = q0 + qi * RQ + ${r}u;
+  let ok${r} = f${r} < nf;
+  let row${r} = min(f${r} / P.group, P.sq - 1u);
+  let h${r} = kh * P.group + f${r} % P.group;
+  let qRow${r} = P.q_off + b * P.q_sb + h${r} * P.q_sh + row${r} * P.q_ss;
   var m${r} = NEG;
   var l${r} = 0.0;${seg ? `
-  var seg${r} = 0;
-  if (row${r} < P.sq) { seg${r} = segq[P.gq_off + b * P.gq_sb + row${r} * P.gq_ss]; }` : ''}`)}
-${all((r, c) => `let q${r}_${c} = loadQ4(qRow${r}, P.q_sd, (${slot(c)}) * 4u, row${r} < P.sq) * P.scale;`, '  ')}
+  let seg${r} = segq[P.gq_off + b * P.gq_sb + row${r} * P.gq_ss];` : ''}`)}
+${all((r, c) => `let q${r}_${c} = loadQ4(qRow${r}, P.q_sd, ${d0(c)}, ok${r}) * P.scale;`, '  ')}
 ${all((r, c) => `var acc${r}_${c} = vec4f(0.0);`, '  ')}
 
-  // Causal: the block's last query sees keys < q0 + BQ + (Sk - Sq); stream no further.
+  // The block's queries lie in rows rowLo ..= rowHi. Causal: the last row sees keys
+  // < rowHi + 1 + (Sk - Sq); stream no further.
+  let rowLo = q0 / P.group;
+  let rowHi = (min(q0 + BQ, nf) - 1u) / P.group;
   var kEnd = P.sk;
-  if (P.causal != 0u) { kEnd = u32(clamp(i32(q0 + BQ) + P.shift, 0, i32(P.sk))); }
+  if (P.causal != 0u) { kEnd = u32(clamp(i32(rowHi + 1u) + P.shift, 0, i32(P.sk))); }
   let kHead = P.k_off + b * P.k_sb + kh * P.k_sh;
   let vHead = P.v_off + b * P.v_sb + kh * P.v_sh;
 ${seg ? `
@@ -271,7 +293,7 @@ ${seg ? `
   // indices gives workgroup-uniform values, so the block skip below keeps barriers uniform.
   var qLo = I32_MAX;
   var qHi = I32_MIN;
-  for (var i = q0; i < min(q0 + BQ, P.sq); i++) {
+  for (var i = rowLo; i <= rowHi; i++) {
     let id = segq[P.gq_off + b * P.gq_sb + i * P.gq_ss];
     qLo = min(qLo, id);
     qHi = max(qHi, id);
@@ -313,7 +335,7 @@ ${perQuery(rq, (r) => `      partS[((j * RQ + ${r}u) * QT + qi) * TPQ + part] = 
       // Which of this thread's queries see key j; nothing to do when none does (the causal
       // diagonal, other segments' keys in a shared block).
       let key = i32(k0 + j);
-${perQuery(rq, (r) => `      let vis${r} = row${r} < P.sq && (P.causal == 0u || key <= i32(row${r}) + P.shift)${seg ? ` && segS[j] == seg${r}` : ''};`)}
+${perQuery(rq, (r) => `      let vis${r} = ok${r} && (P.causal == 0u || key <= i32(row${r}) + P.shift)${seg ? ` && segS[j] == seg${r}` : ''};`)}
       if (${anyVisible}) {
         // Scores of key j for this thread's queries.
 ${perQuery(rq, (r) => `        var s${r} = 0.0;`)}
@@ -331,17 +353,17 @@ ${perQuery(rq, (r) => `        var a${r} = 1.0;
           a${r} = st.z;
           e${r} = st.w;
         }`)}
-${perSlice(ds, (c) => `        { let vc = vS[j * DVP + ${slot(c)}];${perQuery(rq, (r) => ` acc${r}_${c} = acc${r}_${c} * a${r} + e${r} * vc;`)} }`)}
+${perSlice(ds, (c) => `        { let vc = vS[j * DVP + ${slot(c)}];${perQueryInline(rq, (r) => ` acc${r}_${c} = acc${r}_${c} * a${r} + e${r} * vc;`)} }`)}
       }
     }
     workgroupBarrier();   // the next block overwrites the workgroup arrays
   }
 
   // Normalise and write; a query that saw no key (fully masked) writes zeros.
-  let oHead = P.o_off + (b * P.hq + h) * P.sq * P.d;
-${perQuery(rq, (r) => `  if (row${r} < P.sq) {
+${perQuery(rq, (r) => `  if (ok${r}) {
     let inv = select(0.0, 1.0 / l${r}, l${r} > 0.0);
-${perSlice(ds, (c) => `    store4(oHead + row${r} * P.d, (${slot(c)}) * 4u, acc${r}_${c} * inv);`)}
+    let oRow = P.o_off + ((b * P.hq + h${r}) * P.sq + row${r}) * P.d;
+${perSlice(ds, (c) => `    store4(oRow, ${d0(c)}, acc${r}_${c} * inv);`)}
   }`)}
 }
 
@@ -471,8 +493,10 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, o
     });
     return;
   }
-  const tiles = flashTiles(D, Sq, seg, tileProfile());
-  const groups = B * Hq * Math.ceil(Sq / (tiles.qt * tiles.rq));
+  const Hkv = k.shape[1];
+  const perKvHead = (Hq / Hkv) * Sq;
+  const tiles = flashTiles(D, perKvHead, seg, tileProfile());
+  const groups = B * Hkv * Math.ceil(perKvHead / (tiles.qt * tiles.rq));
   u.u32('groups', groups);
   c.dispatch({
     label: 'attention',

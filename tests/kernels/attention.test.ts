@@ -344,7 +344,7 @@ describe('WebGPU attention, other cases', () => {
     );
   });
 
-  it('gives zeros to fully masked queries: ids absent from the keys, causal with Sq > Sk', async () => {
+  it('gives zeros to fully masked queries: ids absent from the keys, causal with Sq > Sk, no keys', async () => {
     for (const device of DEVICES) {
       const p = problem({ B: 1, Hkv: 1, group: 2, Sq: 9, Sk: 6, D: 5, causal: true, segs: 'none', layout: 'dense', segStrided: false, customScale: false, seed: 3 });
       const out = await run(p, device);
@@ -357,6 +357,9 @@ describe('WebGPU attention, other cases', () => {
       const seg = await run(p, device);
       expect([...seg.subarray(0, 4 * p.D)].every((x) => x === 0)).toBe(true);
       expect([...seg].every(Number.isFinite)).toBe(true);
+      // no keys at all
+      const empty = await run({ ...p, Sk: 0, k: new Float32Array(0), v: new Float32Array(0), segQ: null, segK: null }, device);
+      expect([...empty].every((x) => x === 0)).toBe(true);
     }
   });
 
