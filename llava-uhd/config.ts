@@ -84,7 +84,7 @@ export const CONFIGS: Record<string, LlavaUHDConfig> = {
     insert_layer_id: null,
     slice_config: { scale_resolution: 448, max_slice_nums: 9, align_unit: 56 },
   },
-  /** A tiny model for tests: 4 ViT layers of width 32, D after layer 1, a 2-layer LLM. */
+  /** A tiny model for tests and the demo: 4 ViT layers of width 32, D after layer 1, a 2-layer LLM. */
   tiny: {
     vision_config: {
       hidden_size: 32,
@@ -110,7 +110,8 @@ export const CONFIGS: Record<string, LlavaUHDConfig> = {
       initializer_range: 0.02,
     },
     insert_layer_id: 1,
-    slice_config: { scale_resolution: 448, max_slice_nums: 9, align_unit: 56 },
+    // S = 112 instead of 448 so the demo fits a 2-core CPU: images up to ~336 px, 3x the thumbnail
+    slice_config: { scale_resolution: 112, max_slice_nums: 9, align_unit: 56 },
   },
 };
 CONFIGS['tiny-baseline'] = { ...CONFIGS.tiny, insert_layer_id: null };
