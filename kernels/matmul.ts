@@ -6,7 +6,9 @@
  *   - the K dim is walked in slabs of BK: the workgroup copies the BM x BK panel of `a` and the
  *     BK x BN panel of `b` into workgroup memory, then every thread accumulates its own TM x TN
  *     block of outputs in registers (register blocking), reading each staged value once per
- *     TM or TN multiply-adds instead of once per output.
+ *     TM or TN multiply-adds instead of once per output;
+ *   - the staged panels are double-buffered: slab t + 1 is copied in while slab t is consumed,
+ *     so one barrier per slab suffices.
  *
  * The operands are read in place through strides (rows, cols and up to 8 batch dims in the
  * uniforms), so transposed, sliced and broadcast views need no copy. Only the way a panel is
@@ -58,13 +60,15 @@ export interface TileChoice {
  * There each workgroup runs on one core as a loop over 8-lane SIMD chunks, and every load from
  * workgroup memory is a per-lane loop, so big per-thread blocks (few loads per multiply-add)
  * win. The flatter tiles serve few-row products (M = 1..32: a token at a time, a vector) and
- * the narrow one matrix @ vector, without computing dozens of padded rows or cols.
+ * the narrow one matrix @ vector, without computing dozens of padded rows or cols. Each config
+ * is a pipeline family of its own (up to 18 fetch/store variants, ~0.7 s to compile each for
+ * 16x16 blocks on llvmpipe, then cached on disk by Mesa), so the table stays short.
  */
 export const CPU_TILES: readonly TileChoice[] = [
   { config: { bm: 64, bn: 128, bk: 16, tm: 16, tn: 16 }, speed: 1 },
-  { config: { bm: 16, bn: 128, bk: 16, tm: 16, tn: 16 }, speed: 0.7 },
-  { config: { bm: 4, bn: 128, bk: 16, tm: 4, tn: 16 }, speed: 0.25 },
-  { config: { bm: 128, bn: 4, bk: 16, tm: 16, tn: 4 }, speed: 0.07 },
+  { config: { bm: 16, bn: 128, bk: 16, tm: 16, tn: 16 }, speed: 0.6 },
+  { config: { bm: 4, bn: 128, bk: 16, tm: 4, tn: 16 }, speed: 0.2 },
+  { config: { bm: 128, bn: 4, bk: 16, tm: 16, tn: 4 }, speed: 0.06 },
 ];
 
 /**
@@ -240,12 +244,13 @@ function storeOutFn(mode: 'v4' | 's'): string {
  * `src` into workgroup array `dst` from index `dst` on (k-major, x contiguous, zeros outside the
  * matrix). Element (x, k) of the operand lives at base + x*sx + k*sk. Each step moves a 4x4
  * block: four vec4 (or 16 scalar) loads, four vec4 stores of 4 consecutive x at one k.
+ * Loads past the matrix are discarded by `select` (WebGPU keeps the read itself in bounds), so
+ * there is no branch; the loop's trip count depends on the thread, so Mesa does not unroll it,
+ * which keeps compile time down.
  */
 function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: number, nt: number,
   X: string, sx: string, sk: string): string {
   const blocks = (bx / 4) * (bk / 4);
-  const perThread = Math.ceil(blocks / nt);
-  const guard = blocks % nt === 0 ? '' : `if (e >= ${blocks}u) { break; }`;
   // Block order: consecutive threads take blocks that are adjacent along the contiguous dim.
   const [xq, kq] = mode === 'k4'
     ? [`e / ${bk / 4}u`, `e % ${bk / 4}u`]
@@ -268,9 +273,7 @@ function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: n
 }
 ` : '';
   return `${scalarLoad}fn stage_${src}(li: u32, x0: u32, base: u32, k0: u32, dst: u32) {
-  for (var i = 0u; i < ${perThread}u; i++) {
-    let e = li + i * ${nt}u;
-    ${guard}
+  for (var e = li; e < ${blocks}u; e += ${nt}u) {
     let xq = ${xq};
     let kq = ${kq};
     let x = x0 + xq * 4u;

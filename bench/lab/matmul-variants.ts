@@ -1,9 +1,12 @@
 /**
  * Matmul kernel lab (llm.c style): every variant is checked against the CPU reference, then
- * timed, on dense row-major square matrices. The ladder goes from the naive kernel to the
- * tiled, register-blocked, vec4 one that kernels/matmul.ts ships, plus tile configs.
+ * timed, on dense row-major matrices (transposed views for the x4/k4 fetch orientation). The
+ * ladder goes from the naive kernel through workgroup-memory tiling and register blocking to
+ * the configs kernels/matmul.ts ships; cost probes time the shipped kernel with parts removed.
  *
- *   npx tsx bench/lab/matmul-variants.ts [sizes...] [--only substring] [--reps n]
+ *   npx tsx bench/lab/matmul-variants.ts [512 | MxNxK ...] [--only substring] [--reps n]
+ *       [--configs 64x128x16/16x16,...]   tile BMxBNxBK / per-thread TMxTN, instead of the ladder
+ *       [--probes substring]              cost probes (see PROBES) on the first config
  */
 import { initWebGPU, shutdown } from '../../kernels/index.js';
 import { Uniforms } from '../../kernels/layout.js';
@@ -100,24 +103,20 @@ function blocked(config: MatmulConfig, a: PanelMode, b: PanelMode, out: 'v4' | '
   };
 }
 
-/** Cost probes: the same kernel with parts removed (results are wrong on purpose). */
-const EDITS: [string, (wgsl: string) => string][] = [
+/** Cost probes: the same kernel with parts removed or changed (results may be wrong). */
+const PROBES: [string, (wgsl: string) => string][] = [
   ['no As/Bs reads', (w) => w.replace(/let ([ab]\d+) = [AB]s\[[ab]_buf[^;]*;/g, 'let $1 = vec4f(f32(k) * 1e-3, 1.0, 2.0, 3.0);')],
   ['mul+add', (w) => w.replace(/fma\((vec4f\([^)]*\)), (b\d+), (acc\w+)\)/g, '$3 + $1 * $2')],
   ['no staging', (w) => w.replace(/(fn stage_\w\([^)]*\) \{)[\s\S]*?\n\}/g, '$1}')],
   ['no barriers', (w) => w.replace(/workgroupBarrier\(\);/g, '')],
+  // the shipped staging loop has a per-thread trip count, which keeps Mesa from unrolling it
+  // (~40% less compile time); this probe unrolls it to compare run time
+  ['staging trip count fixed', (w) => w.replace(/for \(var e = li; e < (\d+)u; e \+= (\d+)u\) \{/g,
+    (_, b: string, n: string) => `for (var i = 0u; i < ${Math.ceil(Number(b) / Number(n))}u; i++) {\n    let e = li + i * ${n}u;\n    if (e >= ${b}u) { break; }`)],
   ['uniform As/Bs index', (w) => w.replace(/(let [ab]_buf = [^;]*) \+ lid\.[xy];/g, '$1;')],
 ];
 
 const cfg = (bm: number, bn: number, bk: number, tm: number, tn: number): MatmulConfig => ({ bm, bn, bk, tm, tn });
-
-/** Tile configs tried with vec4 fetches (`--configs 128x128x16/16x8,...` overrides). */
-const CONFIGS: MatmulConfig[] = [
-  cfg(64, 64, 16, 4, 4), cfg(64, 64, 16, 8, 8), cfg(128, 128, 16, 8, 8),
-  cfg(128, 64, 16, 16, 8), cfg(64, 128, 16, 8, 16), cfg(128, 128, 16, 16, 8), cfg(128, 128, 16, 8, 16),
-  cfg(128, 128, 8, 16, 8), cfg(128, 128, 32, 16, 8), cfg(128, 128, 16, 16, 16), cfg(64, 64, 16, 16, 16),
-  cfg(256, 128, 8, 16, 8), cfg(128, 256, 8, 8, 16),
-];
 
 function parseConfig(s: string): MatmulConfig {
   const [tile, thread] = s.split('/');
@@ -126,14 +125,25 @@ function parseConfig(s: string): MatmulConfig {
   return cfg(bm, bn, bk, tm, tn);
 }
 
-function variants(configs: MatmulConfig[]): LabVariant[] {
-  const list: LabVariant[] = [naive(), sharedTiled()];
-  list.push(blocked(cfg(64, 64, 16, 4, 4), 'scalar', 'scalar', 's'));
-  for (const c of configs) list.push(blocked(c, 'k4', 'x4', 'v4'));
-  for (const c of configs) list.push(blocked(c, 'scalar', 'scalar', 's'));
-  if (process.argv.includes('--probes')) for (const e of EDITS) list.push(blocked(configs[0], 'k4', 'x4', 'v4', e));
-  // the other vec4 fetch orientations: a and b given as transposed views
-  list.push({ ...blocked(CPU_TILES[0].config, 'x4', 'k4', 'v4'), transposed: true });
+/**
+ * Without `configs`: the ladder (naive, workgroup tiles, register blocks of 4x4, 8x8, 16x16,
+ * scalar and vec4 fetches, the GPU table's config). With them: each with vec4 and scalar fetches.
+ */
+function variants(configs: MatmulConfig[] | undefined, probes?: string): LabVariant[] {
+  const list: LabVariant[] = [];
+  if (configs) {
+    for (const c of configs) list.push(blocked(c, 'k4', 'x4', 'v4'), blocked(c, 'scalar', 'scalar', 's'));
+  } else {
+    list.push(naive(), sharedTiled());
+    list.push(blocked(cfg(64, 64, 16, 4, 4), 'scalar', 'scalar', 's'), blocked(cfg(64, 64, 16, 4, 4), 'k4', 'x4', 'v4'));
+    list.push(blocked(cfg(64, 64, 16, 8, 8), 'k4', 'x4', 'v4'), blocked(cfg(128, 128, 8, 8, 8), 'k4', 'x4', 'v4'));
+    list.push(blocked(cfg(128, 128, 16, 16, 16), 'k4', 'x4', 'v4'));
+    for (const { config } of CPU_TILES.slice(0, 2)) list.push(blocked(config, 'scalar', 'scalar', 's'), blocked(config, 'k4', 'x4', 'v4'));
+    // the other vec4 fetch orientation: a and b given as transposed views
+    list.push({ ...blocked(CPU_TILES[0].config, 'x4', 'k4', 'v4'), transposed: true });
+  }
+  const first = configs?.[0] ?? CPU_TILES[0].config;
+  if (probes) for (const e of PROBES.filter(([n]) => n.includes(probes))) list.push(blocked(first, 'k4', 'x4', 'v4', e));
   return list;
 }
 
@@ -151,7 +161,8 @@ const flag = (name: string) => {
 const only = flag('--only');
 const reps = Number(flag('--reps') ?? 3);
 const configArg = flag('--configs');
-const configs = configArg ? configArg.split(',').map(parseConfig) : CONFIGS;
+const probes = flag('--probes');
+const configs = configArg?.split(',').map(parseConfig);
 const positional = argv.filter((x) => !x.startsWith('--'));
 // "512" is a square matmul, "4x4096x1024" is M x N x K
 const shapes = (positional.length ? positional : ['256', '512', '1024']).map((p) => {
@@ -183,7 +194,7 @@ try {
     console.log(`\nM=${M} N=${N} K=${K}`);
     // Check every variant first (this also compiles its pipeline) ...
     const timed: Timed[] = [];
-    for (const v of variants(configs)) {
+    for (const v of variants(configs, probes)) {
       if (only && !v.name.includes(only)) continue;
       if (!v.name.startsWith('tile') && M * N * K > 512 ** 3) continue; // minutes on llvmpipe
       const out = uhd.Tensor.empty([M, N], 'float32', 'webgpu');

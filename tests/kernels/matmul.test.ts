@@ -80,7 +80,7 @@ describe('webgpu matmul matches the CPU reference', () => {
       fc.asyncProperty(dim, dim, dim, kind, kind, seed, seed, async (M, N, K, ka, kb, sa, sb) => {
         await agree(matmul, [{ shape: [M, K], kind: ka, seed: sa }, { shape: [K, N], kind: kb, seed: sb }], tol(K));
       }),
-      { ...PROP, numRuns: 30 },
+      { ...PROP, numRuns: 20 },
     );
   });
 
@@ -108,6 +108,11 @@ describe('webgpu matmul matches the CPU reference', () => {
     // x @ w.T as in a linear layer, and a.T @ b as in its weight gradient
     await expectAgree((d) => [strided(d, 5, [6, 40, 96], [3840, 96, 1], 0), strided(d, 6, [130, 96], [96, 1], 0).transpose()], 96);
     await expectAgree((d) => [strided(d, 7, [96, 77], [77, 1], 0).transpose(), strided(d, 8, [96, 50], [50, 1], 0)], 96);
+    // one buffer bound as both operands: x @ x.T
+    await expectAgree((d) => {
+      const x = strided(d, 9, [33, 20], [20, 1], 0);
+      return [x, x.transpose()];
+    }, 20);
   });
 
   it('for vector operands: row @ matrix, matrix @ column, dot, batched matrix @ vector', async () => {
