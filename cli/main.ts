@@ -29,4 +29,26 @@ program
   .option('--json', 'print one JSON object')
   .action(async (opts: import('./flops.js').FlopsCliOptions) => (await import('./flops.js')).flopsCommand(opts));
 
-await program.parseAsync();
+program
+  .command('generate')
+  .description('answer a question about an image, streaming the answer')
+  .requiredOption('--image <file>', 'PNG or JPEG')
+  .requiredOption('--prompt <text>', 'the question')
+  .option('--config <name|path>', 'named config or JSON file', 'tiny')
+  .option('--weights <file|dir>', 'safetensors file, or a sharded checkpoint folder')
+  .option('--random-init', 'run with random weights (no --weights)')
+  .option('--max-new-tokens <n>', 'answer length limit', '64')
+  .option('--max-slices <n>', 'slice budget (default: the config\'s)')
+  .option('--temperature <t>', '0 is greedy', '0')
+  .option('--top-p <p>', 'nucleus sampling mass', '1')
+  .option('--seed <n>', 'seed for sampling')
+  .option('--device <cpu|webgpu>', 'where to run', 'cpu')
+  .action(async (opts: import('./generate.js').GenerateCliOptions) => (await import('./generate.js')).generateCommand(opts));
+
+try {
+  await program.parseAsync();
+} catch (e) {
+  // a clear message for bad input, not a stack trace (UHD_DEBUG=1 shows the stack)
+  console.error(`uhd: ${process.env.UHD_DEBUG ? (e as Error).stack : (e as Error).message}`);
+  process.exitCode = 1;
+}

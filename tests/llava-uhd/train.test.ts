@@ -75,7 +75,7 @@ describe('training', () => {
     }
   });
 
-  it('frozen modules get no gradients and no optimizer state; loss falls; resume is exact', async () => {
+  it('loss falls, and an interrupted run resumes exactly', async () => {
     // uninterrupted
     const a = model();
     const runA = join(dir, 'a');
