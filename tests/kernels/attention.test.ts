@@ -325,10 +325,11 @@ for (const profile of ['cpu', 'gpu'] as const) {
       );
     });
 
-    it('at the model sizes: SigLIP views (D 72, segment ids) and Qwen3 decoding (D 128, GQA, causal)', async () => {
+    it('at the model sizes: SigLIP views (D 72, segment ids), Qwen3 prefill with a cache and decoding (D 128, GQA 4:1, causal)', async () => {
       const base = { B: 1, causal: false, layout: 'bshd' as const, segStrided: false, customScale: false, seed: 11 };
       await expectAgree(problem({ ...base, Hkv: 2, group: 1, Sq: 200, Sk: 200, D: 72, segs: 'sorted' }));
       await expectAgree(problem({ ...base, Hkv: 1, group: 4, Sq: 70, Sk: 90, D: 128, segs: 'none', causal: true }));
+      await expectAgree(problem({ ...base, Hkv: 2, group: 4, Sq: 1, Sk: 137, D: 128, segs: 'none', causal: true }));
     });
   });
 }
