@@ -191,6 +191,15 @@ function expectRowsEqual(a: Float32Array, b: Float32Array, p: Problem, keep: (b:
       }
 }
 
+/**
+ * Two computations of the same rows by different shapes of the problem (GQA vs repeated
+ * heads, decoding vs full): bitwise equal on the CPU; on WebGPU they may run different tile
+ * variants, which a GPU compiler may contract into FMAs differently, so allow a few ulps.
+ */
+function expectSame(a: Float32Array, b: Float32Array, device: Device, label: string): void {
+  expectClose(a, b, device === 'cpu' ? { atol: 0, rtol: 0 } : { atol: 1e-6, rtol: 1e-5 }, label);
+}
+
 /** Replaces q, k, v of token t of batch b (every head) by fresh values (Sq = Sk). */
 function perturbToken(p: Problem, b: number, t: number, r: () => number): void {
   const S = p.Sq;
@@ -468,7 +477,7 @@ describe('masking properties, on both devices', () => {
           };
           const full: Problem = { ...p, Hkv: p.Hq, k: repeat(p.k), v: repeat(p.v) };
           const [x, y] = [await run(p, device), await run(full, device)];
-          expectRowsEqual(x, y, p, () => true, 'GQA vs repeated heads');
+          expectSame(x, y, device, 'GQA vs repeated heads');
         }),
         { ...PROP, numRuns: 8 },
       );
@@ -511,7 +520,7 @@ describe('masking properties, on both devices', () => {
             for (let b = 0; b < full.B; b++) decode.segQ.set(full.segQ.subarray(b * S + S - n, (b + 1) * S), b * n);
           }
           const [x, y] = [rowsOf(await run(full, device), full.Hq), await run(decode, device)];
-          expectRowsEqual(x, y, decode, () => true, 'decode vs full');
+          expectSame(x, y, device, 'decode vs full');
         }),
         { ...PROP, numRuns: 8 },
       );
