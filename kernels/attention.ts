@@ -16,7 +16,8 @@
  *
  * Semantics (masks, GQA, fully masked rows -> 0) are those of tensor/cpu/attention.ts.
  * q, k, v and the segment ids may be strided views: their strides and offsets travel in the
- * uniforms. Pipelines are specialised only on tile sizes and on whether segment ids exist.
+ * uniforms. Pipelines are specialised only on tile sizes and on whether segment ids exist;
+ * tile sizes follow one of two profiles (`TileProfile`): software adapters and real GPUs.
  */
 import type { AttentionParams } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -33,7 +34,7 @@ const WINDOW_WG = 64;
  * workgroup memory is a per-lane gather while private variables are plain vector registers,
  * so a thread owns several queries (each k and v read then serves all of them) and a whole
  * head dim, at a large register cost. `gpu` keeps a thread's registers few, as real GPUs
- * need: the head dim is split across up to 8 threads per query.
+ * need: the head dim is split across threads once it passes 32 floats.
  */
 export type TileProfile = 'cpu' | 'gpu';
 
