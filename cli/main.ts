@@ -29,6 +29,34 @@ program
   .option('--json', 'print one JSON object')
   .action(async (opts: import('./flops.js').FlopsCliOptions) => (await import('./flops.js')).flopsCommand(opts));
 
+// `uhd data preview|export|check`: the synthetic training data and JSONL checks (cli/data.ts, loaded when one runs).
+type DataCliOptions = import('./data.js').DataCliOptions;
+const data = program.command('data').description('synthetic training data: preview, export as JSONL; check a JSONL file');
+data
+  .command('preview')
+  .description('write N synthetic samples as PNGs (with their thumbnails) and a samples.json / samples.md listing')
+  .option('--out <dir>', 'output folder (default: <tmpdir>/uhd-data-preview)')
+  .option('--n <count>', 'how many samples', '6')
+  .option('--preset <name>', 'tiny (112..336 px, S = 112) or paper (448..1344 px, S = 448)', 'tiny')
+  .option('--split <name>', 'train, val or test', 'train')
+  .option('--start <index>', 'first sample index', '0')
+  .option('--no-thumbnails', 'do not write the thumbnails')
+  .action(async (opts: DataCliOptions) => (await import('./data.js')).previewCommand(opts));
+data
+  .command('export')
+  .description('write N synthetic samples as data.jsonl + images/, the format the JSONL loader reads')
+  .requiredOption('--out <dir>', 'output folder')
+  .requiredOption('--n <count>', 'how many samples')
+  .option('--preset <name>', 'tiny or paper', 'tiny')
+  .option('--split <name>', 'train, val or test', 'train')
+  .option('--start <index>', 'first sample index', '0')
+  .action(async (opts: DataCliOptions) => (await import('./data.js')).exportCommand(opts));
+data
+  .command('check')
+  .description('load a LLaVA-style JSONL file and list its bad records with line numbers')
+  .argument('<file>', 'the .jsonl file')
+  .action(async (file: string) => (await import('./data.js')).checkCommand(file));
+
 program
   .command('generate')
   .description('answer a question about an image, streaming the answer')
