@@ -2,15 +2,17 @@
  * `npm run bench [-- suite ...]`: runs every suite in bench/suites (or the named ones) on the
  * CPU and WebGPU backends and writes bench/results/<suite>.{json,md}.
  */
-import { readdirSync } from 'node:fs';
+import { appendFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { initWebGPU, shutdown } from '../kernels/index.js';
-import { runSuite, type BenchCase } from './harness.js';
+import { runSuite, type BenchCase, type BenchRow } from './harness.js';
 
 interface SuiteModule {
   name: string;
   cases: () => BenchCase[];
+  /** Extra Markdown printed and saved after the table (e.g. ratios between cases). */
+  summarize?: (rows: BenchRow[]) => string;
 }
 
 const dir = join(dirname(fileURLToPath(import.meta.url)), 'suites');
@@ -23,7 +25,12 @@ try {
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts')).sort()) {
     const mod = (await import(pathToFileURL(join(dir, file)).href)) as SuiteModule;
     if (wanted.length && !wanted.includes(mod.name)) continue;
-    await runSuite(mod.name, mod.cases(), { adapter, maxTime: quick ? 0.5 : 2, minSamples: quick ? 2 : 5 });
+    const rows = await runSuite(mod.name, mod.cases(), { adapter, maxTime: quick ? 0.5 : 2, minSamples: quick ? 2 : 5 });
+    if (mod.summarize) {
+      const extra = mod.summarize(rows);
+      console.log(`\n${extra}\n`);
+      appendFileSync(join(dirname(fileURLToPath(import.meta.url)), 'results', `${mod.name}.md`), `\n${extra}\n`);
+    }
   }
 } finally {
   shutdown();

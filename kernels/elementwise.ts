@@ -127,6 +127,8 @@ ${decls}
 ${MATH_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+  // every input stays in the bind group layout even when expr ignores it (neg's gradient)
+${inputs.map((i) => `  _ = arrayLength(&${i.name});`).join('\n')}
   let flat = ${flatIndex(WG)};
   if (flat >= P.n) { return; }
 ${offsetCode(shape.length, names)}

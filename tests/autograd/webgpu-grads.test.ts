@@ -13,10 +13,10 @@ async function grads(c: (typeof CASES)[number], shapes: number[][], p: number, s
   const [lo, hi] = c.range ?? [-1, 1];
   const xs = shapes.map((s, i) => {
     const n = s.reduce((a, b) => a * b, 1);
-    return uhd.tensor(values(n, seed + i, lo, hi), { shape: s, device }).requiresGrad_();
+    return uhd.tensor(values(n, seed + i, lo, hi), { shape: s, device, dtype: 'float32' }).requiresGrad_();
   });
   const y = c.fn(xs, p);
-  const w = uhd.tensor(values(y.size, seed + 99), { shape: y.shape, device });
+  const w = uhd.tensor(values(y.size, seed + 99), { shape: y.shape, device, dtype: 'float32' });
   ag.sum(ag.mul(y, w)).backward();
   const out = await Promise.all(xs.map(async (x) => Float32Array.from(x.grad ? await x.grad.data() : new Float32Array(x.size))));
   for (const x of xs) {
