@@ -11,6 +11,40 @@ export function windowOf(t: number, w: number): number {
 }
 
 /**
+ * The keys query i of batch b is checked against (the masks still decide): with a window only
+ * the 4 tokens of its window, with segment ids only the keys of its segment, otherwise all Sk.
+ * Every other key is masked anyway; skipping them keeps the reference fast on long sequences.
+ */
+export function keyCandidates(p: AttentionParams, B: number, Sq: number, Sk: number): (b: number, i: number) => Int32Array {
+  if (p.window) {
+    const w = p.window.w;
+    const keys = new Int32Array(4);
+    return (_b, i) => {
+      const top = (Math.floor(i / w) >> 1) * 2 * w + ((i % w) >> 1) * 2;
+      keys.set([top, top + 1, top + w, top + w + 1]);
+      return keys;
+    };
+  }
+  const all = Int32Array.from({ length: Sk }, (_, j) => j);
+  if (!p.segmentIdsQ || !p.segmentIdsK) return () => all;
+  const segQ = buf(p.segmentIdsQ), segK = buf(p.segmentIdsK);
+  const segQo = offsets(p.segmentIdsQ), segKo = offsets(p.segmentIdsK);
+  const bySegment: Map<number, Int32Array>[] = [];
+  for (let b = 0; b < B; b++) {
+    const lists = new Map<number, number[]>();
+    for (let j = 0; j < Sk; j++) {
+      const id = segK[segKo[b * Sk + j]];
+      let l = lists.get(id);
+      if (!l) lists.set(id, (l = []));
+      l.push(j);
+    }
+    bySegment.push(new Map([...lists].map(([id, l]) => [id, Int32Array.from(l)])));
+  }
+  const none = new Int32Array(0);
+  return (b, i) => bySegment[b].get(segQ[segQo[b * Sq + i]]) ?? none;
+}
+
+/**
  * Reference attention: for each query row, the scores of its visible keys, a softmax, and the
  * weighted sum of their values, accumulated in float64. A query with no visible key gets zeros.
  */
@@ -24,19 +58,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, o
   const segK = p.segmentIdsK ? buf(p.segmentIdsK) : null;
   const segQo = p.segmentIdsQ ? offsets(p.segmentIdsQ) : null;
   const segKo = p.segmentIdsK ? offsets(p.segmentIdsK) : null;
-  // The keys a query is checked against: with a window only the 4 tokens of its window
-  // (every other key is masked anyway), otherwise all Sk. The masks below decide.
-  const keys = Int32Array.from({ length: Sk }, (_, j) => j);
-  const candidates = (i: number): number => {
-    if (!p.window) return Sk;
-    const w = p.window.w;
-    const top = (Math.floor(i / w) >> 1) * 2 * w + ((i % w) >> 1) * 2;
-    keys[0] = top;
-    keys[1] = top + 1;
-    keys[2] = top + w;
-    keys[3] = top + w + 1;
-    return 4;
-  };
+  const candidates = keyCandidates(p, B, Sq, Sk);
   const scores = new Float64Array(Sk);
   const acc = new Float64Array(D);
   for (let b = 0; b < B; b++) {
@@ -44,7 +66,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, o
       const kh = Math.floor(h / group);
       for (let i = 0; i < Sq; i++) {
         const qbase = ((b * Hq + h) * Sq + i) * D;
-        const n = candidates(i);
+        const keys = candidates(b, i);
+        const n = keys.length;
         let m = -Infinity;
         for (let c = 0; c < n; c++) {
           const j = keys[c];

@@ -1,7 +1,7 @@
 /** CPU references for the fused backward kernels and the AdamW step. */
 import type { AdamWHyper, AttentionParams, UnaryOp } from '../backend.js';
 import type { Tensor } from '../tensor.js';
-import { windowOf } from './attention.js';
+import { keyCandidates, windowOf } from './attention.js';
 import { UNARY_DERIVATIVE } from './math.js';
 import { buf, offsets } from './storage.js';
 
@@ -107,53 +107,54 @@ export function attentionGrad(
   const segQo = p.segmentIdsQ ? offsets(p.segmentIdsQ) : null;
   const segKo = p.segmentIdsK ? offsets(p.segmentIdsK) : null;
   const prob = new Float64Array(Sk);
-  const dp = new Float64Array(Sk);
   const o = new Float64Array(D);
+  const candidates = keyCandidates(p, B, Sq, Sk);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < Hq; h++) {
       const kh = Math.floor(h / group);
       for (let i = 0; i < Sq; i++) {
         const qb = ((b * Hq + h) * Sq + i) * D;
+        const keys = candidates(b, i);
         let m = -Infinity;
-        for (let j = 0; j < Sk; j++) {
+        for (let c = 0; c < keys.length; c++) {
+          const j = keys[c];
           let visible = !p.causal || j <= i + (Sk - Sq);
           if (visible && segQ && segK && segQo && segKo) visible = segQ[segQo[b * Sq + i]] === segK[segKo[b * Sk + j]];
           if (visible && p.window) visible = windowOf(i, p.window.w) === windowOf(j, p.window.w);
           if (!visible) {
-            prob[j] = -Infinity;
+            prob[c] = -Infinity;
             continue;
           }
           const kb = ((b * Hkv + kh) * Sk + j) * D;
           let s = 0;
           for (let d = 0; d < D; d++) s += qs[qo[qb + d]] * ks[ko[kb + d]];
-          prob[j] = s * p.scale;
-          m = Math.max(m, prob[j]);
+          prob[c] = s * p.scale;
+          m = Math.max(m, prob[c]);
         }
         let total = 0;
-        for (let j = 0; j < Sk; j++) {
-          prob[j] = m === -Infinity || prob[j] === -Infinity ? 0 : Math.exp(prob[j] - m);
-          total += prob[j];
+        for (let c = 0; c < keys.length; c++) {
+          prob[c] = m === -Infinity || prob[c] === -Infinity ? 0 : Math.exp(prob[c] - m);
+          total += prob[c];
         }
         o.fill(0);
-        for (let j = 0; j < Sk; j++) {
-          if (total > 0) prob[j] /= total;
-          if (prob[j] === 0) continue;
-          const vb = ((b * Hkv + kh) * Sk + j) * D;
-          for (let d = 0; d < D; d++) o[d] += prob[j] * vs[vo[vb + d]];
+        for (let c = 0; c < keys.length; c++) {
+          if (total > 0) prob[c] /= total;
+          if (prob[c] === 0) continue;
+          const vb = ((b * Hkv + kh) * Sk + keys[c]) * D;
+          for (let d = 0; d < D; d++) o[d] += prob[c] * vs[vo[vb + d]];
         }
         let rowDot = 0; // sum_d dO * O
         for (let d = 0; d < D; d++) rowDot += gos[goo[qb + d]] * o[d];
         for (let d = 0; d < D; d++) dq[qb + d] = 0;
-        for (let j = 0; j < Sk; j++) {
-          if (prob[j] === 0) continue;
-          const kb = ((b * Hkv + kh) * Sk + j) * D;
+        for (let c = 0; c < keys.length; c++) {
+          if (prob[c] === 0) continue;
+          const kb = ((b * Hkv + kh) * Sk + keys[c]) * D;
           let dpj = 0;
           for (let d = 0; d < D; d++) {
             dpj += gos[goo[qb + d]] * vs[vo[kb + d]];
-            dv[kb + d] += prob[j] * gos[goo[qb + d]];
+            dv[kb + d] += prob[c] * gos[goo[qb + d]];
           }
-          dp[j] = dpj;
-          const ds = prob[j] * (dpj - rowDot) * p.scale;
+          const ds = prob[c] * (dpj - rowDot) * p.scale;
           for (let d = 0; d < D; d++) {
             dq[qb + d] += ds * ks[ko[kb + d]];
             dk[kb + d] += ds * qs[qo[qb + d]];

@@ -1,5 +1,6 @@
 import { bytesPerElement, convertArray, type DType, type TypedArray, typedArrayFor } from '../dtype.js';
 import { Storage } from '../storage.js';
+import { isContiguous } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 
 /** CPU memory: one typed array. */
@@ -34,6 +35,24 @@ export function offsets(t: Tensor): Int32Array {
   const out = new Int32Array(n);
   if (n === 0) return out;
   const rank = shape.length;
+  if (isContiguous(shape, strides)) {
+    // the common case: a dense block at some offset
+    for (let i = 0; i < n; i++) out[i] = t.offset + i;
+    return out;
+  }
+  if (rank === 2 || rank === 3) {
+    // unrolled loops for the usual views (transposes, head splits)
+    const [s0, s1, s2] = rank === 2 ? [1, shape[0], shape[1]] : shape;
+    const [t0, t1, t2] = rank === 2 ? [0, strides[0], strides[1]] : strides;
+    let i = 0;
+    for (let a = 0; a < s0; a++) {
+      for (let b = 0; b < s1; b++) {
+        const base = t.offset + a * t0 + b * t1;
+        for (let c = 0; c < s2; c++) out[i++] = base + c * t2;
+      }
+    }
+    return out;
+  }
   const idx = new Array<number>(rank).fill(0);
   let off = t.offset;
   for (let i = 0; i < n; i++) {
