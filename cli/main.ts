@@ -73,6 +73,38 @@ program
   .option('--device <cpu|webgpu>', 'where to run', 'cpu')
   .action(async (opts: import('./generate.js').GenerateCliOptions) => (await import('./generate.js')).generateCommand(opts));
 
+program
+  .command('start')
+  .description('the main job: train a tiny LLaVA-UHD v4 with D and the post-ViT baseline on the synthetic task, compare, answer')
+  .option('--steps <n>', 'steps of the last training stage (more steps, better answers)')
+  .option('--test <n>', 'test questions per model')
+  .option('--device <cpu|webgpu>', 'where to train', 'cpu')
+  .option('--out <dir>', 'where checkpoints and the fresh image go', 'runs/demo')
+  .action(async (opts: import('./start.js').StartOptions) => (await import('./start.js')).startCommand(opts));
+
+program
+  .command('train')
+  .description('run a training recipe (stages, data, checkpoints); --resume continues an interrupted run')
+  .option('--recipe <name|path>', 'shipped recipe (tiny-demo, llava-uhd-v4) or a JSON file', 'tiny-demo')
+  .option('--config <name|path>', 'model config', 'tiny')
+  .option('--weights <file|dir>', 'start from these weights (default: random init)')
+  .option('--out <dir>', 'run folder: metrics.jsonl, checkpoints', 'runs/train')
+  .option('--device <cpu|webgpu>', 'where to train', 'cpu')
+  .option('--resume', 'continue from <out>/checkpoint.safetensors')
+  .action(async (opts: import('./train.js').TrainCliOptions) => (await import('./train.js')).trainCommand(opts));
+
+program
+  .command('eval')
+  .description('exact-match accuracy per question type, visual tokens, FLOPs and encode time per image')
+  .requiredOption('--weights <file|dir>', 'trained weights')
+  .option('--config <name|path>', 'model config', 'tiny')
+  .option('--recipe <name|path>', "whose data's test split to use", 'tiny-demo')
+  .option('--data <file.jsonl>', 'evaluate on a LLaVA-style JSONL file instead')
+  .option('--n <count>', 'evaluate the first n samples')
+  .option('--device <cpu|webgpu>', 'where to run', 'cpu')
+  .option('--json', 'print JSON')
+  .action(async (opts: import('./train.js').EvalCliOptions) => (await import('./train.js')).evalCommand(opts));
+
 try {
   await program.parseAsync();
 } catch (e) {

@@ -19,6 +19,7 @@ import { buildConversation, pack, type SampleLayout, type Turn } from './layout.
 import type { LlavaUHD } from './model.js';
 import { prepareImage, viewPixels } from './preprocess.js';
 import type { Tokenizer } from './tokenizer.js';
+import type { DataSpec } from './datasets.js';
 import { readSafetensorsHeader } from '../nn/safetensors.js';
 import { saveWeights } from './weights.js';
 
@@ -70,6 +71,10 @@ export interface StageSpec {
 
 export interface Recipe {
   name: string;
+  /** Free text shown to users. */
+  about?: string;
+  /** Where the samples come from (read by the CLI; `train` itself takes datasets). */
+  data?: DataSpec;
   stages: StageSpec[];
   /** Validation every N steps (0: only at the end of each stage). */
   eval_every?: number;

@@ -1,0 +1,115 @@
+/**
+ * `uhd start` (`npm start`): the main job. Trains a tiny LLaVA-UHD v4 with the intra-ViT
+ * compressor and the post-ViT baseline on the synthetic high-resolution task, evaluates both,
+ * prints them side by side, saves both checkpoints, and answers a question about a freshly
+ * generated image.
+ */
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { initWebGPU, shutdown } from '../kernels/index.js';
+import { CONFIGS, type LlavaUHDConfig } from '../llava-uhd/config.js';
+import { chanceBaseline, generateSample, majorityBaseline, syntheticOptions, type SyntheticSplit } from '../llava-uhd/data/synthetic.js';
+import { loadDatasets } from '../llava-uhd/datasets.js';
+import type { EvalResult } from '../llava-uhd/evaluate.js';
+import { answer } from '../llava-uhd/evaluate.js';
+import { encodePng } from '../llava-uhd/image.js';
+import { LlavaUHD } from '../llava-uhd/model.js';
+import { ByteTokenizer } from '../llava-uhd/tokenizer.js';
+import { saveWeights } from '../llava-uhd/weights.js';
+import { manualSeed, type Device } from '../tensor/index.js';
+import { evaluateWithProgress, resolveRecipe, trainWithProgress } from './train.js';
+
+export interface StartOptions {
+  steps?: string;
+  device: string;
+  out: string;
+  test?: string;
+}
+
+interface Outcome {
+  label: string;
+  config: LlavaUHDConfig;
+  model: LlavaUHD;
+  eval: EvalResult;
+  trainSeconds: number;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
+export async function startCommand(o: StartOptions): Promise<void> {
+  const device = o.device as Device;
+  if (device !== 'cpu' && device !== 'webgpu') throw new Error(`--device: '${o.device}' is not cpu or webgpu`);
+  const { recipe, baseDir } = resolveRecipe('tiny-demo');
+  if (o.steps) {
+    const steps = Number(o.steps);
+    if (!Number.isInteger(steps) || steps < 1) throw new Error(`--steps: '${o.steps}' is not a positive integer`);
+    const last = recipe.stages[recipe.stages.length - 1];
+    last.steps = steps;
+    last.warmup_steps = Math.min(last.warmup_steps, steps);
+  }
+  const spec = recipe.data!;
+  if (o.test && spec.kind === 'synthetic') spec.test = Number(o.test);
+  const data = await loadDatasets(spec, baseDir);
+  const out = resolve(o.out);
+  mkdirSync(out, { recursive: true });
+  if (device === 'webgpu') await initWebGPU();
+  const tok = new ByteTokenizer();
+  console.log(
+    `LLaVA-UHD v4, tiny: ${recipe.stages.map((s) => `${s.name} ${s.steps} steps x ${s.batch_size}`).join(', ')} on the synthetic task ` +
+      `(${data.test!.size} test questions: count the dots, name the small square's colour, read the boxed digit; the thumbnail alone cannot resolve them). Device: ${device}.\n`,
+  );
+  const outcomes: Outcome[] = [];
+  try {
+    for (const [label, name] of [['with D', 'tiny'], ['baseline', 'tiny-baseline']] as const) {
+      const config = structuredClone(CONFIGS[name]);
+      manualSeed(0);
+      const model = new LlavaUHD(config, { device });
+      const dir = join(out, name);
+      const r = await trainWithProgress(model, tok, recipe, data, { device, out: dir, label });
+      await saveWeights(model, join(dir, 'final.safetensors'), config);
+      const ev = await evaluateWithProgress(model, tok, data.test!, { device, label });
+      outcomes.push({ label, config, model, eval: ev, trainSeconds: r.seconds });
+    }
+    report(outcomes, data.test as SyntheticSplit, data.train as SyntheticSplit, out);
+    await askAboutFreshImage(outcomes[0], tok, device, out);
+  } finally {
+    shutdown();
+  }
+}
+
+function report(outcomes: Outcome[], test: SyntheticSplit, trainSplit: SyntheticSplit, out: string): void {
+  const chance = chanceBaseline(test.questions());
+  const majority = majorityBaseline(trainSplit.questions(), test.questions());
+  const types = Object.keys(outcomes[0].eval.byType).sort();
+  const rows: [string, ...string[]][] = [
+    ['', ...outcomes.map((x) => `${x.label} (${x.config.insert_layer_id === null ? 'post-ViT 16x' : `D after layer ${x.config.insert_layer_id}`})`), 'chance', 'majority'],
+    ['accuracy (exact match)', ...outcomes.map((x) => pct(x.eval.accuracy)), pct(chance.overall), pct(majority.overall)],
+    ...types.map((t): [string, ...string[]] => [
+      `  ${t}`,
+      ...outcomes.map((x) => `${pct(x.eval.byType[t].accuracy)} (${x.eval.byType[t].correct}/${x.eval.byType[t].total})`),
+      pct(chance.byType.find((b) => b.type === t)?.accuracy ?? NaN),
+      pct(majority.byType.find((b) => b.type === t)?.accuracy ?? NaN),
+    ]),
+    ['visual tokens per image (LLM)', ...outcomes.map((x) => x.eval.visualTokensPerImage.toFixed(1)), '', ''],
+    ['visual encoding GMACs per image', ...outcomes.map((x) => x.eval.gmacsPerImage.toFixed(3)), '', ''],
+    ['measured encode ms per image', ...outcomes.map((x) => x.eval.encodeMsPerImage.toFixed(1)), '', ''],
+    ['training time', ...outcomes.map((x) => `${x.trainSeconds.toFixed(0)} s`), '', ''],
+  ];
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  console.log('\n' + rows.map((r) => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ')).join('\n'));
+  const [d, b] = outcomes;
+  console.log(
+    `\nD vs baseline: ${pct(1 - d.eval.gmacsPerImage / b.eval.gmacsPerImage)} fewer visual-encoding MACs, ` +
+      `encode time ratio baseline/D ${(b.eval.encodeMsPerImage / d.eval.encodeMsPerImage).toFixed(2)}. Checkpoints: ${out}/{tiny,tiny-baseline}/final.safetensors\n`,
+  );
+}
+
+async function askAboutFreshImage(x: Outcome, tok: ByteTokenizer, device: Device, out: string): Promise<void> {
+  // a seed no split uses: an image nobody has seen
+  const o = syntheticOptions('tiny', { seed: 424242 });
+  const s = generateSample(7, 'test', o);
+  const path = join(out, 'fresh-question.png');
+  await encodePng(s.image, path);
+  const a = await answer(x.model, tok, s, { device });
+  console.log(`A fresh image: ${path}\n  Q: ${s.question}\n  model (${x.label}): ${JSON.stringify(a.text)}   (truth: ${JSON.stringify(s.answer)})`);
+}
