@@ -14,6 +14,17 @@ import type { InitOptions } from '../nn/init.js';
 import type { VisionConfig } from './config.js';
 import type { EncoderLayer, ViewGrid } from './vision.js';
 
+/** Runs of consecutive equal grids: [{grid, count}], in order. */
+export function gridRuns(grids: readonly ViewGrid[]): { grid: ViewGrid; count: number }[] {
+  const runs: { grid: ViewGrid; count: number }[] = [];
+  for (const g of grids) {
+    const last = runs[runs.length - 1];
+    if (last && last.grid.h === g.h && last.grid.w === g.w) last.count++;
+    else runs.push({ grid: g, count: 1 });
+  }
+  return runs;
+}
+
 export class Compressor extends Module {
   layer_norm1: LayerNorm;
   self_attn: MultiHeadAttention;
@@ -43,15 +54,17 @@ export class Compressor extends Module {
     const merged: Tensor[] = [];
     const means: Tensor[] = [];
     let at = 0;
-    for (const g of grids) {
+    // Consecutive views with the same grid (an image's slices) run as one batch.
+    for (const { grid: g, count } of gridRuns(grids)) {
       if (g.h % 2 || g.w % 2) throw new Error(`Compressor: view grid ${g.h}x${g.w} is not divisible by 2`);
       const n = g.h * g.w;
-      const view = ag.narrow(x, 1, at, n);
+      const d = x.shape[2];
+      const batch = (t: Tensor) => ag.reshape(ag.narrow(t, 1, at, n * count), [count, n, d]);
       // Y = X + Attn(LN1 X), attention restricted to the 4 tokens of each 2x2 window
-      const y = ag.add(view, this.self_attn.forward(ag.narrow(normed, 1, at, n), { window: { h: g.h, w: g.w } }));
-      merged.push(ag.pixelUnshuffle(y, g.h, g.w, 2));
-      means.push(ag.avgPool2x2(y, g.h, g.w));
-      at += n;
+      const y = ag.add(batch(x), this.self_attn.forward(batch(normed), { window: { h: g.h, w: g.w } }));
+      merged.push(ag.reshape(ag.pixelUnshuffle(y, g.h, g.w, 2), [1, (count * n) / 4, 4 * d]));
+      means.push(ag.reshape(ag.avgPool2x2(y, g.h, g.w), [1, (count * n) / 4, d]));
+      at += n * count;
     }
     const z = merged.length === 1 ? merged[0] : ag.concat(merged, 1);
     const residual = means.length === 1 ? means[0] : ag.concat(means, 1);

@@ -11,6 +11,7 @@ import { LayerNorm, Linear, Module } from '../nn/index.js';
 import type { Tensor } from '../tensor/index.js';
 import type { InitOptions } from '../nn/init.js';
 import type { ViewGrid } from './vision.js';
+import { gridRuns } from './compressor.js';
 
 /** unshuffle -> LayerNorm(4d) -> Linear(4d -> 4d) -> GELU(erf) -> Linear(4d -> out). */
 class MergeRound extends Module {
@@ -33,11 +34,13 @@ class MergeRound extends Module {
 /** Per view: unshuffle each view's grid by 2x2; x: [1, sum(h*w), c] -> [1, sum(h*w)/4, 4c]. */
 export function unshuffleViews(x: Tensor, grids: ViewGrid[]): Tensor {
   let at = 0;
-  const parts = grids.map((g) => {
+  const c = x.shape[2];
+  // consecutive views with the same grid (an image's slices) unshuffle as one batch
+  const parts = gridRuns(grids).map(({ grid: g, count }) => {
     const n = g.h * g.w;
-    const v = ag.pixelUnshuffle(ag.narrow(x, 1, at, n), g.h, g.w, 2);
-    at += n;
-    return v;
+    const views = ag.reshape(ag.narrow(x, 1, at, n * count), [count, n, c]);
+    at += n * count;
+    return ag.reshape(ag.pixelUnshuffle(views, g.h, g.w, 2), [1, (n * count) / 4, 4 * c]);
   });
   return parts.length === 1 ? parts[0] : ag.concat(parts, 1);
 }
