@@ -13,8 +13,8 @@ program
   .action(infoCommand);
 
 program
-  .command('demo', { isDefault: true })
-  .description('run the runtime demo: a ViT block and the intra-ViT compressor on CPU and WebGPU')
+  .command('demo')
+  .description('a tour of the runtime: a ViT block and the intra-ViT compressor on CPU and WebGPU, compared')
   .action(demoCommand);
 
 program
