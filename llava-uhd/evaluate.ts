@@ -4,7 +4,7 @@
  * time, so users see whether FLOPs savings become time savings.
  */
 import * as ag from '../autograd/index.js';
-import { getBackend, type Device } from '../tensor/index.js';
+import { getBackend, tidy, type Device } from '../tensor/index.js';
 import { viewFlops } from './flops.js';
 import { generate } from './generate.js';
 import { buildPrompt } from './layout.js';
@@ -44,7 +44,7 @@ export async function answer(model: LlavaUHD, tok: Tokenizer, s: Sample, opts: E
   const pixels = viewPixels(prepared.views, opts.device);
   // time the visual encoding alone, then generate (which encodes again, as a user would)
   const t0 = performance.now();
-  const enc = ag.noGrad(() => model.encodeViews(pixels));
+  const enc = ag.noGrad(() => tidy(() => model.encodeViews(pixels)));
   await enc.features.slice(null, [0, 1], [0, 1]).data();
   const encodeMs = performance.now() - t0;
   enc.features.dispose();
