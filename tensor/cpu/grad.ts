@@ -1,7 +1,8 @@
 /** CPU references for the fused backward kernels and the AdamW step. */
 import type { AdamWHyper, AttentionParams, UnaryOp } from '../backend.js';
 import type { Tensor } from '../tensor.js';
-import { keyCandidates, windowOf } from './attention.js';
+import { attentionRows } from './attention.js';
+import { rows } from './reduce.js';
 import { UNARY_DERIVATIVE } from './math.js';
 import { buf, offsets } from './storage.js';
 
@@ -12,16 +13,9 @@ export function unaryGrad(op: UnaryOp, x: Tensor, gy: Tensor, out: Tensor): void
   for (let i = 0; i < xo.length; i++) o[i] = gs[go[i]] * d(xs[xo[i]]);
 }
 
-/** Rows of the last dim as offset arrays. */
-function rows(t: Tensor): { off: Int32Array; n: number; D: number } {
-  const D = t.shape[t.rank - 1] ?? 1;
-  const off = offsets(t);
-  return { off, n: D === 0 ? 0 : off.length / D, D };
-}
-
 export function softmaxGrad(y: Tensor, gy: Tensor, log: boolean, out: Tensor): void {
   const ys = buf(y), gs = buf(gy), o = buf(out);
-  const { off: yo, n, D } = rows(y);
+  const { xo: yo, n, D } = rows(y);
   const go = offsets(gy);
   for (let r = 0; r < n; r++) {
     const b = r * D;
@@ -37,7 +31,7 @@ export function softmaxGrad(y: Tensor, gy: Tensor, log: boolean, out: Tensor): v
 /** gx = inv * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * weight. */
 export function layerNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number, out: Tensor): void {
   const xs = buf(x), gs = buf(gy), o = buf(out);
-  const { off: xo, n, D } = rows(x);
+  const { xo, n, D } = rows(x);
   const go = offsets(gy);
   const ws = weight ? buf(weight) : null;
   const wo = weight ? offsets(weight) : null;
@@ -68,7 +62,7 @@ export function layerNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps:
 /** gx = r * (g - x * r^2 * mean(g * x)) with r = 1/sqrt(mean(x^2) + eps), g = gy * weight. */
 export function rmsNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number, out: Tensor): void {
   const xs = buf(x), gs = buf(gy), o = buf(out);
-  const { off: xo, n, D } = rows(x);
+  const { xo, n, D } = rows(x);
   const go = offsets(gy);
   const ws = weight ? buf(weight) : null;
   const wo = weight ? offsets(weight) : null;
@@ -94,53 +88,25 @@ export function rmsNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: n
 export function attentionGrad(
   q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, gOut: Tensor, gq: Tensor, gk: Tensor, gv: Tensor,
 ): void {
-  const [B, Hq, Sq, D] = q.shape;
-  const [, Hkv, Sk] = k.shape;
-  const group = Hq / Hkv;
-  const qs = buf(q), ks = buf(k), vs = buf(v), gos = buf(gOut);
-  const qo = offsets(q), ko = offsets(k), vo = offsets(v), goo = offsets(gOut);
+  const rows = attentionRows(q, k, v, p);
+  const { B, Hq, Sq, Sk, D, group } = rows.shape;
+  const { qs, ks, vs, qo, ko, vo } = rows;
+  const gos = buf(gOut), goo = offsets(gOut);
   const dq = buf(gq), dk = buf(gk), dv = buf(gv);
   dk.fill(0);
   dv.fill(0);
-  const segQ = p.segmentIdsQ ? buf(p.segmentIdsQ) : null;
-  const segK = p.segmentIdsK ? buf(p.segmentIdsK) : null;
-  const segQo = p.segmentIdsQ ? offsets(p.segmentIdsQ) : null;
-  const segKo = p.segmentIdsK ? offsets(p.segmentIdsK) : null;
   const prob = new Float64Array(Sk);
   const o = new Float64Array(D);
-  const candidates = keyCandidates(p, B, Sq, Sk);
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < Hq; h++) {
       const kh = Math.floor(h / group);
       for (let i = 0; i < Sq; i++) {
-        const qb = ((b * Hq + h) * Sq + i) * D;
-        const keys = candidates(b, i);
-        let m = -Infinity;
-        for (let c = 0; c < keys.length; c++) {
-          const j = keys[c];
-          let visible = !p.causal || j <= i + (Sk - Sq);
-          if (visible && segQ && segK && segQo && segKo) visible = segQ[segQo[b * Sq + i]] === segK[segKo[b * Sk + j]];
-          if (visible && p.window) visible = windowOf(i, p.window.w) === windowOf(j, p.window.w);
-          if (!visible) {
-            prob[c] = -Infinity;
-            continue;
-          }
-          const kb = ((b * Hkv + kh) * Sk + j) * D;
-          let s = 0;
-          for (let d = 0; d < D; d++) s += qs[qo[qb + d]] * ks[ko[kb + d]];
-          prob[c] = s * p.scale;
-          m = Math.max(m, prob[c]);
-        }
-        let total = 0;
-        for (let c = 0; c < keys.length; c++) {
-          prob[c] = m === -Infinity || prob[c] === -Infinity ? 0 : Math.exp(prob[c] - m);
-          total += prob[c];
-        }
+        const qb = rows.qBase(b, h, i);
+        const keys = rows.probabilities(b, h, i, prob);
         o.fill(0);
         for (let c = 0; c < keys.length; c++) {
-          if (total > 0) prob[c] /= total;
           if (prob[c] === 0) continue;
-          const vb = ((b * Hkv + kh) * Sk + keys[c]) * D;
+          const vb = rows.kBase(b, kh, keys[c]);
           for (let d = 0; d < D; d++) o[d] += prob[c] * vs[vo[vb + d]];
         }
         let rowDot = 0; // sum_d dO * O
@@ -148,7 +114,7 @@ export function attentionGrad(
         for (let d = 0; d < D; d++) dq[qb + d] = 0;
         for (let c = 0; c < keys.length; c++) {
           if (prob[c] === 0) continue;
-          const kb = ((b * Hkv + kh) * Sk + keys[c]) * D;
+          const kb = rows.kBase(b, kh, keys[c]);
           let dpj = 0;
           for (let d = 0; d < D; d++) {
             dpj += gos[goo[qb + d]] * vs[vo[kb + d]];

@@ -32,7 +32,7 @@ export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor
 }
 
 /** Rows of the last dim, each as (offsets, start index) pairs: helper for row-wise kernels. */
-function rows(x: Tensor): { xo: Int32Array; n: number; D: number } {
+export function rows(x: Tensor): { xo: Int32Array; n: number; D: number } {
   const D = x.shape[x.rank - 1] ?? 1;
   const xo = offsets(x);
   return { xo, n: D === 0 ? 0 : xo.length / D, D };
