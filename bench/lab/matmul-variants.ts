@@ -126,8 +126,9 @@ function parseConfig(s: string): MatmulConfig {
 }
 
 /**
- * Without `configs`: the ladder (naive, workgroup tiles, register blocks of 4x4, 8x8, 16x16,
- * scalar and vec4 fetches, the GPU table's config). With them: each with vec4 and scalar fetches.
+ * Without `configs`: the ladder (naive, workgroup tiles, register blocks of 4x4 and 8x8, the GPU
+ * table's big config, then the CPU table's 16x16 blocks with scalar and vec4 fetches). With
+ * them: each config with vec4 and with scalar fetches.
  */
 function variants(configs: MatmulConfig[] | undefined, probes?: string): LabVariant[] {
   const list: LabVariant[] = [];
@@ -137,8 +138,7 @@ function variants(configs: MatmulConfig[] | undefined, probes?: string): LabVari
     list.push(naive(), sharedTiled());
     list.push(blocked(cfg(64, 64, 16, 4, 4), 'scalar', 'scalar', 's'), blocked(cfg(64, 64, 16, 4, 4), 'k4', 'x4', 'v4'));
     list.push(blocked(cfg(64, 64, 16, 8, 8), 'k4', 'x4', 'v4'), blocked(cfg(128, 128, 8, 8, 8), 'k4', 'x4', 'v4'));
-    list.push(blocked(cfg(128, 128, 16, 16, 16), 'k4', 'x4', 'v4'));
-    for (const { config } of CPU_TILES.slice(0, 2)) list.push(blocked(config, 'scalar', 'scalar', 's'), blocked(config, 'k4', 'x4', 'v4'));
+    for (const { config } of CPU_TILES.slice(0, 3)) list.push(blocked(config, 'scalar', 'scalar', 's'), blocked(config, 'k4', 'x4', 'v4'));
     // the other vec4 fetch orientation: a and b given as transposed views
     list.push({ ...blocked(CPU_TILES[0].config, 'x4', 'k4', 'v4'), transposed: true });
   }

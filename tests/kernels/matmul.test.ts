@@ -37,6 +37,7 @@ function strided(device: 'cpu' | 'webgpu', s: number, shape: number[], strides: 
   return view;
 }
 
+/** Like support's `agree`, for operands `make` builds (views `makeView` has no recipe for). */
 async function expectAgree(
   make: (device: 'cpu' | 'webgpu') => [Tensor, Tensor],
   K: number,
