@@ -78,7 +78,7 @@ program
   .description('the main job: train a tiny LLaVA-UHD v4 with D and the post-ViT baseline on the synthetic task, compare, answer')
   .option('--steps <n>', 'steps of the last training stage (more steps, better answers)')
   .option('--test <n>', 'test questions per model')
-  .option('--device <cpu|webgpu>', 'where to train', 'cpu')
+  .option('--device <auto|cpu|webgpu>', 'where to train (auto: WebGPU if an adapter opens, else the CPU)', 'auto')
   .option('--out <dir>', 'where checkpoints and the fresh image go', 'runs/demo')
   .action(async (opts: import('./start.js').StartOptions) => (await import('./start.js')).startCommand(opts));
 

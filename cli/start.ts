@@ -37,8 +37,7 @@ interface Outcome {
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 export async function startCommand(o: StartOptions): Promise<void> {
-  const device = o.device as Device;
-  if (device !== 'cpu' && device !== 'webgpu') throw new Error(`--device: '${o.device}' is not cpu or webgpu`);
+  if (!['auto', 'cpu', 'webgpu'].includes(o.device)) throw new Error(`--device: '${o.device}' is not auto, cpu or webgpu`);
   const { recipe, baseDir } = resolveRecipe('tiny-demo');
   if (o.steps) {
     const steps = Number(o.steps);
@@ -52,7 +51,17 @@ export async function startCommand(o: StartOptions): Promise<void> {
   const data = await loadDatasets(spec, baseDir);
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
-  if (device === 'webgpu') await initWebGPU();
+  // auto: WebGPU when an adapter opens (llvmpipe counts: it is faster than the CPU backend here)
+  let device: Device = o.device === 'auto' ? 'webgpu' : (o.device as Device);
+  if (device === 'webgpu') {
+    try {
+      await initWebGPU();
+    } catch (e) {
+      if (o.device === 'webgpu') throw e;
+      console.log(`webgpu unavailable (${(e as Error).message.split('\n')[0]}); training on the CPU`);
+      device = 'cpu';
+    }
+  }
   const tok = new ByteTokenizer();
   console.log(
     `LLaVA-UHD v4, tiny: ${recipe.stages.map((s) => `${s.name} ${s.steps} steps x ${s.batch_size}`).join(', ')} on the synthetic task ` +
