@@ -16,6 +16,8 @@ export type DataSpec =
       test: number;
       /** Faint decoy marks that make the thumbnail useless (default true). */
       ghosts?: boolean;
+      /** Side in px of the fine marks (default: the preset's, 2). */
+      detail?: number;
       types?: QuestionType[];
       seed?: number;
     }
@@ -38,6 +40,7 @@ export function validateData(d: DataSpec | undefined, source: string): DataSpec 
   if (d.kind === 'synthetic') {
     for (const k of ['train', 'val', 'test'] as const) if (!(Number.isInteger(d[k]) && d[k] >= 0)) fail(k, 'must be an integer >= 0');
     if (d.preset !== undefined && d.preset !== 'tiny' && d.preset !== 'paper') fail('preset', `must be 'tiny' or 'paper', got '${String(d.preset)}'`);
+    if (d.detail !== undefined && !(Number.isInteger(d.detail) && d.detail >= 1)) fail('detail', 'must be a positive integer (pixels)');
   } else if (d.kind === 'jsonl') {
     if (typeof d.train !== 'string') fail('train', 'must be the path of a JSONL file');
   } else {
@@ -51,6 +54,7 @@ export async function loadDatasets(spec: DataSpec, baseDir = '.'): Promise<Datas
   if (spec.kind === 'synthetic') {
     const o = syntheticOptions(spec.preset ?? 'tiny', {
       ...(spec.ghosts === undefined ? {} : { ghosts: spec.ghosts }),
+      ...(spec.detail === undefined ? {} : { detail: spec.detail }),
       ...(spec.types ? { types: spec.types } : {}),
       ...(spec.seed === undefined ? {} : { seed: spec.seed }),
     });
