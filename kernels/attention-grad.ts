@@ -35,7 +35,7 @@
  */
 import type { AttentionParams } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { TileProfile } from './attention.js';
+import { tileProfile, type TileProfile } from './attention.js';
 import { grid, Uniforms } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -69,21 +69,6 @@ const PROFILES: Record<TileProfile, ProfileLimits> = {
   cpu: { maxVec4PerThread: 32, registerVec4s: 128, maxRowsPerThread: 4, threads: 32 },
   gpu: { maxVec4PerThread: 8, registerVec4s: 32, maxRowsPerThread: 2, threads: 64 },
 };
-
-let profileOverride: TileProfile | null = null;
-
-/** Forces a tile profile for the backward kernels (tests run both); null restores the default. */
-export function setGradTileProfile(profile: TileProfile | null): void {
-  profileOverride = profile;
-}
-
-/** `cpu` when the adapter is a software rasteriser, `gpu` otherwise. */
-function gradTileProfile(): TileProfile {
-  if (profileOverride) return profileOverride;
-  const i = ctx().info;
-  const software = [i.description, i.device, i.vendor, i.architecture].some((s) => /llvmpipe|lavapipe|softpipe|swiftshader/i.test(s));
-  return software ? 'cpu' : 'gpu';
-}
 
 /** Tile sizes of one streaming pipeline; its WGSL depends on these, the pass and `seg` only. */
 export interface GradTiles {
@@ -782,7 +767,7 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParam
     return;
   }
 
-  const profile = gradTileProfile();
+  const profile = tileProfile();
   const segBuffers = seg ? [bufferOf(segQ), bufferOf(segK)] : [];
   // Per query: lse, Δ and its segment id as u32 bits, from the stats pass to the others.
   const stats = Tensor.empty([B * Hq * Sq * 4], 'int32', 'webgpu');

@@ -60,8 +60,8 @@ export function setTileProfile(profile: TileProfile | null): void {
   profileOverride = profile;
 }
 
-/** `cpu` on software adapters, `gpu` otherwise. */
-function tileProfile(): TileProfile {
+/** `cpu` on software adapters, `gpu` otherwise (the backward kernels use the same choice). */
+export function tileProfile(): TileProfile {
   if (profileOverride) return profileOverride;
   const { description, device, vendor, architecture } = ctx().info;
   return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${description} ${device} ${vendor} ${architecture}`) ? 'cpu' : 'gpu';

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gradTiles, setGradTileProfile } from '../../kernels/attention-grad.js';
+import { gradTiles } from '../../kernels/attention-grad.js';
+import { setTileProfile } from '../../kernels/attention.js';
 import type { TileProfile } from '../../kernels/attention.js';
 import { gpuContext } from '../../kernels/index.js';
 import * as uhd from '../../tensor/index.js';
@@ -205,8 +206,8 @@ const base: Omit<Shape, 'Sq' | 'Sk' | 'D' | 'Hkv' | 'group'> = {
 const PROFILE_RUNS: Record<TileProfile, number> = { cpu: 30, gpu: 10 };
 for (const profile of ['cpu', 'gpu'] as const) {
   describe(`WebGPU attentionGrad matches the CPU reference (${profile} tiles)`, () => {
-    beforeAll(() => setGradTileProfile(profile));
-    afterAll(() => setGradTileProfile(null));
+    beforeAll(() => setTileProfile(profile));
+    afterAll(() => setTileProfile(null));
 
     it('on random shapes, GQA heads, causal (Sq <= and > Sk), segment ids, scales and strided views', async () => {
       await fc.assert(
