@@ -35,7 +35,7 @@
  */
 import type { AttentionParams } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
-import { tileProfile, type TileProfile } from './attention.js';
+import { load4Fn, segUniforms, tileProfile, viewUniforms, type TileProfile } from './attention.js';
 import { grid, Uniforms } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -114,17 +114,6 @@ export function gradTiles(pass: GradPass, d: number, rows: number, seg: boolean,
 
 // ---- uniforms and bindings --------------------------------------------------------------
 
-/** Strides (b, h, s, d) and offset of a [B, H, S, D] view as uniforms `<p>_sb` ... `<p>_off`. */
-function addView(u: Uniforms, p: string, t: Tensor): void {
-  const [sb, sh, ss, sd] = t.strides;
-  u.u32(`${p}_sb`, sb).u32(`${p}_sh`, sh).u32(`${p}_ss`, ss).u32(`${p}_sd`, sd).u32(`${p}_off`, t.offset);
-}
-
-/** Strides (b, s) and offset of an int32 [B, S] segment-id view. */
-function addSegView(u: Uniforms, p: string, t: Tensor): void {
-  u.u32(`${p}_sb`, t.strides[0]).u32(`${p}_ss`, t.strides[1]).u32(`${p}_off`, t.offset);
-}
-
 /**
  * Uniforms of all kernels: sizes, scale, causal shift, the layouts of q, k, v and dO (`go`),
  * the output offsets, and the segment-id layouts (`segq`, `segk`) when present.
@@ -142,14 +131,14 @@ function gradUniforms(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, gOut:
     .u32('causal', p.causal ? 1 : 0)
     .i32('shift', Sk - Sq)
     .f32('scale', p.scale);
-  addView(u, 'q', q);
-  addView(u, 'k', k);
-  addView(u, 'v', v);
-  addView(u, 'go', gOut);
+  viewUniforms(u, 'q', q);
+  viewUniforms(u, 'k', k);
+  viewUniforms(u, 'v', v);
+  viewUniforms(u, 'go', gOut);
   u.u32('dq_off', gq.offset).u32('dk_off', gk.offset).u32('dv_off', gv.offset);
   if (p.segmentIdsQ && p.segmentIdsK) {
-    addSegView(u, 'segq', p.segmentIdsQ);
-    addSegView(u, 'segk', p.segmentIdsK);
+    segUniforms(u, 'segq', p.segmentIdsQ);
+    segUniforms(u, 'segk', p.segmentIdsK);
   }
   return u;
 }
@@ -160,21 +149,6 @@ function storageBindings(list: [string, string, 'read' | 'read_write'][]): strin
 }
 
 // ---- WGSL building blocks ------------------------------------------------------------------
-
-/**
- * WGSL `fn <name>(row, sd, d0, ok) -> vec4f`: head-dim elements d0..d0+3 of the row starting
- * at `row` of a strided view of `buf`, zeros past D or when `ok` is false. Indices are clamped
- * into the row, so every read is in bounds and no lane branches.
- */
-function rowLoader(name: string, buf: string): string {
-  return /* wgsl */ `
-fn ${name}(row: u32, sd: u32, d0: u32, ok: bool) -> vec4f {
-  let lane = vec4u(d0, d0 + 1u, d0 + 2u, d0 + 3u);
-  let at = vec4u(row) + min(lane, vec4u(P.d - 1u)) * sd;
-  let inside = (lane < vec4u(P.d)) & vec4<bool>(ok);
-  return select(vec4f(0.0), vec4f(${buf}[at.x], ${buf}[at.y], ${buf}[at.z], ${buf}[at.w]), inside);
-}`;
-}
 
 /** WGSL `fn <name>(row, d0, x)`: writes the lanes of x that fall inside the head dim to a contiguous row of `buf`. */
 function rowStorer(name: string, buf: string): string {
@@ -293,10 +267,10 @@ ${storageBindings(bindings)}
 ${tileHeader(t)}
 ${seg ? 'var<workgroup> segS: array<i32, BC>;   // segment ids of the key block' : ''}
 
-${rowLoader('loadQ', 'q')}
-${rowLoader('loadK', 'k')}
-${rowLoader('loadV', 'v')}
-${rowLoader('loadGO', 'go')}
+${load4Fn('loadQ', 'q')}
+${load4Fn('loadK', 'k')}
+${load4Fn('loadV', 'v')}
+${load4Fn('loadGO', 'go')}
 ${stats ? `
 /**
  * One key's step of the online statistics st = (m, l, a) of a query: running max m, running
@@ -429,10 +403,10 @@ ${storageBindings(bindings)}
 ${tileHeader(t)}
 var<workgroup> statS: array<vec4u, BC>;   // the query block's stats (lse, Δ, segment id) as bits
 
-${rowLoader('loadQ', 'q')}
-${rowLoader('loadK', 'k')}
-${rowLoader('loadV', 'v')}
-${rowLoader('loadGO', 'go')}
+${load4Fn('loadQ', 'q')}
+${load4Fn('loadK', 'k')}
+${load4Fn('loadV', 'v')}
+${load4Fn('loadGO', 'go')}
 ${rowStorer('storeDk', 'dk')}
 ${rowStorer('storeDv', 'dv')}
 

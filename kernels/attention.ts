@@ -112,7 +112,7 @@ export function flashTiles(d: number, queries: number, seg: boolean, profile: Ti
  * past D or when `ok` is false. Branch-free: the head-dim index is clamped into the row (the
  * callers clamp rows into the tensor), so every read is in bounds; unwanted lanes are masked.
  */
-function load4Fn(name: string, buf: string): string {
+export function load4Fn(name: string, buf: string): string {
   return /* wgsl */ `
 fn ${name}(row: u32, sd: u32, d0: u32, ok: bool) -> vec4f {
   let d = vec4u(d0) + vec4u(0u, 1u, 2u, 3u);
@@ -123,13 +123,13 @@ fn ${name}(row: u32, sd: u32, d0: u32, ok: bool) -> vec4f {
 }
 
 /** The 4 strides (b, h, s, d) and offset of a [B, H, S, D] view, as uniforms `<p>_sb` ... `<p>_off`. */
-function viewUniforms(u: Uniforms, p: string, t: Tensor): void {
+export function viewUniforms(u: Uniforms, p: string, t: Tensor): void {
   const [sb, sh, ss, sd] = t.strides;
   u.u32(`${p}_sb`, sb).u32(`${p}_sh`, sh).u32(`${p}_ss`, ss).u32(`${p}_sd`, sd).u32(`${p}_off`, t.offset);
 }
 
 /** Strides (b, s) and offset of an int32 [B, S] segment-id view. */
-function segUniforms(u: Uniforms, p: string, t: Tensor): void {
+export function segUniforms(u: Uniforms, p: string, t: Tensor): void {
   u.u32(`${p}_sb`, t.strides[0]).u32(`${p}_ss`, t.strides[1]).u32(`${p}_off`, t.offset);
 }
 
