@@ -9,3 +9,7 @@
  */
 export * from './tensor/index.js';
 export { initWebGPU, shutdown, gpuInfo, PROBE_ORDER, type AdapterChoice, type GpuInfo, type InitOptions } from './kernels/index.js';
+/** Differentiable ops, backward, noGrad, gradcheck, checkpoint (Tensor methods record once loaded). */
+export * as autograd from './autograd/index.js';
+/** Modules, layers, optimizers, schedules, safetensors, training checkpoints. */
+export * as nn from './nn/index.js';
