@@ -18,6 +18,13 @@ export interface GradNode {
   saved: Tensor[];
   /** Gradients wrt each input (null for inputs that need none), shaped like the input. */
   backward: BackwardRule | null;
+  /**
+   * What keeps the node (and its saved tensors) alive, as PyTorch's reference counts do: the
+   * undisposed tensor it made, and the nodes recorded downstream of that tensor. When both
+   * reach zero without a backward, the node frees itself and releases its inputs' nodes.
+   */
+  liveOutputs: number;
+  downstream: number;
 }
 
 declare module '../tensor/tensor.js' {
@@ -79,13 +86,38 @@ export function record(
 ): Tensor {
   if (!gradEnabled || !(force || inputs.some((t) => t.requiresGrad))) return out;
   out.requiresGrad = true;
-  out.gradFn = {
+  const node: GradNode = {
     op,
     inputs: inputs.map((t) => (t.requiresGrad ? t : null)),
     saved: save.map(retain),
     backward,
+    liveOutputs: 1,
+    downstream: 0,
   };
+  for (const t of node.inputs) if (t?.gradFn) t.gradFn.downstream++;
+  out.gradFn = node;
   return out;
+}
+
+/** Called when a tensor made by `node` is disposed (see autograd/install.ts). */
+export function releaseOutput(node: GradNode): void {
+  node.liveOutputs--;
+  freeIfUnreachable(node);
+}
+
+/** Frees a node nothing can backpropagate through any more, then looks at its inputs' nodes. */
+function freeIfUnreachable(node: GradNode): void {
+  const pending = [node];
+  while (pending.length) {
+    const n = pending.pop()!;
+    if (n.backward === null || n.liveOutputs > 0 || n.downstream > 0) continue;
+    freeNode(n);
+    for (const t of n.inputs) {
+      if (!t?.gradFn) continue;
+      t.gradFn.downstream--;
+      pending.push(t.gradFn);
+    }
+  }
 }
 
 /** Tensors reachable from root through recorded nodes, inputs before the tensors made from them. */

@@ -6,7 +6,7 @@
 import { Tensor } from '../tensor/tensor.js';
 import type { DType, SliceRange } from '../tensor/index.js';
 import * as F from './functions.js';
-import { backward, detach, type BackwardOptions } from './graph.js';
+import { backward, detach, releaseOutput, type BackwardOptions } from './graph.js';
 
 declare module '../tensor/tensor.js' {
   interface Tensor {
@@ -24,6 +24,15 @@ type Shape = number[] | [readonly number[]];
 const flat = (s: Shape): number[] => (Array.isArray(s[0]) ? [...(s[0] as readonly number[])] : (s as number[]));
 
 const P = Tensor.prototype;
+
+// Disposing the tensor a recorded op made lets its graph go when nothing downstream needs it
+// (a forward without backward would otherwise keep its saved tensors alive).
+const disposeTensor = P.dispose;
+P.dispose = function (this: Tensor) {
+  if (!this.disposed && this.gradFn) releaseOutput(this.gradFn);
+  disposeTensor.call(this);
+};
+
 Object.assign(P, {
   cast(this: Tensor, dtype: DType) { return F.cast(this, dtype); },
   clone(this: Tensor) { return F.clone(this); },

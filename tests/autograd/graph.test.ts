@@ -53,6 +53,16 @@ describe('the tape', () => {
     expect(Array.from(await b.grad!.data())).toEqual([1, 1]);
   });
 
+  it('a forward without backward frees its graph (saved tensors) once its output is disposed', () => {
+    const w = uhd.randn([16, 16], { dtype: 'float64' }).requiresGrad_();
+    const x = uhd.randn([4, 16], { dtype: 'float64' });
+    const before = uhd.memory().cpu;
+    const y = uhd.tidy(() => ag.layerNorm(x.matmul(w).gelu(), null, null).softmax(-1).sum());
+    expect(uhd.memory().cpu.storages).toBeGreaterThan(before.storages + 1); // saved activations
+    y.dispose();
+    expect(uhd.memory().cpu).toEqual(before);
+  });
+
   it('backward on a tensor that needs no grad says so', () => {
     expect(() => uhd.ones([1]).backward()).toThrow('backward: tensor [1] does not require grad');
   });
