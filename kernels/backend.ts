@@ -16,7 +16,7 @@ import { bufferOf, ctx } from './runtime.js';
 /** Reads a view back: dense views directly, others through a copy kernel first. */
 async function read(x: Tensor): Promise<TypedArray> {
   const c = ctx();
-  const dense = x.isContiguous || (x.offset + x.size <= x.storage.numel && isDenseWindow(x));
+  const dense = isDenseWindow(x);
   let src = x;
   if (!dense) {
     src = Tensor.empty(x.shape, x.dtype, 'webgpu');
