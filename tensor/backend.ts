@@ -18,7 +18,6 @@ export const UNARY_OPS: readonly UnaryOp[] = [
 export const BINARY_OPS: readonly BinaryOp[] = [
   'add', 'sub', 'mul', 'div', 'pow', 'maximum', 'minimum', 'eq', 'ne', 'lt', 'le', 'gt', 'ge',
 ];
-export const COMPARISON_OPS: readonly BinaryOp[] = ['eq', 'ne', 'lt', 'le', 'gt', 'ge'];
 
 /** What the attention kernel is told beyond q, k, v. Shapes are checked by the front end. */
 export interface AttentionParams {

@@ -35,8 +35,6 @@ export const silu = (x: Tensor) => unary('silu', x);
 export const gelu = (x: Tensor, approximate: 'tanh' | 'none' = 'tanh') =>
   unary(approximate === 'tanh' ? 'gelu' : 'geluErf', x);
 
-const COMPARISONS: ReadonlySet<BinaryOp> = new Set(['eq', 'ne', 'lt', 'le', 'gt', 'ge']);
-
 /** Broadcasting binary op; a number operand takes the tensor's dtype and device. */
 export function binary(op: BinaryOp, a: Tensor | number, b: Tensor | number): Tensor {
   if (typeof a === 'number' && typeof b === 'number') throw new Error(`${op}: at least one operand must be a Tensor`);
@@ -75,7 +73,6 @@ export const lt = (a: Operand, b: Operand) => binary('lt', a, b);
 export const le = (a: Operand, b: Operand) => binary('le', a, b);
 export const gt = (a: Operand, b: Operand) => binary('gt', a, b);
 export const ge = (a: Operand, b: Operand) => binary('ge', a, b);
-export { COMPARISONS };
 
 /** cond != 0 ? a : b, broadcasting all three. `a` and `b` share a dtype, which the result takes. */
 export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
