@@ -22,7 +22,10 @@ export interface GpuInfo {
   description: string;
   /** What was tried before, with why it failed. */
   tried: string[];
+  /** Features the device was opened with (those of WANTED_FEATURES the adapter offers). */
   features: string[];
+  /** Every feature the adapter offers. */
+  adapterFeatures: string[];
   limits: Record<string, number>;
 }
 
@@ -121,6 +124,7 @@ export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER):
           description: ai.description,
           tried,
           features: [...device.features].sort(),
+          adapterFeatures: [...adapter.features].sort(),
           limits,
         },
       };

@@ -69,6 +69,11 @@ export class GpuContext {
   private errors: string[] = [];
   /** Count of submits, for tests and profiling. */
   submits = 0;
+  /**
+   * Opt-in profiling hook (bench/lab/timing.ts): when set, every compute pass the runtime
+   * begins asks it for timestamp writes. Null in normal use.
+   */
+  passTimestamps: (() => GPUComputePassTimestampWrites | undefined) | null = null;
   pooledBytes = 0;
 
   constructor(opened: OpenedDevice) {
@@ -159,7 +164,10 @@ export class GpuContext {
 
   private ensurePass(): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
-    if (!this.pass) this.pass = this.encoder.beginComputePass();
+    if (!this.pass) {
+      const timestampWrites = this.passTimestamps?.();
+      this.pass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+    }
     return this.pass;
   }
 

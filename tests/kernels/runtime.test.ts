@@ -56,6 +56,32 @@ describe('webgpu runtime', () => {
     expect(gpuContext().pooledBytes).toBeLessThanOrEqual(pooledBefore + 4 * 128 * 128 * 4 * 4);
   });
 
+  it('asks the opt-in passTimestamps hook once per compute pass it begins, and never when unset', async () => {
+    const c = gpuContext();
+    const x = uhd.randn([256], { device: 'webgpu' });
+    await x.data();
+    let asked = 0;
+    c.passTimestamps = () => {
+      asked++;
+      return undefined; // no timestamp-query on every adapter: a pass without timestamp writes
+    };
+    try {
+      const a = x.mul(2);
+      const b = a.add(1); // same pass
+      await b.data(); // a read-back: its copy ends the pass, the flush submits it
+      const z = b.exp(); // a new pass
+      await z.data();
+      expect(asked).toBe(2);
+      for (const t of [a, b, z]) t.dispose();
+    } finally {
+      c.passTimestamps = null;
+    }
+    x.mul(3).dispose();
+    await gpuContext().sync();
+    expect(asked).toBe(2);
+    x.dispose();
+  });
+
   it('bucketSize rounds up within a quarter octave above 64 KiB', () => {
     expect(bucketSize(1)).toBe(16);
     expect(bucketSize(1000)).toBe(1024);
