@@ -4,11 +4,18 @@
  * ladder goes from the naive kernel through workgroup-memory tiling and register blocking to
  * the configs kernels/matmul.ts ships; cost probes time the shipped kernel with parts removed.
  *
- *   npx tsx bench/lab/matmul-variants.ts [512 | MxNxK ...] [--only substring] [--reps n]
+ *
+ * Each variant's time is the median over samples (bench/lab/timing.ts: timestamp queries where
+ * the device has them, else the wall clock), next to the median CPU time of this process, which
+ * on llvmpipe includes the kernels and is steadier on a shared machine. Results go to
+ * bench/results/lab-matmul-variants.{md,json}.
+ *
+ *   npx tsx bench/lab/matmul-variants.ts [512 | MxNxK ...] [--only substring] [--samples n]
  *       [--configs 64x128x16/16x16,...]   tile BMxBNxBK / per-thread TMxTN, instead of the ladder
  *       [--probes substring]              cost probes (see PROBES) on the first config
+ *       [--quick]                         shapes 256 and 512 only, 3 samples
+ *       [--wall]                          the wall clock even where timestamp queries exist
  */
-import { initWebGPU, shutdown } from '../../kernels/index.js';
 import { Uniforms } from '../../kernels/layout.js';
 import {
   CPU_TILES, matmulWGSL, matmulWith, type MatmulConfig, type MatmulVariant, type PanelMode,
@@ -16,6 +23,8 @@ import {
 import { bufferOf, ctx } from '../../kernels/runtime.js';
 import * as uhd from '../../tensor/index.js';
 import type { Tensor } from '../../tensor/index.js';
+import { runLab } from './report.js';
+import { median } from './timing.js';
 
 interface LabVariant {
   name: string;
@@ -153,34 +162,34 @@ function maxRelErr(got: ArrayLike<number>, want: ArrayLike<number>, K: number): 
   return worst;
 }
 
-const argv = process.argv.slice(2);
-const flag = (name: string) => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv.splice(i, 2)[1] : undefined;
-};
-const only = flag('--only');
-const reps = Number(flag('--reps') ?? 3);
-const configArg = flag('--configs');
-const probes = flag('--probes');
-const configs = configArg?.split(',').map(parseConfig);
-const positional = argv.filter((x) => !x.startsWith('--'));
-// "512" is a square matmul, "4x4096x1024" is M x N x K
-const shapes = (positional.length ? positional : ['256', '512', '1024']).map((p) => {
-  const [M, N = M, K = M] = p.split('x').map(Number);
-  return [M, N, K] as const;
-});
-
 interface Timed {
   v: LabVariant;
   out: Tensor;
   x: Tensor;
   y: Tensor;
-  wall: number[];
+  ms: number[];
   cpu: number[];
 }
 
-await initWebGPU();
-try {
+await runLab('matmul-variants', async (report) => {
+  const argv = [...report.settings.rest];
+  const flag = (name: string) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv.splice(i, 2)[1] : undefined;
+  };
+  const only = flag('--only');
+  const samples = Number(flag('--reps') ?? report.settings.samples);
+  const configArg = flag('--configs');
+  const probes = flag('--probes');
+  const configs = configArg?.split(',').map(parseConfig);
+  const positional = argv.filter((x) => !x.startsWith('--'));
+  // "512" is a square matmul, "4x4096x1024" is M x N x K
+  const shapes = (positional.length ? positional : report.settings.quick ? ['256', '512'] : ['256', '512', '1024']).map((p) => {
+    const [M, N = M, K = M] = p.split('x').map(Number);
+    return [M, N, K] as const;
+  });
+  const table = report.table('matmul, f32, dense row-major (transposed views where marked)', ['M x N x K', 'variant', 'median ms', 'GFLOP/s', 'cpu ms (median)', 'GFLOP/cpu-s']);
+
   for (const [M, N, K] of shapes) {
     uhd.manualSeed(M + N + K);
     const a = uhd.randn([M, K]);
@@ -191,7 +200,6 @@ try {
     const gaT = a.transpose().contiguous().to('webgpu');
     const gbT = b.transpose().contiguous().to('webgpu');
     const [taView, tbView] = [gaT.transpose(), gbT.transpose()];
-    console.log(`\nM=${M} N=${N} K=${K}`);
     // Check every variant first (this also compiles its pipeline) ...
     const timed: Timed[] = [];
     for (const v of variants(configs, probes)) {
@@ -202,34 +210,29 @@ try {
       v.run(x, y, out);
       const err = maxRelErr(await out.data(), want, K);
       if (!(err < 1e-5) && !v.experiment) {
-        console.log(`  ${v.name.padEnd(56)} WRONG: max |err|/sqrt(K) = ${err}`);
+        report.row(table, [`${M}x${N}x${K}`, v.name, `WRONG: max |err|/sqrt(K) = ${err.toExponential(1)}`, '', '', '']);
         out.dispose();
         continue;
       }
-      timed.push({ v, out, x, y, wall: [], cpu: [] });
+      timed.push({ v, out, x, y, ms: [], cpu: [] });
     }
     // ... then time them in interleaved rounds, so that load from other processes spreads
-    // evenly. Wall time is what a user sees; process CPU time (llvmpipe runs its threads in
-    // this process) is steadier on a shared machine and ranks variants when others are busy.
-    for (let r = 0; r < reps; r++) {
+    // evenly. Process CPU time (llvmpipe runs its threads in this process) ranks variants
+    // when others are busy.
+    for (let r = 0; r < samples; r++) {
       for (const t of timed) {
-        const t0 = performance.now();
         const c0 = process.cpuUsage();
-        t.v.run(t.x, t.y, t.out);
-        await ctx().sync();
+        t.ms.push(await report.timer.sample(() => t.v.run(t.x, t.y, t.out)));
         const dc = process.cpuUsage(c0);
-        t.wall.push(performance.now() - t0);
         t.cpu.push((dc.user + dc.system) / 1e3);
       }
     }
-    const gf = (ms: number) => ((2 * M * N * K) / (ms / 1e3) / 1e9).toFixed(2).padStart(6);
+    const gf = (ms: number) => (2 * M * N * K) / (ms / 1e3) / 1e9;
     for (const t of timed) {
-      const [w, c] = [Math.min(...t.wall), Math.min(...t.cpu)];
-      console.log(`  ${t.v.name.padEnd(56)} ${w.toFixed(1).padStart(8)} ms ${gf(w)} GFLOP/s   cpu ${c.toFixed(1).padStart(8)} ms ${gf(c)} GFLOP/cpu-s`);
+      const [w, c] = [median(t.ms), median(t.cpu)];
+      report.row(table, [`${M}x${N}x${K}`, t.v.name, w, gf(w), c, gf(c)]);
       t.out.dispose();
     }
     for (const t of [a, b, ga, gb, gaT, gbT, taView, tbView]) t.dispose();
   }
-} finally {
-  shutdown();
-}
+}, 3);
