@@ -34,7 +34,7 @@ import { bufferOf, ctx } from './runtime.js';
 
 /** Workgroup memory for one head chunk of the attention output. */
 const O_BUDGET = 24 * 1024;
-/** Threads per workgroup at most (fewer when one window's columns need fewer). */
+/** Threads along one row of windows at most (d / 4 / CV of them). */
 const MAX_THREADS = 256;
 /** Threads per workgroup the tiling aims at. */
 const TARGET_THREADS = 64;

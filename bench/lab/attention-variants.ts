@@ -102,7 +102,7 @@ await runLab('attention-variants', async (report) => {
     { name: 'full, 16 heads x 1024 tok x 72', heads: 16, tokens: 1024, headDim: 72, window: null },
     { name: '2x2 windows over 32x32, 16 heads x 72', heads: 16, tokens: 1024, headDim: 72, window: { h: 32, w: 32 } },
   ];
-  const table = report.table('attention forward, f32', ['problem', 'variant', 'dispatches', 'median ms', 'GFLOP/s', 'GB/s', 'max |err|', 'iters/sample']);
+  const table = report.table('attention forward, f32', ['problem', 'variant', 'dispatches', 'median ms', 'GFLOP/s', 'GB/s', 'max abs err', 'iters/sample']);
   for (const p of problems) {
     const { heads: H, tokens: S, headDim: D } = p;
     uhd.manualSeed(S + D);

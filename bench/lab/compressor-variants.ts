@@ -184,7 +184,7 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 
 await runLab('compressor-variants', async (report) => {
   const table = report.table('compressor D, f32', ['width', 'view', 'pass', 'variant', 'dispatches', 'median ms', 'GFLOP/s', 'fused/unfused time', 'runs'], 'D');
-  const middleTable = report.table('the middle alone: q, k, v to z (pre_norm output) and the window mean, f32', ['width', 'view', 'variant', 'dispatches', 'median ms', 'GFLOP/s', 'fused/unfused time', 'max |err|', 'runs'], 'middle');
+  const middleTable = report.table('the middle alone: q, k, v to z (pre_norm output) and the window mean, f32', ['width', 'view', 'variant', 'dispatches', 'median ms', 'GFLOP/s', 'fused/unfused time', 'max abs err', 'runs'], 'middle');
   const ratio = (e: Entry, base: Entry) => (e.ms && base.ms ? (e.ms / base.ms).toFixed(2) : '');
   const gflops = (e: Entry, flops: number) => (e.ms ? flops / (e.ms / 1e3) / 1e9 : '');
   const only = report.settings.rest;

@@ -80,7 +80,7 @@ ${STATS}
   }
 }`;
   return {
-    name: '1 thread/row',
+    name: '1 thread per row',
     run: (x, w, b, out) => dispatch('lab layerNorm thread/row', code, x, w, b, out, grid(x.shape[0], 64)),
   };
 }
@@ -129,7 +129,7 @@ function workgroupTree(): Variant {
   let s1 = sh1[0];
   let s2 = sh2[0];`, '', `var<workgroup> sh1: array<f32, ${ROW_WG}>;\nvar<workgroup> sh2: array<f32, ${ROW_WG}>;`);
   return {
-    name: `1 workgroup (${ROW_WG})/row, shared-memory tree`,
+    name: `2 workgroup (${ROW_WG}) per row, shared-memory tree`,
     run: (x, w, b, out) => dispatch('lab layerNorm wg/row', code, x, w, b, out, grid(x.shape[0], 1)),
   };
 }
@@ -159,14 +159,14 @@ function subgroupReduce(): Variant {
     s2 += sh2[s];
   }`, 'enable subgroups;', `var<workgroup> sh1: array<f32, ${ROW_WG}>;\nvar<workgroup> sh2: array<f32, ${ROW_WG}>;\nvar<workgroup> slots: atomic<u32>;`);
   return {
-    name: `1 workgroup (${ROW_WG})/row, subgroupAdd`,
+    name: `3 workgroup (${ROW_WG}) per row, subgroupAdd`,
     needs: 'subgroups' as GPUFeatureName,
     run: (x, w, b, out) => dispatch('lab layerNorm subgroups', code, x, w, b, out, grid(x.shape[0], 1)),
   };
 }
 
 function library(): Variant {
-  return { name: 'library kernels/norm.ts', run: (x, w, b, out) => libraryLayerNorm(x, w, b, EPS, out) };
+  return { name: '4 library kernels/norm.ts (rowTiling lanes per row)', run: (x, w, b, out) => libraryLayerNorm(x, w, b, EPS, out) };
 }
 
 const VARIANTS = [threadPerRow(), workgroupTree(), subgroupReduce(), library()];
@@ -178,7 +178,7 @@ await runLab('layernorm-variants', async (report) => {
   for (const v of VARIANTS) {
     if (v.needs && !features.has(v.needs)) report.note(`variant "${v.name}" skipped: the device has no '${v.needs}' feature`);
   }
-  const table = report.table('layerNorm forward, f32, affine (weight and bias)', ['shape', 'variant', 'median ms', 'GB/s', 'max |err|', 'iters/sample']);
+  const table = report.table('layerNorm forward, f32, affine (weight and bias)', ['shape', 'variant', 'median ms', 'GB/s', 'max abs err', 'iters/sample']);
   for (const [rows, len] of shapes) {
     if (len % 4) throw new Error(`layernorm lab: len ${len} must be a multiple of 4 (the variants move vec4f)`);
     uhd.manualSeed(rows + len);

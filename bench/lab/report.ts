@@ -99,8 +99,9 @@ export class LabReport {
   markdown(): string {
     const parts = [`# lab: ${this.name}`, '', ...this.header().map((l) => `- ${l}`)];
     for (const t of this.tables) {
-      parts.push('', `## ${t.title}`, '', `| ${t.columns.join(' | ')} |`, `|${t.columns.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
-      for (const r of t.rows) parts.push(`| ${r.map(cell).join(' | ')} |`);
+      const line = (cells: string[]) => `| ${cells.map((c) => c.replaceAll('|', '\\|')).join(' | ')} |`;
+      parts.push('', `## ${t.title}`, '', line(t.columns), `|${t.columns.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
+      for (const r of t.rows) parts.push(line(r.map(cell)));
     }
     if (this.notes.length) parts.push('', '## Notes', '', ...this.notes.map((n) => `- ${n}`));
     return parts.join('\n') + '\n';
