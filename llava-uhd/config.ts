@@ -37,6 +37,11 @@ export interface LlavaUHDConfig {
    */
   insert_layer_id: number | null;
   slice_config: SliceConfig;
+  /**
+   * Whole-word tokens added to the byte tokenizer of tiny models (ignored with Qwen3's, whose
+   * BPE already keeps common words whole); the vocabulary must have room for them.
+   */
+  tokenizer_words?: string[];
 }
 
 /** 2x2 merges in the connector: one with D (D already merged once), two for the baseline. */
@@ -112,6 +117,8 @@ export const CONFIGS: Record<string, LlavaUHDConfig> = {
     insert_layer_id: 1,
     // S = 112 instead of 448 so the demo fits a 2-core CPU: images up to ~336 px, 3x the thumbnail
     slice_config: { scale_resolution: 112, max_slice_nums: 9, align_unit: 56 },
+    // the synthetic task's colour answers as single tokens, as Qwen3's BPE has them
+    tokenizer_words: ['red', 'green', 'blue', 'yellow'],
   },
 };
 CONFIGS['tiny-baseline'] = { ...CONFIGS.tiny, insert_layer_id: null };
@@ -153,5 +160,7 @@ export function validateConfig(c: LlavaUHDConfig, source = 'config'): LlavaUHDCo
   need(typeof s === 'object' && s !== null, 'slice_config', 'is missing');
   need(posInt(s.scale_resolution), 'slice_config.scale_resolution', 'must be a positive integer');
   need(posInt(s.max_slice_nums), 'slice_config.max_slice_nums', 'must be a positive integer');
+  need(c.tokenizer_words === undefined || (Array.isArray(c.tokenizer_words) && c.tokenizer_words.every((w) => typeof w === 'string')),
+    'tokenizer_words', 'must be a list of words');
   return c;
 }

@@ -9,8 +9,8 @@ import { loadWeights } from './weights.js';
 
 /** Qwen3's tokenizer for a Qwen3-sized vocabulary, the byte tokenizer for tiny models. */
 export async function tokenizerFor(config: LlavaUHDConfig): Promise<Tokenizer> {
-  const byte = new ByteTokenizer();
   if (config.text_config.vocab_size >= 151_685) return Qwen3Tokenizer.load();
+  const byte = new ByteTokenizer(config.tokenizer_words ?? []);
   if (config.text_config.vocab_size >= byte.vocabSize) return byte;
   throw new Error(`tokenizer: vocab_size ${config.text_config.vocab_size} fits neither the byte tokenizer (${byte.vocabSize}) nor Qwen3's`);
 }

@@ -54,21 +54,32 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
  * Bytes as tokens: ids 0..255 are the UTF-8 bytes of the text, then one id per special token in
  * this order: `<|im_start|>` 256, `<|im_end|>` 257, `<|endoftext|>` 258 (pad), `<image>` 259,
  * `</image>` 260, `<slice>` 261, `</slice>` 262, `<image_id>` 263, `</image_id>` 264, `<unk>` 265;
- * vocabSize 266. `decode(encode(s)) === s` for every well-formed string (a lone surrogate has no
- * UTF-8 form, so `encode` rejects it).
+ * vocabSize 266, plus one id per whole word in `words` (266, 267, ...), matched only between
+ * non-letters, as a BPE vocabulary keeps common words whole: a tiny model then spends no steps
+ * learning to spell its answers. `decode(encode(s)) === s` for every well-formed string (a lone
+ * surrogate has no UTF-8 form, so `encode` rejects it).
  */
 export class ByteTokenizer implements Tokenizer {
   static readonly TOKENS = ['<|im_start|>', '<|im_end|>', '<|endoftext|>', '<image>', '</image>', '<slice>', '</slice>', '<image_id>', '</image_id>', '<unk>'] as const;
-  readonly vocabSize = 256 + ByteTokenizer.TOKENS.length;
+  readonly vocabSize: number;
   readonly special: SpecialTokens;
   readonly eosId: number;
   readonly padId: number;
+  readonly words: readonly string[];
   private readonly idOf = new Map<string, number>();
+  private readonly wordPattern: RegExp | null;
   private readonly utf8 = new TextEncoder();
   private readonly text = new TextDecoder('utf-8');
 
-  constructor() {
+  constructor(words: readonly string[] = []) {
+    for (const w of words) if (!/^[A-Za-z]+$/.test(w)) throw new Error(`ByteTokenizer: word '${w}' must be letters only`);
+    if (new Set(words).size !== words.length) throw new Error(`ByteTokenizer: words list a word twice: ${words.join(', ')}`);
+    this.words = [...words];
+    this.vocabSize = 256 + ByteTokenizer.TOKENS.length + words.length;
     ByteTokenizer.TOKENS.forEach((t, i) => this.idOf.set(t, 256 + i));
+    words.forEach((w, i) => this.idOf.set(w, 256 + ByteTokenizer.TOKENS.length + i));
+    const longestFirst = [...words].sort((a, b) => b.length - a.length);
+    this.wordPattern = words.length ? new RegExp(`(?<![A-Za-z])(?:${longestFirst.join('|')})(?![A-Za-z])`, 'g') : null;
     const special = {} as Record<Marker, number>;
     for (const m of MARKERS) special[m] = this.idOf.get(m)!;
     this.special = Object.freeze(special);
@@ -82,9 +93,20 @@ export class ByteTokenizer implements Tokenizer {
     const ids: number[] = [];
     for (const piece of splitOnMarkers(text, ByteTokenizer.TOKENS)) {
       if (piece.marker !== null) ids.push(this.idOf.get(piece.marker)!);
-      else for (const b of this.utf8.encode(piece.text)) ids.push(b);
+      else this.encodeText(piece.text, ids);
     }
     return ids;
+  }
+
+  /** Plain text: whole words as their ids, everything else as bytes. */
+  private encodeText(text: string, ids: number[]): void {
+    let last = 0;
+    for (const m of this.wordPattern ? text.matchAll(this.wordPattern) : []) {
+      for (const b of this.utf8.encode(text.slice(last, m.index))) ids.push(b);
+      ids.push(this.idOf.get(m[0])!);
+      last = (m.index ?? 0) + m[0].length;
+    }
+    for (const b of this.utf8.encode(text.slice(last))) ids.push(b);
   }
 
   decode(ids: readonly number[]): string {
@@ -99,7 +121,8 @@ export class ByteTokenizer implements Tokenizer {
       if (id < 256) bytes.push(id);
       else {
         flush();
-        out += ByteTokenizer.TOKENS[id - 256];
+        const k = id - 256;
+        out += k < ByteTokenizer.TOKENS.length ? ByteTokenizer.TOKENS[k] : this.words[k - ByteTokenizer.TOKENS.length];
       }
     }
     flush();

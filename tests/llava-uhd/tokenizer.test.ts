@@ -73,6 +73,34 @@ describe('ByteTokenizer', () => {
   });
 });
 
+describe('ByteTokenizer with whole words (the tiny config)', () => {
+  const tok = new ByteTokenizer(['red', 'green', 'blue', 'yellow']);
+  const words = fc.array(fc.oneof(fc.string({ unit: 'binary', maxLength: 6 }), fc.constantFrom('red', 'green', 'blue', 'yellow', ' ', 'reduce', 'bred', '<|im_end|>')), { maxLength: 10 }).map((p) => p.join(''));
+
+  it('a listed word between non-letters is one id after the markers; inside a longer word it is bytes', () => {
+    expect(tok.vocabSize).toBe(270);
+    expect(tok.encode('red')).toEqual([266]);
+    expect(tok.encode('yellow<|im_end|>')).toEqual([269, 257]);
+    expect(tok.encode('a blue, green!')).toEqual([97, 32, 268, 44, 32, 267, 33]);
+    expect(tok.encode('reduce bred Red')).toEqual([...Buffer.from('reduce bred Red')]);
+    expect(tok.decode([266, 32, 269])).toBe('red yellow');
+    expect(new ByteTokenizer().encode('red')).toEqual([114, 101, 100]);
+  });
+
+  it('decode(encode(s)) === s and ids stay inside the vocabulary, for text mixing words, near-misses and markers', () => {
+    fc.assert(fc.property(words, (s) => tok.decode(tok.encode(s)) === s && tok.encode(s).every((id) => id >= 0 && id < tok.vocabSize)), { numRuns: 300 });
+  });
+
+  it('the tiny config names the words and has room for them; bad word lists are refused', async () => {
+    const { tokenizerFor } = await import('../../llava-uhd/load.js');
+    const t = await tokenizerFor(CONFIGS.tiny);
+    expect(t.encode('green')).toEqual([267]);
+    expect(t.vocabSize).toBeLessThanOrEqual(CONFIGS.tiny.text_config.vocab_size);
+    expect(() => new ByteTokenizer(['red', 'red'])).toThrow(/twice/);
+    expect(() => new ByteTokenizer(['dark red'])).toThrow(/letters only/);
+  });
+});
+
 describe('Qwen3Tokenizer', () => {
   let tok: Qwen3Tokenizer;
   /** The shipped tokenizer.json, to check ids against the file rather than assume them. */
