@@ -198,7 +198,13 @@ export class GpuContext {
       entries.push({ binding: 0, resource: { buffer: this.arena, offset: this.arenaUsed, size } });
       this.arenaUsed += Math.ceil(size / this.uniformAlign) * this.uniformAlign;
     }
-    args.buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+    const maxBinding = this.device.limits.maxStorageBufferBindingSize;
+    args.buffers.forEach((buffer, i) => {
+      if (buffer.size > maxBinding) {
+        throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${buffer.size} bytes, over this adapter's maxStorageBufferBindingSize ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
+      }
+      entries.push({ binding: i + 1, resource: { buffer } });
+    });
     const bindGroup = this.device.createBindGroup({ layout, entries, label: args.label });
     const pass = this.ensurePass();
     pass.setPipeline(pipeline);

@@ -101,6 +101,16 @@ describe('webgpu runtime', () => {
     c.releaseBuffer(buf);
   });
 
+  it('a buffer over the storage-binding limit is refused by name before Dawn sees it', () => {
+    const c = gpuContext();
+    const limit = c.device.limits.maxStorageBufferBindingSize;
+    expect(limit).toBeLessThan(c.device.limits.maxBufferSize); // llvmpipe: 128 MiB bindings, larger buffers
+    const big = c.acquireBuffer(limit + 4);
+    expect(() => c.dispatch({ label: 'huge weight', code: '@compute @workgroup_size(1) fn main() {}', buffers: [big], workgroups: [1] }))
+      .toThrow(new RegExp(`huge weight: input/output 0 needs a storage binding of \\d+ bytes, over this adapter's maxStorageBufferBindingSize ${limit}`));
+    c.releaseBuffer(big);
+  });
+
   it('a process that uses the GPU and calls shutdown() exits by itself', () => {
     const script = `
       import { initWebGPU, shutdown } from './kernels/index.ts';
