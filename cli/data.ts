@@ -14,8 +14,8 @@ import { join, resolve } from 'node:path';
 import { encodePngBytes, resizeBicubic } from '../llava-uhd/image.js';
 import { formatProblem, loadJsonl, writeJsonl } from '../llava-uhd/data/jsonl.js';
 import {
-  PRESETS, SPLITS, chanceBaseline, generateSample, majorityBaseline, questionOf, syntheticOptions,
-  type BaselineReport, type PresetName, type Split, type SyntheticOptions, type SyntheticSample,
+  PRESETS, QUESTION_TYPES, SPLITS, chanceBaseline, generateSample, majorityBaseline, questionOf, syntheticOptions,
+  type BaselineReport, type PresetName, type QuestionType, type Split, type SyntheticOptions, type SyntheticSample,
 } from '../llava-uhd/data/synthetic.js';
 import { sliceImage } from '../llava-uhd/slicing.js';
 
@@ -27,6 +27,8 @@ export interface DataCliOptions {
   split?: string;
   start?: string;
   thumbnails?: boolean;
+  /** Comma-separated question types (default: the preset's). */
+  types?: string;
 }
 
 function count(text: string | undefined, flag: string, fallback: number, min: number): number {
@@ -40,7 +42,9 @@ function parseCommon(opts: DataCliOptions): { n: number; start: number; split: S
   if (!(preset in PRESETS)) throw new Error(`--preset: expected ${Object.keys(PRESETS).join(' or ')}, got '${opts.preset}'`);
   const split = (opts.split ?? 'train') as Split;
   if (!SPLITS.includes(split)) throw new Error(`--split: expected ${SPLITS.join(', ')}, got '${opts.split}'`);
-  return { n: count(opts.n, '--n', 6, 1), start: count(opts.start, '--start', 0, 0), split, options: syntheticOptions(preset), preset };
+  const types = opts.types?.split(',').map((t) => t.trim()) as QuestionType[] | undefined;
+  for (const t of types ?? []) if (!QUESTION_TYPES.includes(t)) throw new Error(`--types: '${t}' is not a question type (${QUESTION_TYPES.join(', ')})`);
+  return { n: count(opts.n, '--n', 6, 1), start: count(opts.start, '--start', 0, 0), split, options: syntheticOptions(preset, types ? { types } : {}), preset };
 }
 
 function* samples(split: Split, start: number, n: number, options: SyntheticOptions): Generator<SyntheticSample> {

@@ -40,6 +40,7 @@ data
   .option('--preset <name>', 'tiny (112..336 px, S = 112) or paper (448..1344 px, S = 448)', 'tiny')
   .option('--split <name>', 'train, val or test', 'train')
   .option('--start <index>', 'first sample index', '0')
+  .option('--types <list>', 'question types, comma-separated: count, colour, read, stripes (default: count,colour,read)')
   .option('--no-thumbnails', 'do not write the thumbnails')
   .action(async (opts: DataCliOptions) => (await import('./data.js')).previewCommand(opts));
 data
@@ -50,6 +51,7 @@ data
   .option('--preset <name>', 'tiny or paper', 'tiny')
   .option('--split <name>', 'train, val or test', 'train')
   .option('--start <index>', 'first sample index', '0')
+  .option('--types <list>', 'question types, comma-separated (default: count,colour,read)')
   .action(async (opts: DataCliOptions) => (await import('./data.js')).exportCommand(opts));
 data
   .command('check')

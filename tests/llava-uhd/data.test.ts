@@ -10,8 +10,8 @@ import type { Dataset } from '../../llava-uhd/train.js';
 import { FONT_CHARS, GLYPH_HEIGHT, GLYPH_WIDTH, drawText, glyph, textSize } from '../../llava-uhd/data/font.js';
 import { formatProblem, loadJsonl, writeJsonl } from '../../llava-uhd/data/jsonl.js';
 import {
-  ANSWERS, COUNT_MARKS, PALETTE, PRESETS, QUESTION_TYPES, chanceBaseline, generateSample, imageSizes, majorityBaseline, makeSplit,
-  questionOf, renderScene, sampleSpec, shapeBounds, syntheticOptions, type Role, type Scene, type Shape,
+  ANSWERS, COUNT_MARKS, DETAIL_TYPES, PALETTE, PRESETS, chanceBaseline, exactSliceSizes, generateSample, imageSizes, majorityBaseline, makeSplit,
+  questionOf, complement, STRIPES_GREY, renderScene, sampleSpec, shapeBounds, syntheticOptions, type Role, type Scene, type Shape,
 } from '../../llava-uhd/data/synthetic.js';
 
 const tiny = PRESETS.tiny;
@@ -86,10 +86,11 @@ describe('synthetic samples', () => {
     const split = makeSplit('train', 360, tiny);
     const counts = new Map<string, number>();
     for (const { type, answer } of split.questions()) counts.set(`${type}:${answer}`, (counts.get(`${type}:${answer}`) ?? 0) + 1);
-    for (const type of QUESTION_TYPES) for (const a of ANSWERS[type]) expect(counts.get(`${type}:${a}`), `${type} ${a}`).toBe(120 / ANSWERS[type].length);
+    expect(tiny.types).toEqual(DETAIL_TYPES);
+    for (const type of DETAIL_TYPES) for (const a of ANSWERS[type]) expect(counts.get(`${type}:${a}`), `${type} ${a}`).toBe(120 / ANSWERS[type].length);
     // Any prefix is within one of balanced.
     const odd = [...makeSplit('val', 100, tiny).questions()];
-    for (const type of QUESTION_TYPES) {
+    for (const type of DETAIL_TYPES) {
       const ofType = odd.filter((q) => q.type === type);
       expect(Math.abs(ofType.length - 100 / 3)).toBeLessThanOrEqual(1);
       for (const a of ANSWERS[type]) expect(Math.abs(ofType.filter((q) => q.answer === a).length - ofType.length / ANSWERS[type].length)).toBeLessThanOrEqual(1);
@@ -254,6 +255,60 @@ describe('the detail needs the slices', () => {
       });
       expect(closest[0], `sample ${i}, slices`).toBeGreaterThanOrEqual(150);
       expect(closest[1], `sample ${i}, thumbnail`).toBeLessThan(0.25 * closest[0]);
+    }
+  });
+});
+
+describe('stripes: the thumbnail is blank, the slices show the stripes', () => {
+  const stripes = syntheticOptions('tiny', { types: ['stripes'] });
+  /** Mean colour of a box of `img`, per channel. */
+  const meanIn = (img: RgbImage, x0: number, y0: number, x1: number, y1: number) => {
+    const m = [0, 0, 0];
+    let n = 0;
+    for (let y = y0; y < y1; y++) for (let x = x0; x < x1; x++, n++) for (let c = 0; c < 3; c++) m[c] += img.data[(y * img.width + x) * 3 + c];
+    return m.map((v) => v / n);
+  };
+  /** Mean absolute difference between vertically adjacent pixels in a box: what 1 px rows add. */
+  const rowContrast = (img: RgbImage, x0: number, y0: number, x1: number, y1: number) => {
+    let sum = 0;
+    let n = 0;
+    for (let y = y0; y + 1 < y1; y++) {
+      for (let x = x0; x < x1; x++, n++) for (let c = 0; c < 3; c++) sum += Math.abs(img.data[(y * img.width + x) * 3 + c] - img.data[((y + 1) * img.width + x) * 3 + c]) / 3;
+    }
+    return sum / n;
+  };
+
+  it('drawn only where slices are exact crops; one square striped in the answer colour (top row, even) and its complement', () => {
+    expect(exactSliceSizes(tiny).map((s) => `${s.width}x${s.height}`)).toEqual(['112x336', '224x224', '224x336', '336x112', '336x224', '336x336']);
+    for (let i = 0; i < 24; i++) {
+      const s = sampleSpec(i, 'train', stripes);
+      expect(s.type).toBe('stripes');
+      expect(exactSliceSizes(stripes)).toContainEqual({ width: s.width, height: s.height });
+      expect(s.scene.shapes.length).toBe(1);
+      const [target] = s.scene.shapes;
+      expect(target.kind === 'stripes' && [target.colour, target.other]).toEqual([PALETTE[s.answer], complement(PALETTE[s.answer])]);
+      const b = shapeBounds(target);
+      expect([b.x % 2, b.y % 2]).toEqual([0, 0]);
+      expect(b.x >= 2 && b.y >= 2 && b.x + b.w <= s.width - 2 && b.y + b.h <= s.height - 2 && b.w === Math.min(s.width, s.height) / 2).toBe(true);
+      const img = generateSample(i, 'train', stripes).image;
+      expect([...img.data.subarray((b.y * s.width + b.x) * 3, (b.y * s.width + b.x) * 3 + 3)]).toEqual([...PALETTE[s.answer]]);
+    }
+  });
+
+  it('full resolution: >= 100 grey levels between adjacent rows of the square; thumbnail: < 4% of that, and the square is the background grey', () => {
+    for (let i = 0; i < 12; i++) {
+      const s = sampleSpec(i, 'test', stripes);
+      const full = renderScene(s.scene);
+      const plan = sliceImage(s.width, s.height, tiny.slice);
+      const thumb = resizeBicubic(full, plan.thumbnail.width, plan.thumbnail.height);
+      const [kx, ky] = [s.width / plan.thumbnail.width, s.height / plan.thumbnail.height];
+      const b = shapeBounds(s.scene.shapes[0]);
+      const fullContrast = rowContrast(full, b.x, b.y, b.x + b.w, b.y + b.h);
+      // the thumbnail box, shrunk by the bicubic support so that edges do not count
+      const [x0, y0, x1, y1] = [Math.ceil(b.x / kx) + 2, Math.ceil(b.y / ky) + 2, Math.floor((b.x + b.w) / kx) - 2, Math.floor((b.y + b.h) / ky) - 2];
+      expect(fullContrast, `sample ${i}`).toBeGreaterThanOrEqual(100);
+      expect(rowContrast(thumb, x0, y0, x1, y1), `sample ${i}`).toBeLessThan(0.04 * fullContrast);
+      for (const v of meanIn(thumb, x0, y0, x1, y1)) expect(Math.abs(v - STRIPES_GREY), `sample ${i}`).toBeLessThan(2);
     }
   });
 });
