@@ -8,13 +8,14 @@ import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { initWebGPU, shutdown } from '../kernels/index.js';
 import { CONFIGS, type LlavaUHDConfig } from '../llava-uhd/config.js';
-import { chanceBaseline, generateSample, majorityBaseline, syntheticOptions, type SyntheticSplit } from '../llava-uhd/data/synthetic.js';
+import { chanceBaseline, generateSample, majorityBaseline, type QuestionType, type SyntheticOptions, type SyntheticSplit } from '../llava-uhd/data/synthetic.js';
 import { loadDatasets } from '../llava-uhd/datasets.js';
 import type { EvalResult } from '../llava-uhd/evaluate.js';
 import { answer } from '../llava-uhd/evaluate.js';
 import { encodePng } from '../llava-uhd/image.js';
 import { LlavaUHD } from '../llava-uhd/model.js';
-import { ByteTokenizer } from '../llava-uhd/tokenizer.js';
+import { tokenizerFor } from '../llava-uhd/load.js';
+import type { Tokenizer } from '../llava-uhd/tokenizer.js';
 import { saveWeights } from '../llava-uhd/weights.js';
 import { manualSeed, type Device } from '../tensor/index.js';
 import { evaluateWithProgress, resolveRecipe, trainWithProgress } from './train.js';
@@ -31,8 +32,18 @@ interface Outcome {
   config: LlavaUHDConfig;
   model: LlavaUHD;
   eval: EvalResult;
+  /** The same test split with the thumbnail only (no slices): what slicing adds. */
+  thumbnailOnly: EvalResult;
   trainSeconds: number;
 }
+
+/** How the start banner describes each question type. */
+const TASKS: Record<QuestionType, string> = {
+  count: 'count the dots',
+  colour: "name the small square's colour",
+  read: 'read the boxed digit',
+  stripes: 'name the top colour of 1 px stripes drawn on the grey of their mean',
+};
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
@@ -62,10 +73,10 @@ export async function startCommand(o: StartOptions): Promise<void> {
       device = 'cpu';
     }
   }
-  const tok = new ByteTokenizer();
+  const tok = await tokenizerFor(CONFIGS.tiny);
   console.log(
     `LLaVA-UHD v4, tiny: ${recipe.stages.map((s) => `${s.name} ${s.steps} steps x ${s.batch_size}`).join(', ')} on the synthetic task ` +
-      `(${data.test!.size} test questions: count the dots, name the small square's colour, read the boxed digit; the thumbnail alone cannot resolve them). Device: ${device}.\n`,
+      `(${data.test!.size} test questions: ${(data.test as SyntheticSplit).options.types.map((t) => TASKS[t]).join('; ')}; the thumbnail alone cannot resolve them). Device: ${device}.\n`,
   );
   const outcomes: Outcome[] = [];
   try {
@@ -77,10 +88,11 @@ export async function startCommand(o: StartOptions): Promise<void> {
       const r = await trainWithProgress(model, tok, recipe, data, { device, out: dir, label });
       await saveWeights(model, join(dir, 'final.safetensors'), config);
       const ev = await evaluateWithProgress(model, tok, data.test!, { device, label });
-      outcomes.push({ label, config, model, eval: ev, trainSeconds: r.seconds });
+      const thumbnailOnly = await evaluateWithProgress(model, tok, data.test!, { device, label: `${label}, thumbnail only`, maxSlices: 1 });
+      outcomes.push({ label, config, model, eval: ev, thumbnailOnly, trainSeconds: r.seconds });
     }
     report(outcomes, data.test as SyntheticSplit, data.train as SyntheticSplit, out);
-    await askAboutFreshImage(outcomes[0], tok, device, out);
+    await askAboutFreshImage(outcomes[0], tok, device, out, (data.test as SyntheticSplit).options);
   } finally {
     shutdown();
   }
@@ -99,6 +111,7 @@ function report(outcomes: Outcome[], test: SyntheticSplit, trainSplit: Synthetic
       pct(chance.byType.find((b) => b.type === t)?.accuracy ?? NaN),
       pct(majority.byType.find((b) => b.type === t)?.accuracy ?? NaN),
     ]),
+    ['accuracy, thumbnail only (no slices)', ...outcomes.map((x) => pct(x.thumbnailOnly.accuracy)), '', ''],
     ['visual tokens per image (LLM)', ...outcomes.map((x) => x.eval.visualTokensPerImage.toFixed(1)), '', ''],
     ['visual encoding GMACs per image', ...outcomes.map((x) => x.eval.gmacsPerImage.toFixed(3)), '', ''],
     ['measured encode ms per image', ...outcomes.map((x) => x.eval.encodeMsPerImage.toFixed(1)), '', ''],
@@ -113,9 +126,9 @@ function report(outcomes: Outcome[], test: SyntheticSplit, trainSplit: Synthetic
   );
 }
 
-async function askAboutFreshImage(x: Outcome, tok: ByteTokenizer, device: Device, out: string): Promise<void> {
+async function askAboutFreshImage(x: Outcome, tok: Tokenizer, device: Device, out: string, options: SyntheticOptions): Promise<void> {
   // a seed no split uses: an image nobody has seen
-  const o = syntheticOptions('tiny', { seed: 424242 });
+  const o = { ...options, seed: 424242 };
   const s = generateSample(7, 'test', o);
   const path = join(out, 'fresh-question.png');
   await encodePng(s.image, path);

@@ -58,10 +58,10 @@ export async function trainWithProgress(model: LlavaUHD, tok: Tokenizer, recipe:
   });
 }
 
-export async function evaluateWithProgress(model: LlavaUHD, tok: Tokenizer, data: NonNullable<Datasets['test']>, o: { device: Device; limit?: number; label?: string }): Promise<EvalResult> {
+export async function evaluateWithProgress(model: LlavaUHD, tok: Tokenizer, data: NonNullable<Datasets['test']>, o: { device: Device; limit?: number; label?: string; maxSlices?: number }): Promise<EvalResult> {
   const n = Math.min(o.limit ?? data.size, data.size);
   const bar = progress(`${o.label ? `${o.label} ` : ''}evaluate`, n);
-  const r = await evaluate(model, tok, data, { device: o.device, limit: n, onSample: (done) => bar.update(done) });
+  const r = await evaluate(model, tok, data, { device: o.device, limit: n, maxSlices: o.maxSlices, onSample: (done) => bar.update(done) });
   bar.stop();
   return r;
 }
