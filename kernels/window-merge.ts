@@ -82,15 +82,20 @@ export interface WindowMergeTiles {
 }
 
 export function windowMergeTiles(d: number, heads: number, rw = WINDOWS_PER_THREAD): WindowMergeTiles {
+  const t = planTiles(d, heads, rw);
+  if (typeof t === 'string') throw new Error(t);
+  return t;
+}
+
+/** The tiling for width d, or why the kernel cannot tile it. */
+function planTiles(d: number, heads: number, rw: number): WindowMergeTiles | string {
   const hd = d / heads;
-  if (d % 4 || !Number.isInteger(hd) || hd % 4) {
-    throw new Error(`windowMerge: d ${d} and head dim ${hd} (d / ${heads} heads) must be multiples of 4`);
-  }
+  if (d % 4 || !Number.isInteger(hd) || hd % 4) return `windowMerge: d ${d} and head dim ${hd} (d / ${heads} heads) must be multiples of 4`;
   const d4 = d / 4;
   const hd4 = hd / 4;
   const cv = [4, 2, 1].find((c) => d4 % c === 0)!;
   const tpw = d4 / cv;
-  if (tpw > MAX_THREADS) throw new Error(`windowMerge: d ${d} needs ${tpw} threads per window, more than ${MAX_THREADS}`);
+  if (tpw > MAX_THREADS) return `windowMerge: d ${d} needs ${tpw} threads per window, more than ${MAX_THREADS}`;
   // bytes of workgroup memory per window and head: 4 rows of hd4 vec4s
   const perWindowHead = 4 * hd4 * 16;
   let rows = Math.max(1, Math.floor(TARGET_THREADS / tpw));
@@ -100,8 +105,29 @@ export function windowMergeTiles(d: number, heads: number, rw = WINDOWS_PER_THRE
   const wb = rows * r;
   let hc = heads;
   while (hc > 1 && (heads % hc || wb * hc * perWindowHead > O_BUDGET)) hc--;
-  if (wb * hc * perWindowHead > O_BUDGET) throw new Error(`windowMerge: head dim ${hd} is too large for the kernel's workgroup memory`);
+  if (wb * hc * perWindowHead > O_BUDGET) return `windowMerge: head dim ${hd} is too large for the kernel's workgroup memory`;
   return { d4, hd4, heads, cv, tpw, rw: r, wb, hc };
+}
+
+/** Storage buffers the kernel binds: x, q, k, v, out_proj weight and bias, pre_norm weight and bias, z, mean. */
+const STORAGE_BUFFERS = 10;
+
+/** Why this device cannot run a pipeline with these tiles (workgroup memory, size, bindings), or null. */
+function deviceLimitsExceeded(t: WindowMergeTiles): string | null {
+  const lim = ctx().limits;
+  const threads = (t.wb / t.rw) * t.tpw;
+  // oS, then stN, stMean and stM2 (see windowMergeWgsl)
+  const bytes = t.wb * 4 * t.hc * t.hd4 * 16 + 3 * t.rw * threads * 4;
+  if (bytes > lim.maxComputeWorkgroupStorageSize) return `windowMerge: needs ${bytes} bytes of workgroup memory, the device allows ${lim.maxComputeWorkgroupStorageSize}`;
+  if (threads > lim.maxComputeInvocationsPerWorkgroup || threads > lim.maxComputeWorkgroupSizeX) return `windowMerge: needs ${threads} threads per workgroup, the device allows ${Math.min(lim.maxComputeInvocationsPerWorkgroup, lim.maxComputeWorkgroupSizeX)}`;
+  if (STORAGE_BUFFERS > lim.maxStorageBuffersPerShaderStage) return `windowMerge: binds ${STORAGE_BUFFERS} storage buffers, the device allows ${lim.maxStorageBuffersPerShaderStage}`;
+  return null;
+}
+
+/** Whether windowMerge runs at width d with `heads` heads on this WebGPU device (default tiling). */
+export function windowMergeFits(d: number, heads: number): boolean {
+  const t = planTiles(d, heads, WINDOWS_PER_THREAD);
+  return typeof t !== 'string' && deviceLimitsExceeded(t) === null;
 }
 
 const uniforms = () => new Uniforms().u32('windows', 0).u32('per_view', 0).u32('half_w', 0).u32('w', 0).u32('tokens', 0).f32('scale', 0).f32('eps', 0);
@@ -301,6 +327,8 @@ export function windowMerge(a: WindowMergeArgs, tiles?: WindowMergeTiles): { z: 
   }
   tiles ??= windowMergeTiles(d, heads);
   if (tiles.d4 * 4 !== d || tiles.heads !== heads) throw new Error(`windowMerge: tiles for d ${tiles.d4 * 4}, ${tiles.heads} heads given for d ${d}, ${heads} heads`);
+  const exceeded = deviceLimitsExceeded(tiles);
+  if (exceeded) throw new Error(exceeded);
   const windows = (B * S) / 4;
   const z = Tensor.empty([B, S / 4, 4 * d], 'float32', 'webgpu');
   const mean = Tensor.empty([B, S / 4, d], 'float32', 'webgpu');

@@ -7,6 +7,7 @@
  * and its parameter-reuse initialisation from ViT layer k.
  */
 import * as ag from '../autograd/index.js';
+import { windowMerge, windowMergeFits } from '../kernels/window-merge.js';
 import { LayerNorm, Linear, Module, MultiHeadAttention } from '../nn/index.js';
 import { assign, concat, type Tensor } from '../tensor/index.js';
 import { fmt } from '../tensor/shape.js';
@@ -26,6 +27,9 @@ export function gridRuns(grids: readonly ViewGrid[]): { grid: ViewGrid; count: n
 }
 
 export class Compressor extends Module {
+  /** Off: forward always takes the unfused chain of library ops (tests and the kernel lab compare the two). */
+  static fuseMiddle = true;
+
   layer_norm1: LayerNorm;
   self_attn: MultiHeadAttention;
   pre_norm: LayerNorm;
@@ -51,6 +55,7 @@ export class Compressor extends Module {
       throw new Error(`Compressor: x ${fmt(x.shape)} does not hold the ${total} tokens of grids ${grids.map((g) => `${g.h}x${g.w}`).join(', ')}`);
     }
     const normed = this.layer_norm1.forward(x);
+    const fused = this.fusesMiddle(x);
     const merged: Tensor[] = [];
     const means: Tensor[] = [];
     let at = 0;
@@ -60,16 +65,46 @@ export class Compressor extends Module {
       const n = g.h * g.w;
       const d = x.shape[2];
       const batch = (t: Tensor) => ag.reshape(ag.narrow(t, 1, at, n * count), [count, n, d]);
-      // Y = X + Attn(LN1 X), attention restricted to the 4 tokens of each 2x2 window
-      const y = ag.add(batch(x), this.self_attn.forward(batch(normed), { window: { h: g.h, w: g.w } }));
-      merged.push(ag.reshape(ag.pixelUnshuffle(y, g.h, g.w, 2), [1, (count * n) / 4, 4 * d]));
-      means.push(ag.reshape(ag.avgPool2x2(y, g.h, g.w), [1, (count * n) / 4, d]));
+      if (fused) {
+        // the same Y, unshuffle, pre_norm and window mean, in one dispatch (see fusesMiddle)
+        const a = this.self_attn;
+        const h = batch(normed);
+        const { z, mean } = windowMerge({
+          x: batch(x).contiguous(), q: a.q_proj.forward(h), k: a.k_proj.forward(h), v: a.v_proj.forward(h),
+          outWeight: a.out.weight, outBias: a.out.bias!, normWeight: this.pre_norm.weight, normBias: this.pre_norm.bias,
+          grid: g, heads: a.heads, eps: this.pre_norm.eps,
+        });
+        merged.push(ag.reshape(z, [1, (count * n) / 4, 4 * d]));
+        means.push(ag.reshape(mean, [1, (count * n) / 4, d]));
+      } else {
+        // Y = X + Attn(LN1 X), attention restricted to the 4 tokens of each 2x2 window
+        const y = ag.add(batch(x), this.self_attn.forward(batch(normed), { window: { h: g.h, w: g.w } }));
+        merged.push(ag.reshape(ag.pixelUnshuffle(y, g.h, g.w, 2), [1, (count * n) / 4, 4 * d]));
+        means.push(ag.reshape(ag.avgPool2x2(y, g.h, g.w), [1, (count * n) / 4, d]));
+      }
       at += n * count;
     }
     const z = merged.length === 1 ? merged[0] : ag.concat(merged, 1);
     const residual = means.length === 1 ? means[0] : ag.concat(means, 1);
-    const mlp = this.linear_2.forward(ag.gelu(this.linear_1.forward(this.pre_norm.forward(z)), 'tanh'));
+    const normedZ = fused ? z : this.pre_norm.forward(z); // the fused kernel applied pre_norm
+    const mlp = this.linear_2.forward(ag.gelu(this.linear_1.forward(normedZ), 'tanh'));
     return ag.add(residual, mlp);
+  }
+
+  /**
+   * Whether forward runs D's middle (window attention, out_proj, residual, unshuffle, window
+   * mean, pre_norm) as one kernels/window-merge.ts dispatch: on WebGPU, in f32, at a width the
+   * kernel tiles on this device, and only when no gradient is recorded through it (the kernel
+   * has no backward; training keeps the library ops). The kernel lab measured the fused middle
+   * at 0.26-0.33x the time of the eight library ops at d=32 and 0.75-0.86x at d=1152 on
+   * llvmpipe, within 5e-6 of them (bench/results/lab-compressor-variants.md).
+   */
+  private fusesMiddle(x: Tensor): boolean {
+    const middle = [x, ...this.layer_norm1.parameters(), ...this.self_attn.parameters(), ...this.pre_norm.parameters()];
+    const recording = ag.isGradEnabled() && middle.some((t) => t.requiresGrad);
+    return Compressor.fuseMiddle && !recording
+      && middle.every((t) => t.device === 'webgpu' && t.dtype === 'float32')
+      && windowMergeFits(this.config.hidden_size, this.config.num_attention_heads);
   }
 
   /**

@@ -3,9 +3,10 @@
  * d = 1152, MLP 4304, 16 heads) and at the tiny width (config 'tiny'), on one 448x448 slice
  * (32x32 patches) and one 980x980 view (70x70 patches). Variants:
  *
- *   1. the module, llava-uhd/compressor.ts: an unfused chain of library ops (LN1, q/k/v
- *      projections, window attention, head merge, out_proj, residual, unshuffle, window mean,
- *      pre_norm, linear_1, GELU, linear_2, add);
+ *   1. the module, llava-uhd/compressor.ts, with Compressor.fuseMiddle off: an unfused chain
+ *      of library ops (LN1, q/k/v projections, window attention, head merge, out_proj,
+ *      residual, unshuffle, window mean, pre_norm, linear_1, GELU, linear_2, add), as training
+ *      still runs it;
  *   2. fused middle: the same module's weights, with everything between the q/k/v projections
  *      and linear_1 in one dispatch (kernels/window-merge.ts: window attention, out_proj,
  *      residual, unshuffle, window mean, pre_norm). Forward only; checked against variant 1.
@@ -118,7 +119,18 @@ function unfusedMiddle(d: Compressor, x: Tensor, q: Tensor, k: Tensor, v: Tensor
   );
 }
 
-/** Variant 2: D's forward with the middle fused (kernels/window-merge.ts). */
+/** Variant 1: D's forward as the library ops compose it (the module with its own fusion off). */
+function unfusedForward(d: Compressor, x: Tensor, grids: { h: number; w: number }[]): Tensor {
+  const before = Compressor.fuseMiddle;
+  Compressor.fuseMiddle = false;
+  try {
+    return ag.noGrad(() => d.forward(x, grids));
+  } finally {
+    Compressor.fuseMiddle = before;
+  }
+}
+
+/** Variant 2: D's forward with the middle fused (kernels/window-merge.ts), as the module now runs it under no-grad. */
 function fusedForward(d: Compressor, x: Tensor, g: { h: number; w: number }): Tensor {
   return ag.noGrad(() =>
     uhd.tidy(() => {
@@ -261,7 +273,7 @@ await runLab('compressor-variants', async (report) => {
       const forward: Entry[] = [
         {
           name: '1 module (unfused)',
-          run: () => ag.noGrad(() => d.forward(x, grids)),
+          run: () => unfusedForward(d, x, grids),
           check: async (out) => {
             ref = Float32Array.from(await out!.data());
             return true;
