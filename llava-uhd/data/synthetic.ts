@@ -59,12 +59,15 @@ export const QUESTIONS: Readonly<Record<QuestionType, string>> = {
   stripes: 'What colour is the top stripe?',
 };
 
+/** The colour names `colour` and `stripes` answer with (the keys of PALETTE). */
+const COLOUR_NAMES: readonly string[] = ['red', 'green', 'blue', 'yellow'];
+
 /** The answer classes of each type. */
 export const ANSWERS: Readonly<Record<QuestionType, readonly string[]>> = {
   count: ['1', '2', '3', '4'],
-  colour: ['red', 'green', 'blue', 'yellow'],
+  colour: COLOUR_NAMES,
   read: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
-  stripes: ['red', 'green', 'blue', 'yellow'],
+  stripes: COLOUR_NAMES,
 };
 
 /** The colours the `colour` answers name (the small square and the larger shapes use them). */

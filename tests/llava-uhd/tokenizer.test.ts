@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CONFIGS } from '../../llava-uhd/config.js';
+import { ANSWERS } from '../../llava-uhd/data/synthetic.js';
 import { ByteTokenizer, MARKERS, QWEN3_ADDED_TOKENS, QWEN3_UNK_ID, Qwen3Tokenizer, splitOnMarkers } from '../../llava-uhd/tokenizer.js';
 
 /** Text with markers, near-misses of markers, and arbitrary unicode (astral planes included) mixed. */
@@ -95,6 +96,7 @@ describe('ByteTokenizer with whole words (the tiny config)', () => {
     const { tokenizerFor } = await import('../../llava-uhd/load.js');
     const t = await tokenizerFor(CONFIGS.tiny);
     expect(t.encode('green')).toEqual([267]);
+    expect(CONFIGS.tiny.tokenizer_words).toEqual(ANSWERS.colour); // every colour answer is one token
     expect(t.vocabSize).toBeLessThanOrEqual(CONFIGS.tiny.text_config.vocab_size);
     expect(() => new ByteTokenizer(['red', 'red'])).toThrow(/twice/);
     expect(() => new ByteTokenizer(['dark red'])).toThrow(/letters only/);
