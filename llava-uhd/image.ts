@@ -1,6 +1,7 @@
 /**
- * Image input (LLaVA-UHD-V4.md, "Slice-based encoding"): decoding PNG and JPEG to 8-bit RGB,
- * PIL-compatible bicubic resizing, cropping, and normalisation to the [3, H, W] float tensor
+ * Image input (LLaVA-UHD-V4.md, "Slice-based encoding"): decoding PNG and JPEG to 8-bit RGB
+ * exactly as Pillow does (JPEG through sharp, PNG through png.ts), with the size checked from the
+ * header against a pixel limit first; PIL-compatible bicubic resizing, cropping, and normalisation to the [3, H, W] float tensor
  * that PatchEmbed takes (after unsqueeze to [1, 3, H, W]).
  *
  * Pixels stay 8-bit (`Uint8Array`) until `normalize`, because the reference pipeline resizes

@@ -4,8 +4,12 @@
  * (tests/fixtures/png) and JPEGs of every common kind (tests/fixtures/jpeg): exact with the
  * built-in PNG decoder and with sharp; the jpeg-js fallback's largest difference is measured.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pngjs from 'pngjs';
 import { describe, expect, it } from 'vitest';
 import { decodeImage, imageDecoders, jpegDecoderInUse } from '../../llava-uhd/image.js';
@@ -105,5 +109,29 @@ describe('JPEG: the jpeg-js fallback, measured', () => {
     expect(diffs['444-q95']).toBeLessThanOrEqual(4);
     // with subsampled chroma it is far off (nearest-neighbour upsampling against libjpeg's fancy one)
     expect(diffs['420-q90']).toBeGreaterThan(16);
+  });
+});
+
+describe('where sharp cannot load', () => {
+  it("'auto' falls back to jpeg-js, says so, and still decodes (a child process where importing sharp fails)", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'uhd-nosharp-'));
+    try {
+      const hook = join(dir, 'no-sharp.mjs');
+      writeFileSync(hook, `import { register } from 'node:module';\nregister('data:text/javascript,' + encodeURIComponent("export async function resolve(s, c, next) { if (s === 'sharp') throw new Error('no sharp here'); return next(s, c); }"));\n`);
+      const probe = join(dir, 'probe.mts');
+      const image = fileURLToPath(new URL('../../llava-uhd/image.ts', import.meta.url));
+      const jpg = fileURLToPath(new URL('jpeg/420-q90.jpg', fixtures));
+      writeFileSync(probe, `import { readFileSync } from 'node:fs';\nimport { decodeImage, imageDecoders, jpegDecoderInUse } from ${JSON.stringify(image)};\n`
+        + `const img = await decodeImage(readFileSync(${JSON.stringify(jpg)}), 'a.jpg');\n`
+        + `console.log(JSON.stringify({ inUse: await jpegDecoderInUse(), jpeg: (await imageDecoders()).jpeg, size: [img.width, img.height] }));\n`);
+      const r = spawnSync(process.execPath, ['--import', 'tsx', '--import', hook, probe], { encoding: 'utf8', cwd: fileURLToPath(new URL('../../', import.meta.url)) });
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { inUse: string; jpeg: string; size: number[] };
+      expect(out.inUse).toBe('jpeg-js');
+      expect(out.jpeg).toMatch(/^jpeg-js .*fallback/);
+      expect(out.size).toEqual([61, 43]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
