@@ -1,6 +1,7 @@
 /**
- * Image input (LLaVA-UHD-V4.md, "Slice-based encoding"): decoding PNG and JPEG to 8-bit RGB,
- * PIL-compatible bicubic resizing, cropping, and normalisation to the [3, H, W] float tensor
+ * Image input (LLaVA-UHD-V4.md, "Slice-based encoding"): decoding PNG and JPEG to 8-bit RGB
+ * exactly as Pillow does (JPEG through sharp, PNG through png.ts), with the size checked from the
+ * header against a pixel limit first; PIL-compatible bicubic resizing, cropping, and normalisation to the [3, H, W] float tensor
  * that PatchEmbed takes (after unsqueeze to [1, 3, H, W]).
  *
  * Pixels stay 8-bit (`Uint8Array`) until `normalize`, because the reference pipeline resizes
@@ -10,7 +11,9 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
+import type { Sharp, SharpOptions } from 'sharp';
 import { tensor, type Tensor } from '../tensor/index.js';
+import { decodePng, isPng, PngError, readPngHeader } from './png.js';
 
 const { PNG } = pngjs;
 
@@ -50,25 +53,83 @@ function checkSize(w: number, h: number, where: string): void {
   }
 }
 
-/** RGBA (or RGB) 8-bit pixels to RGB: alpha is dropped, not composited. */
-function toRgb(src: Uint8Array, width: number, height: number, channels: 3 | 4): Uint8Array {
-  const n = width * height;
-  if (channels === 3) return Uint8Array.from(src.subarray(0, n * 3));
-  const out = new Uint8Array(n * 3);
-  for (let i = 0; i < n; i++) {
-    out[i * 3] = src[i * 4];
-    out[i * 3 + 1] = src[i * 4 + 1];
-    out[i * 3 + 2] = src[i * 4 + 2];
+// ---------------------------------------------------------------------------------------------
+// Decoding: header first (size and pixel limit before any allocation), then the pixels as
+// Pillow's Image.open(f).convert('RGB') gives them, which is how the release reads images
+// (itembuilder.py bytes2image; vlmevalkit minicpm_v.py). Neither applies the EXIF orientation
+// nor an embedded ICC profile, and neither does this.
+
+/**
+ * Pillow's default `Image.MAX_IMAGE_PIXELS` (89,478,485: a quarter GiB of 24-bit pixels).
+ * Pillow warns above it and refuses above twice it; decoding here refuses above it. The
+ * release's training sets Pillow's limit off (itembuilder.py); set `imageLimits.maxPixels` to
+ * Infinity for the same.
+ */
+export const MAX_IMAGE_PIXELS = 89_478_485;
+
+/** Limits on untrusted images, changeable for the whole process (as Pillow's module globals). */
+export const imageLimits = {
+  /** Most pixels (width · height) an image may declare in its header. */
+  maxPixels: MAX_IMAGE_PIXELS,
+};
+
+export type JpegDecoderName = 'sharp' | 'jpeg-js';
+
+export interface DecodeOptions {
+  /** Most pixels an image may declare; default `imageLimits.maxPixels`. */
+  maxPixels?: number;
+  /**
+   * 'auto' (default): sharp (libvips with libjpeg-turbo, pixel-identical to Pillow) when it
+   * loads, else jpeg-js (pure JS, not identical: see the README). Or one of them by name.
+   */
+  jpegDecoder?: JpegDecoderName | 'auto';
+}
+
+/** What a header says, read without decoding. */
+export interface ImageHeader {
+  format: 'png' | 'jpeg';
+  width: number;
+  height: number;
+  /** JPEG only: colour components (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK). */
+  components?: number;
+}
+
+/** The frame header (SOFn) of a JPEG: size and components, read by walking its segments. */
+function readJpegHeader(bytes: Uint8Array): ImageHeader {
+  const bad = (what: string): never => {
+    throw new Error(`corrupt JPEG: ${what}`);
+  };
+  let at = 2;
+  for (;;) {
+    if (at >= bytes.length) bad(`file ends at byte ${bytes.length} before a frame header (SOF) (truncated)`);
+    if (bytes[at] !== 0xff) bad(`expected a marker at byte ${at}, found 0x${bytes[at].toString(16)}`);
+    while (at < bytes.length && bytes[at] === 0xff) at++; // fill bytes
+    if (at >= bytes.length) bad(`file ends at byte ${bytes.length} inside a marker (truncated)`);
+    const marker = bytes[at++];
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) continue; // no length
+    if (marker === 0xd9 || marker === 0xda) bad(`${marker === 0xd9 ? 'EOI' : 'SOS'} at byte ${at - 2} before any frame header (SOF)`);
+    if (at + 2 > bytes.length) bad(`file ends at byte ${bytes.length} inside a segment header (truncated)`);
+    const length = (bytes[at] << 8) | bytes[at + 1];
+    if (length < 2) bad(`segment 0xff${marker.toString(16)} at byte ${at - 2} has length ${length}`);
+    const isSof = marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+    if (isSof) {
+      if (length < 8 || at + 8 > bytes.length) bad(`frame header at byte ${at - 2} is cut short (truncated)`);
+      const height = (bytes[at + 3] << 8) | bytes[at + 4];
+      const width = (bytes[at + 5] << 8) | bytes[at + 6];
+      const components = bytes[at + 7];
+      if (width === 0 || height === 0) bad(`frame header gives the size ${width}x${height} (a height set later by DNL is not supported)`);
+      if (components !== 1 && components !== 3 && components !== 4) bad(`frame header has ${components} components (1, 3 or 4 supported)`);
+      return { format: 'jpeg', width, height, components };
+    }
+    at += length;
   }
-  return out;
 }
 
 /**
- * Decodes PNG (any bit depth, grayscale, palette; 16-bit scaled to 8; alpha dropped without
- * compositing) or JPEG (baseline and progressive; grayscale, RGB, CMYK), told apart by their
- * magic bytes. Anything else, or a file the decoder rejects, throws an Error naming the file.
+ * The format and size an image file declares, from its first bytes (PNG IHDR, JPEG SOF), with no
+ * pixel decoded: what the pixel limit is checked on. Throws `image: <name>: ...` like decodeImage.
  */
-export function decodeImage(bytes: Uint8Array, name = '(bytes)'): RgbImage {
+export function readImageHeader(bytes: Uint8Array, name = '(bytes)'): ImageHeader {
   const fail = (what: string): never => {
     throw new Error(`image: ${name}: ${what}`);
   };
@@ -76,50 +137,147 @@ export function decodeImage(bytes: Uint8Array, name = '(bytes)'): RgbImage {
   // A file cut inside the signature is a truncated PNG/JPEG, not some other format.
   if (bytes.length < PNG_MAGIC.length && startsWith(Uint8Array.from(PNG_MAGIC), [...bytes])) fail(`corrupt PNG: truncated at ${bytes.length} bytes`);
   if (bytes.length < JPEG_MAGIC.length && startsWith(Uint8Array.from(JPEG_MAGIC), [...bytes])) fail(`corrupt JPEG: truncated at ${bytes.length} bytes`);
-  let width = 0;
-  let height = 0;
-  let data: Uint8Array = new Uint8Array(0);
-  if (startsWith(bytes, PNG_MAGIC)) {
-    try {
-      const png = PNG.sync.read(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), { checkCRC: true });
-      width = png.width;
-      height = png.height;
-      if (png.data.length !== width * height * 4) fail(`corrupt PNG: decoder returned ${png.data.length} bytes for ${width}x${height} RGBA`);
-      data = toRgb(png.data, width, height, 4);
-    } catch (e) {
-      if (message(e).startsWith(`image: ${name}:`)) throw e;
-      // pngjs reports a file that ends early as a stream with pending reads.
-      const ended = /finished stream/.test(message(e)) ? 'file ends early: ' : '';
-      fail(`corrupt PNG: ${ended}${message(e)}`);
+  try {
+    if (isPng(bytes)) {
+      const h = readPngHeader(bytes);
+      return { format: 'png', width: h.width, height: h.height };
     }
-  } else if (startsWith(bytes, JPEG_MAGIC)) {
+    if (startsWith(bytes, JPEG_MAGIC)) return readJpegHeader(bytes);
+  } catch (e) {
+    fail(message(e));
+  }
+  return fail('unsupported format (not PNG or JPEG)');
+}
+
+type SharpFn = (input: Uint8Array, options?: SharpOptions) => Sharp;
+let sharpLoad: Promise<SharpFn | null> | null = null;
+
+/** sharp, loaded on first use; null where its native library cannot load. */
+function loadSharp(): Promise<SharpFn | null> {
+  sharpLoad ??= import('sharp').then(
+    (m) => {
+      const fn = (m.default ?? m) as unknown as SharpFn & { cache(on: boolean): void };
+      fn.cache(false); // every image is decoded once: libvips' operation cache only holds memory
+      return fn;
+    },
+    () => null,
+  );
+  return sharpLoad;
+}
+
+/** The JPEG decoder that 'auto' uses here: sharp when it loads, else jpeg-js. */
+export async function jpegDecoderInUse(): Promise<JpegDecoderName> {
+  return (await loadSharp()) ? 'sharp' : 'jpeg-js';
+}
+
+/** Versions of what decodes images, for `uhd info` and bug reports. */
+export async function imageDecoders(): Promise<{ png: string; jpeg: string }> {
+  const sharp = await loadSharp();
+  let jpegName = 'jpeg-js (pure JS fallback: sharp did not load; not pixel-identical to Pillow)';
+  if (sharp) {
+    const v = (await import('sharp')).default.versions as Record<string, string | undefined>;
+    jpegName = `sharp ${v.sharp ?? '?'} (libvips ${v.vips ?? '?'}, mozjpeg ${v.mozjpeg ?? '?'}), pixel-identical to Pillow`;
+  }
+  return { png: 'built-in (llava-uhd/png.ts), pixel-identical to Pillow', jpeg: jpegName };
+}
+
+/** Pillow's CMYK -> RGB (Convert.c cmyk2rgb): each channel (255 − k) − (c·(255 − k))/255, rounded. */
+function cmykToRgb(cmyk: Uint8Array, n: number): Uint8Array {
+  const out = new Uint8Array(n * 3);
+  for (let i = 0; i < n; i++) {
+    const nk = 255 - cmyk[i * 4 + 3];
+    for (let c = 0; c < 3; c++) {
+      const t = cmyk[i * 4 + c] * nk + 128;
+      out[i * 3 + c] = nk - (((t >> 8) + t) >> 8);
+    }
+  }
+  return out;
+}
+
+/**
+ * JPEG with sharp as Pillow decodes it: libjpeg-turbo's islow IDCT and fancy upsampling, no ICC
+ * transform (ignoreIcc), no EXIF rotation; CMYK comes out as CMYK (Adobe-inverted as Pillow's
+ * "CMYK;I") and goes to RGB by Pillow's formula. Warnings (extraneous bytes) pass as in Pillow;
+ * errors and truncation throw.
+ */
+async function decodeJpegSharp(sharp: SharpFn, bytes: Uint8Array, header: ImageHeader, maxPixels: number): Promise<RgbImage> {
+  const input: SharpOptions = { failOn: 'error', limitInputPixels: Number.isFinite(maxPixels) ? Math.max(1, Math.floor(maxPixels)) : false, ignoreIcc: true, sequentialRead: true };
+  const cmyk = header.components === 4;
+  const pipeline = cmyk ? sharp(bytes, input).pipelineColourspace('cmyk').toColourspace('cmyk') : sharp(bytes, input).removeAlpha().toColourspace('srgb');
+  const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+  const channels = cmyk ? 4 : 3;
+  if (info.width !== header.width || info.height !== header.height || info.channels !== channels || data.length !== info.width * info.height * channels) {
+    throw new Error(`decoder returned ${info.width}x${info.height}x${info.channels} for a ${header.width}x${header.height} header`);
+  }
+  const n = info.width * info.height;
+  const rgb = cmyk ? cmykToRgb(data, n) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return { width: info.width, height: info.height, data: rgb };
+}
+
+/** JPEG with jpeg-js (pure JS): the fallback; its chroma upsampling and IDCT differ from libjpeg's. */
+function decodeJpegJs(bytes: Uint8Array, header: ImageHeader): RgbImage {
+  const pixels = header.width * header.height;
+  // tolerantDecoding off: a truncated or damaged stream throws instead of decoding to grey.
+  const img = jpeg.decode(bytes, {
+    useTArray: true, formatAsRGBA: false, tolerantDecoding: false,
+    maxResolutionInMP: pixels / 1e6 + 1, maxMemoryUsageInMB: Math.ceil((pixels * 16) / 2 ** 20) + 64,
+  });
+  if (img.width !== header.width || img.height !== header.height || img.data.length !== pixels * 3) {
+    throw new Error(`decoder returned ${img.data.length} bytes for ${img.width}x${img.height} RGB (header: ${header.width}x${header.height})`);
+  }
+  return { width: img.width, height: img.height, data: new Uint8Array(img.data.buffer, img.data.byteOffset, img.data.byteLength) };
+}
+
+/**
+ * Decodes PNG (every colour type and bit depth) or JPEG (baseline and progressive; grey, YCbCr,
+ * CMYK) to 8-bit RGB as Pillow's `Image.open(f).convert('RGB')` does, told apart by their magic
+ * bytes. The header is checked first: a declared width·height over `maxPixels` is refused
+ * before any pixel is allocated. Anything else, or a file the decoder rejects (truncated, bad
+ * CRC, short image data), throws an Error `image: <name>: ...`; nothing here can abort the
+ * process.
+ */
+export async function decodeImage(bytes: Uint8Array, name = '(bytes)', opts: DecodeOptions = {}): Promise<RgbImage> {
+  const fail = (what: string): never => {
+    throw new Error(`image: ${name}: ${what}`);
+  };
+  const maxPixels = opts.maxPixels ?? imageLimits.maxPixels;
+  if (!(maxPixels >= 1)) throw new Error(`decodeImage: maxPixels must be >= 1 (or Infinity), got ${maxPixels}`);
+  const header = readImageHeader(bytes, name);
+  const limit = (w: number, h: number) => {
+    if (w * h > maxPixels) fail(`${w}x${h} is ${w * h} pixels, over the limit of ${maxPixels} (imageLimits.maxPixels, as Pillow's MAX_IMAGE_PIXELS); refusing to decode`);
+  };
+  limit(header.width, header.height);
+  let img: RgbImage;
+  if (header.format === 'png') {
     try {
-      // tolerantDecoding off: a truncated or damaged stream throws instead of decoding to grey.
-      const img = jpeg.decode(bytes, { useTArray: true, formatAsRGBA: false, tolerantDecoding: false });
-      width = img.width;
-      height = img.height;
-      if (img.data.length !== width * height * 3) fail(`corrupt JPEG: decoder returned ${img.data.length} bytes for ${width}x${height} RGB`);
-      data = toRgb(img.data, width, height, 3);
+      img = await decodePng(bytes, limit);
     } catch (e) {
-      if (message(e).startsWith(`image: ${name}:`)) throw e;
-      fail(`corrupt JPEG: ${message(e)}`);
+      if (e instanceof PngError) fail(e.message);
+      throw e;
     }
   } else {
-    fail('unsupported format (not PNG or JPEG)');
+    const which = opts.jpegDecoder ?? 'auto';
+    const sharp = which === 'jpeg-js' ? null : await loadSharp();
+    if (which === 'sharp' && !sharp) fail('the sharp JPEG decoder was asked for, but sharp (its native library) does not load here');
+    try {
+      img = sharp ? await decodeJpegSharp(sharp, bytes, header, maxPixels) : decodeJpegJs(bytes, header);
+    } catch (e) {
+      return fail(`corrupt JPEG: ${message(e)}`);
+    }
   }
-  if (!(width > 0 && height > 0)) fail(`decoded to an empty ${width}x${height} image`);
-  return { width, height, data };
+  if (!(img.width > 0 && img.height > 0)) fail(`decoded to an empty ${img.width}x${img.height} image`);
+  return img;
 }
 
 /** Reads and decodes a PNG or JPEG file; errors name the path. */
-export async function loadImage(path: string): Promise<RgbImage> {
+export async function loadImage(path: string, opts: DecodeOptions = {}): Promise<RgbImage> {
   let bytes: Uint8Array;
   try {
     bytes = await readFile(path);
   } catch (e) {
     throw new Error(`image: ${path}: cannot read: ${message(e)}`);
   }
-  return decodeImage(bytes, path);
+  return decodeImage(bytes, path, opts);
 }
 
 /** An 8-bit RGB PNG (colour type 2, no alpha) of `img`. */

@@ -10,6 +10,7 @@
  * closing `<|im_end|>`), else -100. So `crossEntropy(logits[i], labels[i])` needs no shift, and
  * the last position of every sample is -100 (nothing of the sample follows it).
  */
+import { renderChatTemplate } from './chat-template.js';
 import type { Tokenizer } from './tokenizer.js';
 
 /** Label of a position that is not trained on (PyTorch's `ignore_index`). */
@@ -38,7 +39,7 @@ export interface SampleLayout {
   visualTokens: number;
 }
 
-/** A generation prompt: the conversation so far, ending with `<|im_start|>assistant\n`. */
+/** A generation prompt: the conversation so far, ending with the generation header. */
 export type PromptLayout = Omit<SampleLayout, 'labels'>;
 
 const isCount = (n: unknown, min: number) => Number.isInteger(n) && (n as number) >= min;
@@ -117,25 +118,55 @@ class SequenceBuilder {
   }
 }
 
+/** How a conversation becomes text: Qwen3's chat template (built in), or a checkpoint's own. */
+export interface TemplateOptions {
+  /**
+   * A checkpoint's `chat_template` (Jinja, from its tokenizer_config.json), rendered as
+   * transformers does; without one, Qwen3's template is built in (same ids: the tests check).
+   */
+  chatTemplate?: string;
+  /**
+   * Qwen3's `enable_thinking`. The release runs with it false (MiniCPM-V's chat() and the
+   * release's vlmevalkit): the prompt closes an empty `<think>\n\n</think>\n\n` after the
+   * generation header, so the model answers at once. Default false.
+   */
+  enableThinking?: boolean;
+}
+
+/** Qwen3's template strips newlines like Python's str.lstrip('\n') / rstrip('\n'). */
+const lstripNewlines = (s: string) => s.replace(/^\n+/, '');
+const rstripNewlines = (s: string) => s.replace(/\n+$/, '');
+
 /**
- * Renders the turns with Qwen3's chat template (`<|im_start|>role\n` content `<|im_end|>\n`),
- * expanding images. Each piece is encoded on its own (role header, text between images, closing
- * marker), so an answer's ids are exactly `encode(content)`; this differs from encoding the
- * rendered string in one go only where BPE would merge across a piece boundary.
- *
- * Images: the k-th literal `<image>` in the user turns becomes image k's layout (LLaVA's
- * convention). A sample whose user turns hold no `<image>` gets all its images at the start of
- * the first user turn, each layout followed by "\n" (as LLaVA's `<image>\n` prefix). Any other
- * count of `<image>` is an error, and so is `<image>` in a system or assistant turn.
- * Qwen3's template would also add an empty `<think>\n\n</think>\n\n` to the last answer; the
- * spec's template (and this one) does not.
+ * An assistant turn as Qwen3's template reads it: reasoning written inline as
+ * `<think>…</think>` is split off (content after the last `</think>`, reasoning between the
+ * last `<think>` before it and it).
  */
-function render(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer, where: string): SequenceBuilder {
+function splitReasoning(content: string): { content: string; reasoning: string } {
+  if (!content.includes('</think>')) return { content, reasoning: '' };
+  const parts = content.split('</think>');
+  return {
+    content: lstripNewlines(parts[parts.length - 1]),
+    reasoning: lstripNewlines(rstripNewlines(parts[0]).split('<think>').pop() ?? ''),
+  };
+}
+
+/** Qwen3's template: the last user turn that is not a tool response; turns.length - 1 if none. */
+function lastQueryIndex(turns: readonly Turn[]): number {
+  for (let k = turns.length - 1; k >= 0; k--) {
+    const c = turns[k].content;
+    if (turns[k].role === 'user' && !(c.startsWith('<tool_response>') && c.endsWith('</tool_response>'))) return k;
+  }
+  return turns.length - 1;
+}
+
+/** Checks roles and placeholder counts; says whether the images go first in the first user turn. */
+function checkTurns(turns: readonly Turn[], images: readonly ViewTokens[], where: string): { prepend: boolean; firstUser: number } {
   if (turns.length === 0) throw new Error(`${where}: no turns`);
-  const sp = tok.special;
   let placeholders = 0;
   turns.forEach((t, k) => {
     if (t.role !== 'system' && t.role !== 'user' && t.role !== 'assistant') throw new Error(`${where}: turn ${k} has role '${String(t.role)}', expected system, user or assistant`);
+    if (typeof t.content !== 'string') throw new Error(`${where}: turn ${k} (${t.role}) content must be a string`);
     if (t.role === 'system' && k !== 0) throw new Error(`${where}: a system turn must come first, found one at turn ${k}`);
     const n = t.content.split(IMAGE_PLACEHOLDER).length - 1;
     if (n > 0 && t.role !== 'user') throw new Error(`${where}: turn ${k} (${t.role}) contains <image>; images go in user turns`);
@@ -147,7 +178,33 @@ function render(turns: readonly Turn[], images: readonly ViewTokens[], tok: Toke
   if (!prepend && placeholders !== images.length) {
     throw new Error(`${where}: ${placeholders} <image> placeholders in the user turns but ${images.length} images`);
   }
+  return { prepend, firstUser };
+}
 
+/**
+ * Renders the turns with Qwen3's chat template (LLaVA-UHD-V4.md, "Qwen3-style LLM"; the
+ * template text is tests/fixtures/chat-template/qwen3.jinja): `<|im_start|>role\n` content
+ * `<|im_end|>\n` per turn, and for an assistant turn after the last user turn that is the last
+ * turn (or carries reasoning), `<think>\n` reasoning `\n</think>\n\n` before its content, empty
+ * when there is none. Earlier answers lose their reasoning, as in the template. Each piece is
+ * encoded on its own (header, text between images, think block, content, closing marker), so an
+ * answer's ids are exactly `encode(content)`; the tests check that this gives the ids of the
+ * rendered text encoded in one go, as the release tokenizes.
+ *
+ * Labels follow the release (THUMAI-Lab/LLaVA-UHD-v4, itembuilder.py,
+ * convert_conversation_data_to_id): every assistant turn's content and its `<|im_end|>` are
+ * trained; an empty think block is not (it skips those 4 Qwen3 tokens), a non-empty one is.
+ *
+ * Images: the k-th literal `<image>` in the user turns becomes image k's layout (LLaVA's
+ * convention). A sample whose user turns hold no `<image>` gets all its images at the start of
+ * the first user turn, each layout followed by "\n" (MiniCPM-V's chat(): the image, then the
+ * question). Any other count of `<image>` is an error, and so is `<image>` in a system or
+ * assistant turn.
+ */
+function renderBuiltIn(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer, where: string): SequenceBuilder {
+  const { prepend, firstUser } = checkTurns(turns, images, where);
+  const sp = tok.special;
+  const lastQuery = lastQueryIndex(turns);
   const b = new SequenceBuilder(tok);
   let next = 0;
   turns.forEach((t, k) => {
@@ -165,14 +222,83 @@ function render(turns: readonly Turn[], images: readonly ViewTokens[], tok: Toke
         if (j > 0) b.image(next, images[next++]);
         if (piece) b.text(piece, false, label);
       });
+      b.add([sp['<|im_end|>']]);
+    } else if (t.role === 'assistant') {
+      const { content, reasoning } = splitReasoning(t.content);
+      let answer = content;
+      if (k > lastQuery && (k === turns.length - 1 || reasoning)) {
+        const r = lstripNewlines(rstripNewlines(reasoning));
+        b.text(`<think>\n${r}\n</think>\n\n`, r.length > 0, `${label} think block`);
+        answer = lstripNewlines(content);
+      }
+      if (answer) b.text(answer, true, label);
+      b.add([sp['<|im_end|>']], true);
     } else {
-      const answer = t.role === 'assistant';
-      if (t.content) b.text(t.content, answer, label);
-      if (answer) b.add([sp['<|im_end|>']], true);
+      if (t.content) b.text(t.content, false, label);
+      b.add([sp['<|im_end|>']]);
     }
-    if (t.role !== 'assistant') b.add([sp['<|im_end|>']]);
     b.text('\n', false, label);
   });
+  return b;
+}
+
+/** A character no text may hold, standing for an image while a Jinja template renders. */
+const IMAGE_SENTINEL = '\uE000';
+
+/**
+ * Renders the turns with a checkpoint's Jinja `chatTemplate`: each image becomes a sentinel in
+ * the message text (placed as in renderBuiltIn), the rendering is split at the sentinels, the
+ * text between is encoded in one go and the image layouts go in between. Answer tokens are found
+ * on the ids as the release finds them: after each `<|im_start|>assistant\n`, up to and with the
+ * next `<|im_end|>`, skipping an empty think block after the last header.
+ */
+function renderTemplate(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer, where: string, opts: TemplateOptions & { generation: boolean }): SequenceBuilder {
+  const { prepend, firstUser } = checkTurns(turns, images, where);
+  const messages = turns.map((t, k) => {
+    if (t.content.includes(IMAGE_SENTINEL)) throw new Error(`${where}: turn ${k} (${t.role}) contains U+E000, which stands for an image while the template renders`);
+    if (t.role !== 'user') return { role: t.role, content: t.content };
+    const content = t.content.split(IMAGE_PLACEHOLDER).join(IMAGE_SENTINEL);
+    return { role: t.role, content: prepend && k === firstUser ? `${IMAGE_SENTINEL}\n`.repeat(images.length) + content : content };
+  });
+  const rendered = renderChatTemplate(opts.chatTemplate!, messages, {
+    addGenerationPrompt: opts.generation,
+    enableThinking: opts.enableThinking ?? false,
+    variables: { bos_token: '', eos_token: tok.decode([tok.eosId]), pad_token: tok.decode([tok.padId]) },
+  });
+  const pieces = rendered.split(IMAGE_SENTINEL);
+  if (pieces.length - 1 !== images.length) throw new Error(`${where}: the chat template rendered ${pieces.length - 1} of the ${images.length} image placeholders`);
+  const b = new SequenceBuilder(tok);
+  pieces.forEach((piece, j) => {
+    if (j > 0) b.image(j - 1, images[j - 1]);
+    if (piece) b.text(piece, false, 'the rendered chat template');
+  });
+  markAnswers(b, tok);
+  return b;
+}
+
+/** Marks answer tokens on rendered ids by the release's rule (see renderTemplate). */
+function markAnswers(b: SequenceBuilder, tok: Tokenizer): void {
+  const header = [tok.special['<|im_start|>'], ...tok.encode('assistant\n')];
+  const emptyThink = tok.encode('<think>\n\n</think>\n\n');
+  const end = tok.special['<|im_end|>'];
+  const at = (p: number, seq: readonly number[]) => seq.every((id, i) => b.ids[p + i] === id);
+  const starts: number[] = [];
+  for (let p = 0; p + header.length <= b.ids.length; p++) if (at(p, header)) starts.push(p + header.length);
+  starts.forEach((st, i) => {
+    if (i === starts.length - 1 && at(st, emptyThink)) st += emptyThink.length;
+    const e = b.ids.indexOf(end, st);
+    if (e < 0) return; // the generation header: nothing of the answer yet
+    for (let p = st; p <= e; p++) b.answer[p] = true;
+  });
+}
+
+function render(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer, where: string, opts: TemplateOptions, generation: boolean): SequenceBuilder {
+  if (opts.chatTemplate !== undefined) return renderTemplate(turns, images, tok, where, { ...opts, generation });
+  const b = renderBuiltIn(turns, images, tok, where);
+  if (generation) {
+    b.add([tok.special['<|im_start|>']]);
+    b.text(opts.enableThinking ? 'assistant\n' : 'assistant\n<think>\n\n</think>\n\n', false, 'the generation header');
+  }
   return b;
 }
 
@@ -181,20 +307,22 @@ function render(turns: readonly Turn[], images: readonly ViewTokens[], tok: Toke
  * its `<|im_end|>`), and the `<unk>` positions that the visual features overwrite, images in
  * order, each thumbnail then slices row-major.
  */
-export function buildConversation(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer): SampleLayout {
-  const b = render(turns, images, tok, 'buildConversation');
+export function buildConversation(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer, opts: TemplateOptions = {}): SampleLayout {
+  const b = render(turns, images, tok, 'buildConversation', opts, false);
   const S = b.ids.length;
   const labels = new Int32Array(S).fill(IGNORE_INDEX);
   for (let i = 0; i + 1 < S; i++) if (b.answer[i + 1]) labels[i] = b.ids[i + 1];
   return { ids: Int32Array.from(b.ids), labels, unkPositions: b.unkPositions, visualTokens: b.unkPositions.length };
 }
 
-/** The prompt for generation: the turns (the last one not an answer), then `<|im_start|>assistant\n`. */
-export function buildPrompt(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer): PromptLayout {
+/**
+ * The prompt for generation: the turns (the last one not an answer), then the generation header
+ * `<|im_start|>assistant\n`, with thinking disabled (the default, as the release) followed by
+ * `<think>\n\n</think>\n\n`.
+ */
+export function buildPrompt(turns: readonly Turn[], images: readonly ViewTokens[], tok: Tokenizer, opts: TemplateOptions = {}): PromptLayout {
   if (turns.length && turns[turns.length - 1].role === 'assistant') throw new Error('buildPrompt: the last turn is an answer already; the prompt asks for the next one');
-  const b = render(turns, images, tok, 'buildPrompt');
-  b.add([tok.special['<|im_start|>']]);
-  b.text('assistant\n', false, 'the generation header');
+  const b = render(turns, images, tok, 'buildPrompt', opts, true);
   return { ids: Int32Array.from(b.ids), unkPositions: b.unkPositions, visualTokens: b.unkPositions.length };
 }
 

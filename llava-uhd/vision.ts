@@ -18,23 +18,65 @@ export interface ViewGrid {
 }
 
 /**
- * Position-table bucket of patch index i in a grid of n along one axis: how many boundaries
- * b/side (b = 1..side-1) are <= i/n, computed in float32 as the release does.
+ * Lanes of PyTorch's CPU `arange` kernel, which change its float32 results: each vector of L lanes
+ * starts from its first element rounded to float32 and adds k·step in double (8 lanes for the AVX2
+ * and default kernels, 16 for AVX512, which PyTorch 2 picks on an AVX512 CPU).
  */
-export function positionBucket(i: number, n: number, side: number): number {
-  const x = Math.fround(i / n);
-  let count = 0;
-  for (let b = 1; b < side; b++) if (Math.fround(b / side) <= x) count++;
-  return count;
+export type ArangeLanes = 8 | 16;
+
+/**
+ * `torch.arange(start, end, step)` in float32 on CPU, bit for bit: length ceil((end − start)/step)
+ * in double; pairs of vectors, element j + k of the vector at j = fround(fround(start + step·j) +
+ * k·step) in double; the tail past the last whole pair element by element, fround(start + step·i).
+ */
+export function arangeFloat32(start: number, end: number, step: number, lanes: ArangeLanes = 8): Float32Array {
+  const n = Math.ceil((end - start) / step);
+  if (!(n >= 0 && n <= 1 << 24)) throw new Error(`arangeFloat32: ${n} elements from (${start}, ${end}, ${step})`);
+  const out = new Float32Array(n); // a store rounds to float32, as the kernel's cast
+  let i = 0;
+  for (; i + 2 * lanes <= n; i += 2 * lanes) {
+    for (const j of [i, i + lanes]) {
+      const base = Math.fround(start + step * j);
+      for (let k = 0; k < lanes; k++) out[j + k] = base + k * step;
+    }
+  }
+  for (; i < n; i++) out[i] = start + step * i;
+  return out;
+}
+
+/**
+ * Position-table buckets of the n patches of one axis, as the release computes them
+ * (modeling_navit_siglip_fast.py, SiglipVisionEmbeddings): boundaries = arange(1/side, 1, 1/side),
+ * coords = arange(0, 1 − 1e-6, 1/n) with 1/n the float32 reciprocal of the int32 grid size,
+ * bucket = bucketize(coords, boundaries, right=True) = how many boundaries are <= the coord.
+ * Checked for every n in 1..256 against PyTorch (tests/fixtures/position-buckets.py).
+ */
+export function positionBuckets(n: number, side: number, lanes: ArangeLanes = 8): Int32Array {
+  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(side) || side < 1) throw new Error(`positionBuckets: axis length ${n} and table side ${side} must be integers >= 1`);
+  const boundaries = arangeFloat32(1 / side, 1.0, 1 / side, lanes);
+  const coords = arangeFloat32(0, 1 - 1e-6, Math.fround(1 / n), lanes);
+  if (coords.length !== n) throw new Error(`positionBuckets: arange gave ${coords.length} coordinates for ${n} patches`);
+  const out = new Int32Array(n);
+  let b = 0;
+  for (let i = 0; i < n; i++) {
+    while (b < boundaries.length && boundaries[b] <= coords[i]) b++; // coords ascend
+    out[i] = b;
+  }
+  return out;
+}
+
+/** Bucket of patch index i in a grid of n along one axis (see positionBuckets). */
+export function positionBucket(i: number, n: number, side: number, lanes: ArangeLanes = 8): number {
+  if (!Number.isInteger(i) || i < 0 || i >= n) throw new Error(`positionBucket: index ${i} is outside 0..${n - 1}`);
+  return positionBuckets(n, side, lanes)[i];
 }
 
 /** Rows of the side x side position table used by an h x w view, row-major. */
-export function positionIds(grid: ViewGrid, side: number): number[] {
+export function positionIds(grid: ViewGrid, side: number, lanes: ArangeLanes = 8): number[] {
+  const rows = positionBuckets(grid.h, side, lanes);
+  const cols = positionBuckets(grid.w, side, lanes);
   const ids: number[] = [];
-  for (let i = 0; i < grid.h; i++) {
-    const bi = positionBucket(i, grid.h, side);
-    for (let j = 0; j < grid.w; j++) ids.push(bi * side + positionBucket(j, grid.w, side));
-  }
+  for (let i = 0; i < grid.h; i++) for (let j = 0; j < grid.w; j++) ids.push(rows[i] * side + cols[j]);
   return ids;
 }
 

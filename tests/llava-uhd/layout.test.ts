@@ -56,7 +56,9 @@ describe('buildConversation', () => {
     { role: 'user' as const, content: '<image>\nWhat?' },
     { role: 'assistant' as const, content: 'A cat.' },
   ];
-  const prefix = [IM_START, ...bytes('user\n'), ...slicedIds(0), ...bytes('\nWhat?'), IM_END, ...bytes('\n'), IM_START, ...bytes('assistant\n')];
+  // Qwen3's template puts an empty think block before the last answer (not trained on)
+  const THINK = '<think>\n\n</think>\n\n';
+  const prefix = [IM_START, ...bytes('user\n'), ...slicedIds(0), ...bytes('\nWhat?'), IM_END, ...bytes('\n'), IM_START, ...bytes('assistant\n'), ...bytes(THINK)];
   const answer = [...bytes('A cat.'), IM_END];
   const expected = [...prefix, ...answer, 10];
 
@@ -65,7 +67,7 @@ describe('buildConversation', () => {
     expect([...s.ids]).toEqual(expected);
     expect(tok.decode([...s.ids])).toBe(
       '<|im_start|>user\n<image_id>0</image_id><image><unk><unk><unk></image><slice><unk><unk></slice><slice><unk><unk></slice>\n'
-      + '<slice><unk><unk></slice><slice><unk><unk></slice>\nWhat?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n');
+      + '<slice><unk><unk></slice><slice><unk><unk></slice>\nWhat?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nA cat.<|im_end|>\n');
   });
 
   it('labels[i] = ids[i+1] when token i+1 is in the answer (content + <|im_end|>), else -100', () => {
@@ -75,7 +77,8 @@ describe('buildConversation', () => {
     // predicted from the position before it.
     for (let k = 0; k < answer.length; k++) want[prefix.length - 1 + k] = answer[k];
     expect([...labels]).toEqual(want);
-    expect(labels[prefix.length - 1]).toBe('A'.charCodeAt(0)); // the header's "\n" predicts the first answer byte
+    expect(labels[prefix.length - 1]).toBe('A'.charCodeAt(0)); // the think block's last "\n" predicts the first answer byte
+    expect(labels.slice(0, prefix.length - 1).every((l) => l === IGNORE_INDEX)).toBe(true); // header and think block: context
     expect(labels[prefix.length + answer.length - 2]).toBe(IM_END); // the last content byte predicts <|im_end|>
     expect(labels[prefix.length + answer.length - 1]).toBe(IGNORE_INDEX); // <|im_end|> -> "\n" is not trained
     expect(labels[ids.length - 1]).toBe(IGNORE_INDEX);
@@ -101,7 +104,7 @@ describe('buildConversation', () => {
     const targets = [...s.labels].filter((l) => l !== IGNORE_INDEX);
     expect(tok.decode(targets)).toBe('Hello<|im_end|>Ciao<|im_end|>');
     expect(tok.decode([...s.ids])).toBe('<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n'
-      + '<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\nCiao<|im_end|>\n');
+      + '<|im_start|>assistant\nHello<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nCiao<|im_end|>\n');
     expect(s.unkPositions).toEqual([]);
   });
 
@@ -109,7 +112,7 @@ describe('buildConversation', () => {
     const single: ViewTokens = { thumbnailTokens: 2, slices: null };
     const s = buildConversation([{ role: 'user', content: 'Compare.' }, { role: 'assistant', content: 'Same.' }], [single, single], tok);
     expect(tok.decode([...s.ids])).toBe('<|im_start|>user\n<image_id>0</image_id><image><unk><unk></image>\n'
-      + '<image_id>1</image_id><image><unk><unk></image>\nCompare.<|im_end|>\n<|im_start|>assistant\nSame.<|im_end|>\n');
+      + '<image_id>1</image_id><image><unk><unk></image>\nCompare.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nSame.<|im_end|>\n');
     expect(s.visualTokens).toBe(4);
   });
 
@@ -152,10 +155,12 @@ describe('buildConversation', () => {
 });
 
 describe('buildPrompt', () => {
-  it('ends with <|im_start|>assistant\\n and carries the placeholders', () => {
+  it('ends with <|im_start|>assistant\\n and an empty think block (thinking disabled, as the release) and carries the placeholders', () => {
     const p = buildPrompt([{ role: 'user', content: '<image>\nWhat?' }], [views], tok);
-    expect([...p.ids.slice(-11)]).toEqual([IM_START, ...bytes('assistant\n')]);
-    expect(tok.decode([...p.ids])).toBe(tok.decode([...buildConversation([{ role: 'user', content: '<image>\nWhat?' }], [views], tok).ids]) + '<|im_start|>assistant\n');
+    expect([...p.ids.slice(-30)]).toEqual([IM_START, ...bytes('assistant\n<think>\n\n</think>\n\n')]);
+    expect(tok.decode([...p.ids])).toBe(tok.decode([...buildConversation([{ role: 'user', content: '<image>\nWhat?' }], [views], tok).ids]) + '<|im_start|>assistant\n<think>\n\n</think>\n\n');
+    const thinking = buildPrompt([{ role: 'user', content: '<image>\nWhat?' }], [views], tok, { enableThinking: true });
+    expect([...thinking.ids.slice(-11)]).toEqual([IM_START, ...bytes('assistant\n')]);
     expect(p.visualTokens).toBe(11);
     expect('labels' in p).toBe(false);
   });
