@@ -19,13 +19,15 @@ program
 
 program
   .command('flops')
-  .description('analytic MACs of one view per module and layer, D vs the post-ViT baseline')
+  .description("analytic MACs per module and layer, D vs the post-ViT baseline: one 448x448 view through the whole pipeline by default; --paper for the paper's numbers")
   .option('--config <name|path>', 'named config or JSON file', 'llava-uhd-v4')
-  .option('--view <WxH>', 'view size in pixels, each side a multiple of 56', '448x448')
+  .option('--view <WxH>', 'view size in pixels, each side a multiple of 56 (default 448x448; 980x980 with --paper)')
   .option('--insert-layer <k|none>', "ViT layer after which D runs (overrides the config's), or 'none' for the baseline")
   .option('--dense-window', "count D's attention dense over the view, as the paper's profiler did")
   .option('--context <tokens>', 'tokens before the view that its visual tokens attend to in the LLM', '0')
   .option('--lm-head', 'count the LM head on every visual token')
+  .option('--paper', "the paper's accounting (Fig. 2, Table 5: baseline 3555.1 G, k=6 1573.1 G): one 980x980 view, vision tower only, D dense, elementwise ops")
+  .option('--image <WxH>', 'a whole image after slicing (thumbnail + slices), in either convention')
   .option('--json', 'print one JSON object')
   .action(async (opts: import('./flops.js').FlopsCliOptions) => (await import('./flops.js')).flopsCommand(opts));
 
