@@ -1,10 +1,19 @@
 /**
  * `uhd flops`: the analytic cost of one view (LLAVA-UHD-V4.md, "FLOPs model"), per module and per
  * layer, and for a config with the compressor D the post-ViT baseline beside it with the
- * reduction in percent. Counting conventions are in llava-uhd/flops.ts.
+ * reduction in percent. Counting conventions are in llava-uhd/flops.ts. Two conventions:
+ * - default: one view (448x448 unless --view), the whole pipeline (ViT, D with its real 2x2
+ *   windows, connector, LLM prefill of the view's tokens), matmul MACs + 4 per attention score;
+ *   llava-uhd-v4 at k = 6: 241.7 vs 498.0 GMACs visual encoding, 51.5% fewer;
+ * - --paper: the paper's Figure 2 / Table 5 accounting: one 980x980 view, the vision tower only,
+ *   D's attention dense, plus the elementwise term: baseline 3555.1 G; k = 3, 6, 9, 15:
+ *   1245.1, 1573.1, 1901.1, 2557.0 G (55.75% fewer at k = 6).
+ * --image WxH counts a whole image after slicing (thumbnail + slices) in either convention.
  */
 import { resolveConfig, type LlavaUHDConfig } from '../llava-uhd/config.js';
-import { compareWithBaseline, patchGrid, type BaselineComparison, type FlopsGroup, type ModuleGmacs, type ViewSize } from '../llava-uhd/flops.js';
+import {
+  compareWithBaseline, imageComparison, PAPER_COUNTING, PAPER_VIEW, paperComparison, patchGrid, type BaselineComparison, type FlopsGroup, type ImageComparison, type ModuleGmacs, type ViewSize,
+} from '../llava-uhd/flops.js';
 
 /** The options as commander hands them over (strings as typed). */
 export interface FlopsCliOptions {
@@ -14,14 +23,22 @@ export interface FlopsCliOptions {
   denseWindow?: boolean;
   context?: string;
   lmHead?: boolean;
+  /** The paper's accounting (one 980x980 view unless --view, tower only, D dense, elementwise). */
+  paper?: boolean;
+  /** A whole W x H image after slicing, instead of one view. */
+  image?: string;
   json?: boolean;
 }
 
 /** `448x448` -> { width: 448, height: 448 }; only the syntax is checked here. */
-export function parseView(text: string): ViewSize {
+export function parseView(text: string, flag = '--view'): ViewSize {
   const m = /^(\d+)x(\d+)$/i.exec(text.trim());
-  if (!m) throw new Error(`--view: expected <W>x<H> in pixels, e.g. 448x448, got '${text}'`);
-  return { width: Number(m[1]), height: Number(m[2]) };
+  if (!m) throw new Error(`${flag}: expected <W>x<H> in pixels, e.g. ${flag === '--image' ? '1920x1080' : '448x448'}, got '${text}'`);
+  const size = { width: Number(m[1]), height: Number(m[2]) };
+  if (flag === '--image' && (size.width < 1 || size.height < 1 || size.width * size.height > 2 ** 28)) {
+    throw new Error(`--image: ${text} must have both sides >= 1 and at most 2^28 pixels`);
+  }
+  return size;
 }
 
 /** `6` -> 6, `none` -> null (the baseline), undefined -> the config's own k. */
@@ -43,7 +60,7 @@ function parseContext(text: string | undefined): number {
 }
 
 /** Computes the comparison for the CLI's options; errors name the flag at fault. */
-export async function flopsReport(opts: FlopsCliOptions): Promise<BaselineComparison> {
+export async function flopsReport(opts: FlopsCliOptions): Promise<BaselineComparison | ImageComparison> {
   const name = opts.config ?? 'llava-uhd-v4';
   let config: LlavaUHDConfig;
   try {
@@ -51,15 +68,21 @@ export async function flopsReport(opts: FlopsCliOptions): Promise<BaselineCompar
   } catch (e) {
     throw new Error(`--config: ${(e as Error).message}`);
   }
-  const view = parseView(opts.view ?? '448x448');
+  const insertLayer = parseInsertLayer(opts.insertLayer, config);
+  const contextTokens = parseContext(opts.context);
+  if (opts.paper && (contextTokens || opts.lmHead)) throw new Error('--paper counts the vision tower only: --context and --lm-head (the LLM) do not apply');
+  const counting = opts.paper ? PAPER_COUNTING : { denseWindow: opts.denseWindow ?? false, contextTokens, lmHead: opts.lmHead ?? false };
+  if (opts.image !== undefined) {
+    if (opts.view !== undefined) throw new Error('--image and --view: give one (a whole image, or one view)');
+    return imageComparison(config, parseView(opts.image, '--image'), { ...counting, insertLayer });
+  }
+  const view = opts.view !== undefined ? parseView(opts.view) : opts.paper ? PAPER_VIEW : parseView('448x448');
   try {
-    patchGrid(config, view);
+    patchGrid(config, view, !opts.paper ? 2 : insertLayer === null ? 0 : 1);
   } catch (e) {
     throw new Error(`--view: ${(e as Error).message}`);
   }
-  const insertLayer = parseInsertLayer(opts.insertLayer, config);
-  const contextTokens = parseContext(opts.context);
-  return compareWithBaseline(config, view, { insertLayer, denseWindow: opts.denseWindow ?? false, contextTokens, lmHead: opts.lmHead ?? false });
+  return opts.paper ? paperComparison(config, { insertLayer, view }) : compareWithBaseline(config, view, { ...counting, insertLayer });
 }
 
 /** A unit that keeps the largest number readable: G, M or K MACs. */
@@ -70,7 +93,7 @@ function unitFor(maxMacs: number): { name: string; scale: number } {
 }
 
 /** The per-module table and the side-by-side totals, as text. */
-export function formatFlops(r: BaselineComparison, configName: string): string {
+export function formatFlops(r: BaselineComparison | ImageComparison, configName: string): string {
   const G = 1e9;
   const withD = r.insert_layer !== null;
   const totalMacs = r.baseline_with_llm_gmacs * G;
@@ -78,9 +101,19 @@ export function formatFlops(r: BaselineComparison, configName: string): string {
   const fmt = (macs: number) => (macs / unit.scale).toFixed(3);
   const lines: string[] = [];
   const att = r.dense_window ? 'dense over the view (as the paper\'s profiler)' : '2x2 windows (exact)';
-  lines.push(`config ${configName}, view ${r.view.width}x${r.view.height} px = ${r.patches.h}x${r.patches.w} patches (${r.patches.n} tokens)`);
+  const tower = r.by_group_gmacs.connector === 0 && r.by_group_gmacs.llm === 0;
+  const image = 'image' in r ? r : null;
+  if (image) {
+    const slices = image.views.filter((v) => v.role === 'slice');
+    const t = image.views[0].view;
+    lines.push(`config ${configName}, image ${image.image.width}x${image.image.height} px: thumbnail ${t.width}x${t.height}` +
+      (slices.length ? ` + ${slices.length} slices of ${slices[0].view.width}x${slices[0].view.height}` : '') + ` = ${r.patches.n} patch tokens in ${image.views.length} views (rows: summed over the views)`);
+  } else {
+    lines.push(`config ${configName}, view ${r.view.width}x${r.view.height} px = ${r.patches.h}x${r.patches.w} patches (${r.patches.n} tokens)`);
+  }
   lines.push(withD ? `D after ViT layer k = ${r.insert_layer}; D's attention counted ${att}` : 'post-ViT baseline (no D, two 2x2 merges in the connector)');
-  lines.push(`LLM: prefill of the view's ${r.llm_tokens} visual tokens, context ${r.context_tokens} tokens, LM head ${r.lm_head ? 'on' : 'off'}`);
+  if (tower) lines.push("the paper's accounting (Figure 2, Table 5): vision tower only (patch embedding, ViT layers, D), elementwise 12d + f per token per layer included");
+  else lines.push(`LLM: prefill of the ${image ? "image's" : "view's"} ${r.llm_tokens} visual tokens, context ${r.context_tokens} tokens, LM head ${r.lm_head ? 'on' : 'off'}`);
   lines.push('');
   const header = `${'group'.padEnd(11)}${'module'.padEnd(28)}${'layer'.padStart(6)}${'tokens'.padStart(13)}${unit.name.padStart(14)}${'share'.padStart(8)}`;
   lines.push(header, '-'.repeat(header.length));
@@ -103,9 +136,11 @@ export function formatFlops(r: BaselineComparison, configName: string): string {
       const b = r.baseline_by_group_gmacs[g] * G;
       lines.push(`${label.padEnd(34)}${col(fmt(a))}${col(fmt(b))}${col(b === 0 ? '-' : pct(b, a))}`);
     }
-    lines.push(`${'visual encoding (ViT + D + conn.)'.padEnd(34)}${col(fmt(r.total_gmacs * G))}${col(fmt(r.baseline_gmacs * G))}${col(`${r.reduction_pct.toFixed(1)}%`)}`);
-    lines.push(`${'LLM'.padEnd(34)}${col(fmt(r.by_group_gmacs.llm * G))}${col(fmt(r.baseline_by_group_gmacs.llm * G))}${col(pct(r.baseline_by_group_gmacs.llm, r.by_group_gmacs.llm))}`);
-    lines.push(`${'total with LLM'.padEnd(34)}${col(fmt(r.total_with_llm_gmacs * G))}${col(fmt(r.baseline_with_llm_gmacs * G))}${col(`${r.reduction_with_llm_pct.toFixed(1)}%`)}`);
+    lines.push(`${(tower ? 'vision tower (ViT + D)' : 'visual encoding (ViT + D + conn.)').padEnd(34)}${col(fmt(r.total_gmacs * G))}${col(fmt(r.baseline_gmacs * G))}${col(`${r.reduction_pct.toFixed(tower ? 2 : 1)}%`)}`);
+    if (!tower) {
+      lines.push(`${'LLM'.padEnd(34)}${col(fmt(r.by_group_gmacs.llm * G))}${col(fmt(r.baseline_by_group_gmacs.llm * G))}${col(pct(r.baseline_by_group_gmacs.llm, r.by_group_gmacs.llm))}`);
+      lines.push(`${'total with LLM'.padEnd(34)}${col(fmt(r.total_with_llm_gmacs * G))}${col(fmt(r.baseline_with_llm_gmacs * G))}${col(`${r.reduction_with_llm_pct.toFixed(1)}%`)}`);
+    }
   } else {
     lines.push(`${`totals (${unit.name})`.padEnd(34)}${col('baseline')}`);
     for (const [g, label] of groups) lines.push(`${label.padEnd(34)}${col(fmt(r.by_group_gmacs[g] * G))}`);
@@ -114,8 +149,14 @@ export function formatFlops(r: BaselineComparison, configName: string): string {
     lines.push(`${'total with LLM'.padEnd(34)}${col(fmt(r.total_with_llm_gmacs * G))}`);
   }
   lines.push('');
-  lines.push('MACs of the matmuls + 4 ops per attention score per head (scale, softmax); norms, activations,');
-  lines.push('biases and residuals are not counted. FLOPs ~ 2 x MACs. share: of this config\'s total with the LLM.');
+  if (tower) {
+    lines.push('MACs of the matmuls + 4 ops per attention score per head + 12d + f elementwise ops per token per layer,');
+    lines.push('as the paper counts them (it calls them FLOPs). share: of this config\'s total.');
+  } else {
+    lines.push('MACs of the matmuls + 4 ops per attention score per head (scale, softmax); norms, activations,');
+    lines.push('biases and residuals are not counted. FLOPs ~ 2 x MACs. share: of this config\'s total with the LLM.');
+    lines.push("(--paper: the paper's own accounting, which reproduces its Figure 2 / Table 5.)");
+  }
   return lines.join('\n');
 }
 

@@ -19,13 +19,15 @@ program
 
 program
   .command('flops')
-  .description('analytic MACs of one view per module and layer, D vs the post-ViT baseline')
+  .description("analytic MACs per module and layer, D vs the post-ViT baseline: one 448x448 view through the whole pipeline by default; --paper for the paper's numbers")
   .option('--config <name|path>', 'named config or JSON file', 'llava-uhd-v4')
-  .option('--view <WxH>', 'view size in pixels, each side a multiple of 56', '448x448')
+  .option('--view <WxH>', 'view size in pixels, each side a multiple of 56 (default 448x448; 980x980 with --paper)')
   .option('--insert-layer <k|none>', "ViT layer after which D runs (overrides the config's), or 'none' for the baseline")
   .option('--dense-window', "count D's attention dense over the view, as the paper's profiler did")
   .option('--context <tokens>', 'tokens before the view that its visual tokens attend to in the LLM', '0')
   .option('--lm-head', 'count the LM head on every visual token')
+  .option('--paper', "the paper's accounting (Fig. 2, Table 5: baseline 3555.1 G, k=6 1573.1 G): one 980x980 view, vision tower only, D dense, elementwise ops")
+  .option('--image <WxH>', 'a whole image after slicing (thumbnail + slices), in either convention')
   .option('--json', 'print one JSON object')
   .action(async (opts: import('./flops.js').FlopsCliOptions) => (await import('./flops.js')).flopsCommand(opts));
 
@@ -68,10 +70,18 @@ program
   .option('--weights <file|dir>', 'safetensors file, or a sharded checkpoint folder')
   .option('--random-init', 'run with random weights (no --weights)')
   .option('--max-new-tokens <n>', 'answer length limit', '64')
+  .option('--min-new-tokens <n>', 'no stop token before this many answer tokens', '0')
   .option('--max-slices <n>', 'slice budget (default: the config\'s)')
-  .option('--temperature <t>', '0 is greedy', '0')
-  .option('--top-p <p>', 'nucleus sampling mass', '1')
+  .option('--temperature <t>', '0 is greedy; > 0 samples', '0')
+  .option('--top-k <k>', 'sampling: keep the k most likely tokens (0: all)', '0')
+  .option('--top-p <p>', 'sampling: nucleus mass, in (0, 1]', '1')
+  .option('--repetition-penalty <r>', "> 1 discourages tokens already in the sequence (transformers' rule)", '1')
+  .option('--no-penalize-prompt', "the repetition penalty counts the answer's tokens only (as MiniCPM-V's chat)")
+  .option('--stop <text>', 'stop once the answer ends with this text (repeatable)', (s: string, all: string[]) => [...all, s], [] as string[])
+  .option('--num-beams <n>', "beam search with n beams (1: greedy or sampling)", '1')
+  .option('--length-penalty <x>', 'beam search: finished scores are sum(log p) / length^x', '1')
   .option('--seed <n>', 'seed for sampling')
+  .option('--logits <file>', 'write {"input_ids", "steps": [{"token", "logits"}]} JSON: the raw LM-head outputs per step')
   .option('--device <cpu|webgpu>', 'where to run', 'cpu')
   .action(async (opts: import('./generate.js').GenerateCliOptions) => (await import('./generate.js')).generateCommand(opts));
 

@@ -51,6 +51,7 @@ export async function answer(model: LlavaUHD, tok: Tokenizer, s: Sample, opts: E
   const g = await generate(model, { ids: Array.from(prompt.ids), unkPositions: prompt.unkPositions }, pixels, {
     maxNewTokens: opts.maxNewTokens ?? 8,
     stopTokens: [tok.special['<|im_end|>'], tok.eosId],
+    vocabSize: tok.vocabSize, // a tiny config's head has rows no token decodes to
   });
   for (const p of pixels) p.dispose();
   const ids = g.tokens.filter((t) => t !== tok.special['<|im_end|>'] && t !== tok.eosId);

@@ -29,8 +29,24 @@
  * extra connector round (6.8 GMACs). The saving grows with the view, since attention is
  * quadratic in its tokens (54.1% at 672x672, 56.7% at 896x896), and the paper's 3555G baseline is
  * about 3.6x one slice's 996 GFLOPs, so it was measured on more pixels than one 448 slice.
+ *
+ * The paper's own convention (`paperComparison`, `uhd flops --paper`), reconstructed from its
+ * Figure 2 / Table 5 numbers: one 980x980 view (70x70 = 4900 patches: the position table's
+ * full size), the vision tower only (patch embedding, the 27 layers, D; no connector, no LLM),
+ * D's attention dense over the view, and an elementwise term of 12d + f operations per token per
+ * layer, D included at its input tokens: per layer two LayerNorms at ~5 ops per element (mean,
+ * centre, variance, normalise, affine: 10d), the two residual adds (2d) and the GELU, one op per
+ * MLP activation (f); D has the same at its N tokens (LN1 5d, residual d, `pre_norm` over 4d at
+ * N/4 tokens = 5d, GELU over 4f at N/4 = f, the window mean ~d). The term is 0.07% of the
+ * baseline, but it is what lands all five numbers: with it the model gives 3555.07, 1245.14,
+ * 1573.10, 1901.06, 2556.98 G for the baseline and k = 3, 6, 9, 15 against the paper's 3555.1,
+ * 1245.1, 1573.1, 1901.1, 2557.0 (55.75% fewer at k = 6). Any per-token-per-layer constant in
+ * 18048..18384 (15.67d..15.96d) puts all five within the paper's rounding (±0.05 G); 12d + f =
+ * 18128 is the natural count inside it, while none (0) or 16d miss. The paper says "FLOPs" for
+ * what are these MACs.
  */
 import { connectorMergeRounds, type LlavaUHDConfig } from './config.js';
+import { sliceImage } from './slicing.js';
 
 /** A view in pixels; both sides a multiple of 4 patches (56 px for patch 14). */
 export interface ViewSize {
@@ -79,6 +95,14 @@ export interface FlopsOptions {
    */
   contextTokens?: number;
   lmHead?: boolean;
+  /**
+   * 'pipeline' (default): ViT, D, connector and LLM. 'tower': patch embedding, ViT layers and D
+   * only, as the paper counts; the view then needs only D's 2x2 merge (sides a multiple of 2
+   * patches), so the paper's 980x980 view (70x70 patches) is accepted.
+   */
+  scope?: 'pipeline' | 'tower';
+  /** Add the elementwise work per token per layer, 12d + f, as the paper's counts include. */
+  elementwise?: boolean;
 }
 
 export interface FlopsReport {
@@ -88,7 +112,7 @@ export interface FlopsReport {
   /** k in effect, null for the baseline. */
   insertLayer: number | null;
   denseWindow: boolean;
-  /** Tokens the LLM receives for this view: n/16 with D and for the baseline alike. */
+  /** Tokens the LLM receives for this view: n/16 with D and for the baseline alike (0 in the tower scope). */
   llmTokens: number;
   modules: ModuleFlops[];
   /** Sum of every row, LLM included. */
@@ -123,21 +147,28 @@ function row(group: FlopsGroup, name: string, tokens: number, parts: Record<stri
 }
 
 /** The patch grid of a view, checking that both 2x2 merges (D's and the connector's, or the
- * baseline's two) are exact: each side a multiple of 4 patches (LLAVA-UHD-V4.md, alignment u). */
-export function patchGrid(config: LlavaUHDConfig, view: ViewSize): { h: number; w: number; n: number } {
+ * baseline's two) are exact: each side a multiple of 4 patches (LLAVA-UHD-V4.md, alignment u);
+ * fewer `merges` when the tower is counted alone: 1 with D (a multiple of 2 patches), 0 without. */
+export function patchGrid(config: LlavaUHDConfig, view: ViewSize, merges: 0 | 1 | 2 = 2): { h: number; w: number; n: number } {
   const p = config.vision_config.patch_size;
-  const unit = 4 * p;
+  const unit = 2 ** merges * p;
   const { width, height } = view;
   if (!Number.isInteger(width) || !Number.isInteger(height) || width <= 0 || height <= 0 || width % unit !== 0 || height % unit !== 0) {
-    throw new Error(`flops: view ${width}x${height}: each side must be a positive multiple of ${unit} px (patch ${p} x 4)`);
+    throw new Error(`flops: view ${width}x${height}: each side must be a positive multiple of ${unit} px (patch ${p} x ${2 ** merges})`);
   }
   const h = height / p;
   const w = width / p;
   return { h, w, n: h * w };
 }
 
+/** The paper's elementwise operations per token per ViT layer: 2 LayerNorms (5d each), 2 residual adds, GELU over f. */
+export function elementwisePerToken(config: LlavaUHDConfig): number {
+  const v = config.vision_config;
+  return 12 * v.hidden_size + v.intermediate_size;
+}
+
 /** One pre-norm SigLIP layer on T tokens of one view (LLAVA-UHD-V4.md, "Vision tower"). */
-function vitLayer(config: LlavaUHDConfig, layer: number, tokens: number): ModuleFlops {
+function vitLayer(config: LlavaUHDConfig, layer: number, tokens: number, elementwise: boolean): ModuleFlops {
   const v = config.vision_config;
   const d = v.hidden_size;
   const f = v.intermediate_size;
@@ -150,6 +181,7 @@ function vitLayer(config: LlavaUHDConfig, layer: number, tokens: number): Module
     ...attentionScores(tokens * tokens, heads, d / heads),
     fc1: linear(tokens, d, f),
     fc2: linear(tokens, f, d),
+    ...(elementwise ? { elementwise: tokens * elementwisePerToken(config) } : {}),
   }, { layer });
 }
 
@@ -158,7 +190,7 @@ function vitLayer(config: LlavaUHDConfig, layer: number, tokens: number): Module
  * window attention with layer k's attention shapes at N tokens, then the MLP branch on the N/4
  * merged tokens: `linear_1` [4f, 4d] and `linear_2` [d, 4f].
  */
-function compressor(config: LlavaUHDConfig, tokens: number, denseWindow: boolean): ModuleFlops {
+function compressor(config: LlavaUHDConfig, tokens: number, denseWindow: boolean, elementwise: boolean): ModuleFlops {
   const v = config.vision_config;
   const d = v.hidden_size;
   const f = v.intermediate_size;
@@ -173,6 +205,7 @@ function compressor(config: LlavaUHDConfig, tokens: number, denseWindow: boolean
     ...attentionScores(tokens * keysPerQuery, heads, d / heads),
     linear_1: linear(merged, 4 * d, 4 * f),
     linear_2: linear(merged, 4 * f, d),
+    ...(elementwise ? { elementwise: tokens * elementwisePerToken(config) } : {}),
   }, { tokensOut: merged });
 }
 
@@ -241,7 +274,11 @@ export function viewFlops(config: LlavaUHDConfig, view: ViewSize, opts: FlopsOpt
     throw new Error(`flops: contextTokens must be a non-negative integer, got ${JSON.stringify(opts.contextTokens)}`);
   }
   const denseWindow = opts.denseWindow ?? false;
-  const grid = patchGrid(config, view);
+  const tower = (opts.scope ?? 'pipeline') === 'tower';
+  if (opts.scope !== undefined && opts.scope !== 'pipeline' && opts.scope !== 'tower') throw new Error(`flops: scope must be 'pipeline' or 'tower', got ${JSON.stringify(opts.scope)}`);
+  if (tower && (opts.contextTokens || opts.lmHead)) throw new Error('flops: contextTokens and lmHead count the LLM, which the tower scope leaves out');
+  const elementwise = opts.elementwise ?? false;
+  const grid = patchGrid(config, view, !tower ? 2 : k === null ? 0 : 1);
   const n = grid.n;
   const channels = v.num_channels ?? 3;
   const p = v.patch_size;
@@ -251,16 +288,18 @@ export function viewFlops(config: LlavaUHDConfig, view: ViewSize, opts: FlopsOpt
   modules.push(row('vit', 'embeddings.patch_embedding', n, { patch_embedding: linear(n, channels * p * p, v.hidden_size) }));
   let tokens = n;
   for (let i = 0; i < layers; i++) {
-    modules.push(vitLayer(config, i, tokens));
+    modules.push(vitLayer(config, i, tokens, elementwise));
     if (i === k) {
-      modules.push(compressor(config, tokens, denseWindow));
+      modules.push(compressor(config, tokens, denseWindow, elementwise));
       tokens /= 4;
     }
   }
   const rounds = connectorMergeRounds({ ...config, insert_layer_id: k });
-  modules.push(...connector(config, tokens, rounds));
-  const llmTokens = tokens / 4 ** rounds;
-  for (let i = 0; i < config.text_config.num_hidden_layers; i++) modules.push(llmLayer(config, i, llmTokens, context));
+  const llmTokens = tower ? 0 : tokens / 4 ** rounds;
+  if (!tower) {
+    modules.push(...connector(config, tokens, rounds));
+    for (let i = 0; i < config.text_config.num_hidden_layers; i++) modules.push(llmLayer(config, i, llmTokens, context));
+  }
   if (opts.lmHead) {
     modules.push(row('llm', 'llm.lm_head', llmTokens, { lm_head: linear(llmTokens, config.text_config.hidden_size, config.text_config.vocab_size) }));
   }
@@ -335,7 +374,9 @@ export function compareWithBaseline(config: LlavaUHDConfig, view: ViewSize, opts
   const base = viewFlops(config, view, { ...opts, insertLayer: null });
   const gm = (rows: ModuleFlops[]): ModuleGmacs[] => rows.map((m) => ({ ...m, gmacs: m.macs / G }));
   return {
-    scope: 'one view; total_gmacs/baseline_gmacs/reduction_pct = visual encoding (ViT + D + connector); *_with_llm_* add the LLM prefill of the view\'s visual tokens',
+    scope: opts.scope === 'tower'
+      ? `one view; the vision tower only (patch embedding, ViT layers, D)${opts.denseWindow ? ", D's attention dense" : ''}${opts.elementwise ? ', elementwise 12d + f per token per layer' : ''}`
+      : 'one view; total_gmacs/baseline_gmacs/reduction_pct = visual encoding (ViT + D + connector); *_with_llm_* add the LLM prefill of the view\'s visual tokens',
     view: withD.view,
     patches: withD.patches,
     insert_layer: withD.insertLayer,
@@ -353,5 +394,89 @@ export function compareWithBaseline(config: LlavaUHDConfig, view: ViewSize, opts
     baseline_by_group_gmacs: inGmacs(base.byGroup),
     modules: gm(withD.modules),
     baseline_modules: gm(base.modules),
+  };
+}
+
+/** The paper's view for its FLOPs figures: the position table's full 980x980 (70x70 patches). */
+export const PAPER_VIEW: ViewSize = { width: 980, height: 980 };
+
+/** The paper's counting (see the file's comment): the tower alone, D's attention dense, the elementwise term. */
+export const PAPER_COUNTING: FlopsOptions = { scope: 'tower', denseWindow: true, elementwise: true };
+
+/**
+ * The paper's Figure 2 / Table 5 accounting: one 980x980 view by default, D after layer k
+ * against the baseline. The llava-uhd-v4 config gives baseline 3555.07 G and k = 6 1573.10 G.
+ */
+export function paperComparison(config: LlavaUHDConfig, opts: { insertLayer?: number | null; view?: ViewSize } = {}): BaselineComparison {
+  const r = compareWithBaseline(config, opts.view ?? PAPER_VIEW, { ...PAPER_COUNTING, insertLayer: opts.insertLayer });
+  return { ...r, scope: "the paper's accounting (Figure 2, Table 5): one view, vision tower only (patch embedding, ViT layers, D), D's attention dense, elementwise 12d + f per token per layer; GMACs, which the paper calls FLOPs" };
+}
+
+/** A whole image after slicing: the comparison summed over its views, and each view's share. */
+export interface ImageComparison extends BaselineComparison {
+  image: ViewSize;
+  views: { view: ViewSize; role: 'thumbnail' | 'slice'; total_gmacs: number; baseline_gmacs: number }[];
+}
+
+/** Sums comparisons of the same config (rows line up one to one). */
+function sumComparisons(parts: BaselineComparison[]): BaselineComparison {
+  const [first] = parts;
+  const add = (a: number, b: number) => a + b;
+  const sumRows = (rows: ModuleGmacs[][]): ModuleGmacs[] =>
+    rows[0].map((m, i) => {
+      const all = rows.map((r) => r[i]);
+      const parts: Record<string, number> = {};
+      for (const r of all) for (const [k, v] of Object.entries(r.parts)) parts[k] = (parts[k] ?? 0) + v;
+      const total = (f: (x: ModuleGmacs) => number) => all.map(f).reduce(add, 0);
+      return {
+        ...m, parts, tokens: total((x) => x.tokens), macs: total((x) => x.macs), matmulMacs: total((x) => x.matmulMacs), scoreOps: total((x) => x.scoreOps), gmacs: total((x) => x.gmacs),
+        ...(m.tokensOut === undefined ? {} : { tokensOut: total((x) => x.tokensOut ?? 0) }),
+      };
+    });
+  const groups = (f: (c: BaselineComparison) => Record<FlopsGroup, number>) => {
+    const out: Record<FlopsGroup, number> = { vit: 0, compressor: 0, connector: 0, llm: 0 };
+    for (const c of parts) for (const g of Object.keys(out) as FlopsGroup[]) out[g] += f(c)[g];
+    return out;
+  };
+  const total = (f: (c: BaselineComparison) => number) => parts.map(f).reduce(add, 0);
+  const t = total((c) => c.total_gmacs);
+  const b = total((c) => c.baseline_gmacs);
+  const tl = total((c) => c.total_with_llm_gmacs);
+  const bl = total((c) => c.baseline_with_llm_gmacs);
+  return {
+    ...first,
+    patches: { h: 0, w: 0, n: total((c) => c.patches.n) },
+    llm_tokens: total((c) => c.llm_tokens),
+    total_gmacs: t,
+    baseline_gmacs: b,
+    reduction_pct: b === 0 ? 0 : reduction(b, t),
+    total_with_llm_gmacs: tl,
+    baseline_with_llm_gmacs: bl,
+    reduction_with_llm_pct: bl === 0 ? 0 : reduction(bl, tl),
+    by_group_gmacs: groups((c) => c.by_group_gmacs),
+    baseline_by_group_gmacs: groups((c) => c.baseline_by_group_gmacs),
+    modules: sumRows(parts.map((c) => c.modules)),
+    baseline_modules: sumRows(parts.map((c) => c.baseline_modules)),
+  };
+}
+
+/**
+ * A W x H image as the model encodes it (LLAVA-UHD-V4.md, "Slice-based encoding"): the
+ * thumbnail and every slice, each a view counted with `opts` (per-view default, or
+ * PAPER_COUNTING), summed. Views are encoded apart, so their costs add up.
+ */
+export function imageComparison(config: LlavaUHDConfig, image: ViewSize, opts: FlopsOptions = {}, maxSlices?: number): ImageComparison {
+  const cfg = maxSlices === undefined ? config.slice_config : { ...config.slice_config, max_slice_nums: maxSlices };
+  const plan = sliceImage(image.width, image.height, cfg);
+  const views: { view: ViewSize; role: 'thumbnail' | 'slice' }[] = [{ view: plan.thumbnail, role: 'thumbnail' }];
+  if (plan.grid && plan.slice) for (let i = 0; i < plan.grid.cols * plan.grid.rows; i++) views.push({ view: plan.slice, role: 'slice' });
+  const each = views.map((v) => compareWithBaseline(config, v.view, opts));
+  const sum = sumComparisons(each);
+  return {
+    ...sum,
+    scope: `a ${image.width}x${image.height} image: ${views.length} views (thumbnail${plan.grid ? ` + ${plan.grid.cols}x${plan.grid.rows} slices` : ''}), each as: ${each[0].scope}`,
+    view: { width: image.width, height: image.height },
+    image: { width: image.width, height: image.height },
+    views: views.map((v, i) => ({ view: v.view, role: v.role, total_gmacs: each[i].total_gmacs, baseline_gmacs: each[i].baseline_gmacs })),
   };
 }

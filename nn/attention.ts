@@ -5,7 +5,7 @@
  */
 import * as ag from '../autograd/index.js';
 import { fmt } from '../tensor/shape.js';
-import { keep, tensor, type Device, type DType, type Tensor } from '../tensor/index.js';
+import { indexSelect, keep, tensor, type Device, type DType, type Tensor } from '../tensor/index.js';
 import type { InitOptions } from './init.js';
 import { Linear, RMSNorm } from './layers.js';
 import { Module } from './module.js';
@@ -28,15 +28,27 @@ export interface AttentionConfig extends InitOptions {
   outName?: 'out_proj' | 'o_proj';
 }
 
-/** Past keys and values of one layer: [B, Hkv, S_past, headDim]. */
+/**
+ * Past keys and values of one layer: [B, Hkv, S_past, headDim].
+ *
+ * Several sequences decoded together (batched generation) are left-padded to one length; then
+ * `padding[b]` says how many leading positions of row b are padding. Attention through this
+ * cache hides them, and row b's rotary positions start after them, so each row computes what it
+ * would alone. `select` reorders rows (beam search) and drops finished ones.
+ */
 export class KVCache {
   k: Tensor | null = null;
   v: Tensor | null = null;
+  /** Leading padded positions per row; null: none (one sequence, or rows of equal length). */
+  padding: number[] | null = null;
   get length(): number {
     return this.k?.shape[2] ?? 0;
   }
   /** Appends new keys/values and returns the full ones (owned by the cache). */
   append(k: Tensor, v: Tensor): [Tensor, Tensor] {
+    if (this.padding && this.padding.length !== k.shape[0]) {
+      throw new Error(`KVCache: padding is given for ${this.padding.length} rows but the keys have ${k.shape[0]}`);
+    }
     const nk = this.k ? ag.concat([this.k, k], 2) : ag.contiguous(k);
     const nv = this.v ? ag.concat([this.v, v], 2) : ag.contiguous(v);
     this.k?.dispose();
@@ -44,6 +56,32 @@ export class KVCache {
     this.k = keep(nk);
     this.v = keep(nv);
     return [this.k, this.v];
+  }
+  /** Keeps rows `rows` in that order: a row may repeat (beams sharing a prefix) or go (finished). */
+  select(rows: readonly number[]): void {
+    const B = this.k?.shape[0] ?? this.padding?.length ?? 0;
+    for (const r of rows) {
+      if (!(Number.isInteger(r) && r >= 0 && r < B)) throw new Error(`KVCache.select: row ${r} is not one of the ${B} rows`);
+    }
+    if (this.padding) this.padding = rows.map((r) => this.padding![r]);
+    if (!this.k || !this.v || (rows.length === B && rows.every((r, i) => r === i))) return;
+    const index = tensor(Int32Array.from(rows), { dtype: 'int32', device: this.k.device });
+    const nk = keep(indexSelect(this.k, 0, index));
+    const nv = keep(indexSelect(this.v, 0, index));
+    index.dispose();
+    this.k.dispose();
+    this.v.dispose();
+    this.k = nk;
+    this.v = nv;
+  }
+  /** int32 [B, n]: 0 at padded positions start..start+n-1 of each row, 1 elsewhere (segment ids). */
+  paddingSegments(start: number, n: number, device: Device): Tensor {
+    const pad = this.padding ?? [];
+    const ids = new Int32Array(pad.length * n);
+    pad.forEach((p, b) => {
+      for (let i = 0; i < n; i++) ids[b * n + i] = start + i < p ? 0 : 1;
+    });
+    return tensor(ids, { shape: [pad.length, n], dtype: 'int32', device });
   }
   dispose(): void {
     this.k?.dispose();
@@ -61,19 +99,27 @@ export interface AttentionCall {
   cache?: KVCache;
 }
 
-/** cos and sin tables [S, headDim] for rotate-half RoPE at positions start..start+S-1. */
-export function ropeTables(start: number, S: number, headDim: number, theta: number, device: Device, dtype: DType = 'float32'): [Tensor, Tensor] {
+/**
+ * cos and sin tables [S, headDim] for rotate-half RoPE at positions start..start+S-1; with one
+ * start per row, [B, 1, S, headDim] (rows of a padded batch start at different positions).
+ */
+export function ropeTables(start: number | readonly number[], S: number, headDim: number, theta: number, device: Device, dtype: DType = 'float32'): [Tensor, Tensor] {
   const half = headDim / 2;
-  const cos = new Float64Array(S * headDim);
-  const sin = new Float64Array(S * headDim);
-  for (let p = 0; p < S; p++) {
-    for (let i = 0; i < half; i++) {
-      const angle = (start + p) * theta ** (-(2 * i) / headDim);
-      cos[p * headDim + i] = cos[p * headDim + i + half] = Math.cos(angle);
-      sin[p * headDim + i] = sin[p * headDim + i + half] = Math.sin(angle);
+  const starts = typeof start === 'number' ? [start] : start;
+  const cos = new Float64Array(starts.length * S * headDim);
+  const sin = new Float64Array(starts.length * S * headDim);
+  starts.forEach((s0, b) => {
+    for (let p = 0; p < S; p++) {
+      const row = (b * S + p) * headDim;
+      for (let i = 0; i < half; i++) {
+        const angle = (s0 + p) * theta ** (-(2 * i) / headDim);
+        cos[row + i] = cos[row + i + half] = Math.cos(angle);
+        sin[row + i] = sin[row + i + half] = Math.sin(angle);
+      }
     }
-  }
-  return [tensor(cos, { shape: [S, headDim], device, dtype }), tensor(sin, { shape: [S, headDim], device, dtype })];
+  });
+  const shape = typeof start === 'number' ? [S, headDim] : [starts.length, 1, S, headDim];
+  return [tensor(cos, { shape, device, dtype }), tensor(sin, { shape, device, dtype })];
 }
 
 /** x * cos + rotateHalf(x) * sin, rotateHalf(x) = [-x2, x1]; x: [B, H, S, hd]. */
@@ -131,8 +177,11 @@ export class MultiHeadAttention extends Module {
     let q = this.split(this.q_proj.forward(x), this.heads, this.q_norm);
     let k = this.split(this.k_proj.forward(x), this.kvHeads, this.k_norm);
     let v = this.split(this.v_proj.forward(x), this.kvHeads, null);
+    const past = call.cache?.length ?? 0;
+    // a left-padded batch (KVCache.padding): per-row positions, and the padding hidden
+    const padding = call.cache?.padding?.some((p) => p > 0) ? call.cache.padding : null;
     if (this.cfg.ropeTheta) {
-      const start = call.start ?? call.cache?.length ?? 0;
+      const start = call.start ?? (padding ? padding.map((p) => past - p) : past);
       const [cos, sin] = ropeTables(start, S, this.headDim, this.cfg.ropeTheta, x.device, x.dtype);
       q = applyRope(q, cos, sin);
       k = applyRope(k, cos, sin);
@@ -140,11 +189,21 @@ export class MultiHeadAttention extends Module {
       sin.dispose();
     }
     if (call.cache) [k, v] = call.cache.append(k, v);
+    let padSegments: { q: Tensor; k: Tensor } | null = null;
+    if (padding && call.cache) {
+      if (call.segmentIds) throw new Error('MultiHeadAttention: segment ids and a padded KV cache cannot be combined');
+      padSegments = { q: call.cache.paddingSegments(past, S, x.device), k: call.cache.paddingSegments(0, past + S, x.device) };
+    }
     const o = ag.attention(q, k, v, {
       causal: call.causal,
-      segmentIds: call.segmentIds,
+      segmentIds: padSegments ?? call.segmentIds,
       window: call.window,
     });
+    // (kept when recording: the backward pass reads them)
+    if (padSegments && !ag.isGradEnabled()) {
+      padSegments.q.dispose();
+      padSegments.k.dispose();
+    }
     const merged = ag.reshape(ag.permute(o, [0, 2, 1, 3]), [B, S, this.heads * this.headDim]);
     return this.out.forward(merged);
   }

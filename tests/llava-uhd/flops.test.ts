@@ -12,7 +12,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { flopsReport, formatFlops, parseView } from '../../cli/flops.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
-import { compareWithBaseline, viewFlops, type ModuleFlops } from '../../llava-uhd/flops.js';
+import { compareWithBaseline, PAPER_COUNTING, paperComparison, viewFlops, type ImageComparison, type ModuleFlops } from '../../llava-uhd/flops.js';
 
 const tiny = CONFIGS.tiny;
 const paper = CONFIGS['llava-uhd-v4'];
@@ -284,5 +284,62 @@ describe('uhd flops', () => {
     expect(err).not.toBe(null);
     expect(err!.code).not.toBe(0);
     expect(err!.stderr).toContain('uhd flops: --view: flops: view 100x100');
+  });
+});
+
+describe("the paper's accounting (Figure 2, Table 5)", () => {
+  // The paper's numbers, in G (it calls them FLOPs): one 980x980 view, the vision tower alone.
+  const PAPER: [number | null, number][] = [[null, 3555.1], [3, 1245.1], [6, 1573.1], [9, 1901.1], [15, 2557.0]];
+
+  it.each(PAPER)('k = %s: %f G within 0.1%, and within the paper\'s rounding (0.05 G)', (k, want) => {
+    const r = paperComparison(paper, { insertLayer: k });
+    const got = k === null ? r.baseline_gmacs : r.total_gmacs;
+    expect(Math.abs(got - want) / want).toBeLessThan(0.001);
+    expect(Math.abs(got - want)).toBeLessThanOrEqual(0.05);
+    expect(r.baseline_gmacs).toBeCloseTo(3555.07, 2);
+  });
+
+  it('55.75% fewer at k = 6; the same JSON keys as the per-view report', async () => {
+    const r = await flopsReport({ paper: true, insertLayer: '6' });
+    expect(r.reduction_pct).toBeCloseTo(55.75, 2);
+    const perView = await flopsReport({});
+    expect(Object.keys(r)).toEqual(Object.keys(perView));
+    expect(r.patches).toEqual({ h: 70, w: 70, n: 4900 });
+    expect(r.modules.filter((m) => m.group === 'connector' || m.group === 'llm')).toHaveLength(0);
+    expect(r.dense_window).toBe(true);
+  });
+
+  it('the elementwise term is 12d + f per token per layer, D counted at its input tokens; without it the numbers miss the rounding', () => {
+    const e = 12 * 1152 + 4304;
+    const withIt = viewFlops(paper, { width: 980, height: 980 }, { ...PAPER_COUNTING, insertLayer: 6 });
+    const without = viewFlops(paper, { width: 980, height: 980 }, { ...PAPER_COUNTING, elementwise: false, insertLayer: 6 });
+    const layers = withIt.modules.filter((m) => m.name === 'encoder.layers' || m.name === 'vit_merger');
+    for (const m of layers) expect(m.parts.elementwise).toBe(m.tokens * e);
+    expect(withIt.total - without.total).toBe((7 * 4900 + 4900 + 20 * 1225) * e);
+    const base = viewFlops(paper, { width: 980, height: 980 }, { ...PAPER_COUNTING, elementwise: false, insertLayer: null });
+    expect(Math.abs(base.total / 1e9 - 3555.1)).toBeGreaterThan(0.05);
+  });
+
+  it('--image: the whole image after slicing is the sum of its views, in either convention', async () => {
+    for (const paperCounting of [false, true]) {
+      const r = await flopsReport({ image: '1920x1080', paper: paperCounting }) as ImageComparison;
+      expect(r.views.map((v) => `${v.role} ${v.view.width}x${v.view.height}`)).toEqual(['thumbnail 616x336', ...new Array(8).fill('slice 448x448')]);
+      const opts = paperCounting ? PAPER_COUNTING : {};
+      const each = r.views.map((v) => compareWithBaseline(paper, v.view, opts));
+      expect(r.total_gmacs).toBeCloseTo(each.reduce((s, c) => s + c.total_gmacs, 0), 9);
+      expect(r.baseline_gmacs).toBeCloseTo(each.reduce((s, c) => s + c.baseline_gmacs, 0), 9);
+      expect(r.modules.reduce((s, m) => s + m.gmacs, 0)).toBeCloseTo(r.total_with_llm_gmacs, 6);
+      expect(r.patches.n).toBe(each.reduce((s, c) => s + c.patches.n, 0));
+    }
+    await expect(flopsReport({ image: '1920x1080', view: '448x448' })).rejects.toThrow('--image and --view: give one');
+    await expect(flopsReport({ image: 'big' })).rejects.toThrow("--image: expected <W>x<H> in pixels, e.g. 1920x1080, got 'big'");
+    await expect(flopsReport({ paper: true, context: '5' })).rejects.toThrow('--paper counts the vision tower only');
+  });
+
+  it('the table says which convention it uses', async () => {
+    const text = formatFlops(await flopsReport({ paper: true }), 'llava-uhd-v4');
+    expect(text).toContain("the paper's accounting (Figure 2, Table 5)");
+    expect(text).toMatch(/vision tower \(ViT \+ D\)\s+1573\.096\s+3555\.066\s+55\.75%/);
+    expect(formatFlops(await flopsReport({}), 'llava-uhd-v4')).toContain('--paper');
   });
 });

@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import * as ag from '../../autograd/index.js';
 import * as uhd from '../../tensor/index.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
-import { generate, pickToken } from '../../llava-uhd/generate.js';
+import { generate, generateBatch, pickToken, type GenerateItem } from '../../llava-uhd/generate.js';
+import { tokenizerFor } from '../../llava-uhd/load.js';
 import { LlavaUHD } from '../../llava-uhd/model.js';
 import { expectClose } from '../support.js';
 
@@ -55,5 +56,96 @@ describe('generation', () => {
 
   it('refuses an empty prompt', async () => {
     await expect(generate(model(), { ids: [], unkPositions: [] }, [])).rejects.toThrow('generate: empty prompt');
+  });
+});
+
+describe('batched generation', () => {
+  /** Mixed prompt lengths; no image, one view, two views of different sizes. */
+  function items(): GenerateItem[] {
+    uhd.manualSeed(21);
+    const unk = (n: number, at: number) => Array.from({ length: n }, (_, i) => at + i);
+    const withUnks = (pre: number[], n: number, post: number[]) => ({ ids: [...pre, ...new Array<number>(n).fill(0), ...post], unkPositions: unk(n, pre.length) });
+    return [
+      { prompt: withUnks([5, 6, 7], 4, [9, 10]), pixels: [uhd.randn([3, 112, 112])] },
+      { prompt: { ids: [1, 2, 3], unkPositions: [] }, pixels: [] },
+      { prompt: withUnks([4], 12, [8, 8, 30, 31, 12]), pixels: [uhd.randn([3, 112, 112]), uhd.randn([3, 112, 224])] },
+      { prompt: { ids: [40, 41, 42, 43, 44, 45, 46], unkPositions: [] }, pixels: [] },
+    ];
+  }
+
+  it('greedy answers of a batch equal the answers one by one, token for token, with the same logits', async () => {
+    const m = model();
+    const batch = items();
+    const opts = { maxNewTokens: 7, stopTokens: [3], keepLogits: true };
+    const together = await generateBatch(m, batch, opts);
+    for (const [i, it] of batch.entries()) {
+      const alone = await generate(m, it.prompt, it.pixels, opts);
+      expect(together[i].tokens, `sample ${i}`).toEqual(alone.tokens);
+      expect(together[i].logits).toHaveLength(alone.logits.length);
+      alone.logits.forEach((l, t) => expect(together[i].logits[t], `sample ${i} step ${t}`).toEqual(l));
+    }
+    // the samples really differ in length and answer (else the test would prove little)
+    expect(new Set(together.map((g) => g.tokens.join())).size).toBe(batch.length);
+  });
+
+  it('beam search per sample in a batch equals beam search one by one', async () => {
+    const m = model();
+    const batch = items();
+    const opts = { maxNewTokens: 5, numBeams: 3, stopTokens: [3], repetitionPenalty: 1.2 };
+    const together = await generateBatch(m, batch, opts);
+    for (const [i, it] of batch.entries()) {
+      const alone = await generate(m, it.prompt, it.pixels, opts);
+      expect(together[i].tokens, `sample ${i}`).toEqual(alone.tokens);
+      expectClose([together[i].score!], [alone.score!], { atol: 1e-5, rtol: 1e-5 }, `sample ${i} score`);
+    }
+  });
+
+  it('leaves no tensor behind', async () => {
+    const m = model();
+    const batch = items();
+    await generateBatch(m, batch, { maxNewTokens: 3, numBeams: 2 });
+    const before = uhd.memory().cpu.tensors;
+    await generateBatch(m, batch, { maxNewTokens: 4 });
+    await generateBatch(m, batch, { maxNewTokens: 4, numBeams: 2 });
+    expect(uhd.memory().cpu.tensors).toBe(before);
+  });
+
+  it('masks ids beyond the tokenizer: a random tiny model emits only ids the tokenizer can decode', async () => {
+    uhd.manualSeed(3);
+    const m = new LlavaUHD(structuredClone(CONFIGS.tiny));
+    const tok = await tokenizerFor(CONFIGS.tiny);
+    expect(CONFIGS.tiny.text_config.vocab_size).toBeGreaterThan(tok.vocabSize);
+    const prompt = { ids: tok.encode('what colour is the square?'), unkPositions: [] };
+    const free = await generate(m, prompt, [], { maxNewTokens: 48, temperature: 1, seed: 1 });
+    expect(free.tokens.some((id) => id >= tok.vocabSize), 'without the mask this seed draws an id the tokenizer lacks').toBe(true);
+    for (const seed of [1, 2, 3]) {
+      const g = await generate(m, prompt, [], { maxNewTokens: 48, temperature: 1, seed, vocabSize: tok.vocabSize, decode: (ids) => tok.decode(ids) });
+      expect(g.tokens.every((id) => id < tok.vocabSize)).toBe(true);
+      expect(typeof g.text).toBe('string');
+    }
+  });
+
+  it('stop strings end the answer; the text is cut before them, the tokens keep them', async () => {
+    const m = model();
+    const decode = (ids: number[]) => ids.map((i) => String.fromCharCode(97 + (i % 26))).join('');
+    const free = await generate(m, { ids: [1, 2, 3], unkPositions: [] }, [], { maxNewTokens: 8, decode });
+    const stop = free.text!.slice(3, 5);
+    const g = await generate(m, { ids: [1, 2, 3], unkPositions: [] }, [], { maxNewTokens: 8, decode, stopStrings: [stop] });
+    expect(g.finish).toBe('stop-string');
+    expect(g.stopString).toBe(stop);
+    expect(decode(g.tokens).endsWith(stop)).toBe(true);
+    expect(g.text).toBe(free.text!.slice(0, free.text!.indexOf(stop)));
+  });
+
+  it('weights holding NaN: generate says which tensors, instead of decoding garbage', async () => {
+    const m = model();
+    const w = m.llm.model.layers[1].mlp.down_proj.weight;
+    ag.noGrad(() => uhd.assign(w, w.mul(Number.NaN)));
+    await expect(generate(m, { ids: [1, 2, 3], unkPositions: [] }, [], { maxNewTokens: 4 }))
+      .rejects.toThrow(/logits at the prompt's last position hold \d+ NaN.*1 of \d+ tensors hold NaN\/Inf: llm\.model\.layers\.1\.mlp\.down_proj\.weight \(\d+ NaN, 0 ±Inf\)/);
+    const v = uhd.randn([3, 112, 112]);
+    const bad = v.mul(Number.POSITIVE_INFINITY);
+    await expect(generate(model(), { ids: [5, 0, 0, 0, 0, 6], unkPositions: [1, 2, 3, 4] }, [bad], { maxNewTokens: 2 }))
+      .rejects.toThrow('although every weight is finite');
   });
 });
