@@ -36,7 +36,9 @@ export function modelAnswerFn(model: LlavaUHD, tok: Tokenizer, opts: AnswerOptio
       const pixels = viewPixels(prepared.flatMap((p) => p.views), opts.device);
       try {
         const g = await generate(model, { ids: Array.from(prompt.ids), unkPositions: prompt.unkPositions }, pixels, { maxNewTokens: settings.maxNewTokens, stopTokens: stop });
-        out.push(tok.decode(g.tokens.filter((t) => !stop.includes(t))));
+        // ids past the tokenizer's vocabulary (the embedding may have spare rows) cannot be decoded;
+        // until generate can be told the tokenizer's size (GenerateOptions.vocabSize) they are dropped
+        out.push(tok.decode(g.tokens.filter((t) => !stop.includes(t) && t < tok.vocabSize)));
       } finally {
         for (const p of pixels) p.dispose();
       }

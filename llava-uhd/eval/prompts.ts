@@ -103,7 +103,7 @@ export function splitMMMU(msgs: Message[], row: VlmRow): Message[] {
   if (segs.length === 1) return msgs;
   const out: Message[] = [{ type: 'text', value: segs[0] }];
   for (const seg of segs.slice(1)) {
-    if (!/^[0-9]>/.test(seg)) throw rowError(row, `'<image ${seg.slice(0, 3)}' is not a reference '<image k>' with a single digit k`);
+    if (!/^[0-9]>/.test(seg)) throw rowError(row, `${JSON.stringify(`<image ${seg.slice(0, 2)}`)} is not a reference '<image k>' with a single digit k`);
     const k = Number(seg[0]) - 1;
     if (k < 0 || k >= images.length) throw rowError(row, `the text refers to <image ${seg[0]}> but the row has ${images.length} images`);
     out.push(images[k], { type: 'text', value: seg.slice(2) });
