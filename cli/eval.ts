@@ -14,6 +14,7 @@ import { HONOURED, modelAnswerFn } from '../llava-uhd/eval/answer.js';
 import { parseBenchmark, RELEASE_GENERATION, type GenerationSettings } from '../llava-uhd/eval/benchmarks.js';
 import { summarize } from '../llava-uhd/eval/report.js';
 import { runVlmeval, scorePredictionsFile } from '../llava-uhd/eval/run.js';
+import type { ScoreReport } from '../llava-uhd/eval/score.js';
 import { loadModel } from '../llava-uhd/load.js';
 import type { Device } from '../tensor/index.js';
 import { progress } from './progress.js';
@@ -55,12 +56,18 @@ function num(text: string | undefined, flag: string): number | undefined {
   return v;
 }
 
+/** A score report without its per-row table (that is in the _result.tsv file). */
+function brief(s: ScoreReport): Omit<ScoreReport, 'result' | 'extra'> {
+  const { result: _r, extra: _e, ...rest } = s;
+  return rest;
+}
+
 /** `uhd eval --data FILE.tsv` and `uhd eval --predictions FILE.tsv`. */
 export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
   if (o.predictions) {
     if (!o.benchmark) throw new Error('--predictions: give --benchmark too (the file name of a predictions file is not the benchmark\'s)');
     const { score, files } = await scorePredictionsFile(o.predictions, parseBenchmark(o.benchmark), o.out);
-    if (o.json) console.log(JSON.stringify(score, null, 2));
+    if (o.json) console.log(JSON.stringify(brief(score), null, 2));
     else for (const l of summarize(score)) console.log(l);
     console.log(`wrote ${files.join(', ')}`);
     return;
@@ -108,7 +115,7 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
     });
     (bar as ReturnType<typeof progress> | null)?.stop();
     if (r.fromCache) console.error(`resumed: ${r.fromCache} of ${r.total} predictions were in the cache`);
-    if (o.json) console.log(JSON.stringify({ benchmark: r.benchmark.name, files: r.files, score: r.score }, null, 2));
+    if (o.json) console.log(JSON.stringify({ benchmark: r.benchmark.name, files: r.files, fromCache: r.fromCache, score: r.score && brief(r.score) }, null, 2));
     else {
       if (r.score) for (const l of summarize(r.score)) console.log(l);
       else console.log(`${r.benchmark.name}: the data has no 'answer' column; predictions written, nothing scored`);

@@ -177,9 +177,15 @@ export async function runVlmeval(opts: RunOptions): Promise<RunResult> {
 
   // every selected row's images, checked before the first answer (errors name the row)
   const sizes = new Map<string, { width: number; height: number }[]>();
+  const seen = new Map<string, { width: number; height: number }>(); // rows sharing an image (MMBench's rotations) decode it once
   for (const r of rows) {
     const list = [];
-    for (const [k, src] of r.images.entries()) list.push(await imageHeader(await sourceBytes(src, `${ds.path}: row index ${r.index}: image ${k + 1}`), `${ds.path}: row index ${r.index}: image ${k + 1}`));
+    for (const [k, src] of r.images.entries()) {
+      const key = src.kind === 'base64' ? src.data : `file:${src.path}`;
+      const where = `${ds.path}: row index ${r.index}: image ${k + 1}`;
+      if (!seen.has(key)) seen.set(key, await imageHeader(await sourceBytes(src, where), where));
+      list.push(seen.get(key)!);
+    }
     sizes.set(r.index, list);
     userContent(buildMessages(r, bench), r); // prompt errors too
   }
