@@ -4,17 +4,19 @@
  *
  *   uhd data preview [--out DIR] [--n N] [--preset tiny|paper] [--split train] [--start I]
  *   uhd data export --out DIR --n N [--preset tiny|paper] [--split train] [--start I]
- *   uhd data check FILE.jsonl
+ *   uhd data export --format vlmeval --out FILE.tsv [--n N] [--question mcq|open] [--split test]
+ *   uhd data check FILE.jsonl|FILE.json
  *
  * The commands are registered in cli/main.ts, which imports this file only when one runs.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { encodePngBytes, resizeBicubic } from '../llava-uhd/image.js';
-import { formatProblem, loadJsonl, writeJsonl } from '../llava-uhd/data/jsonl.js';
+import { formatProblem, loadConversations, writeJsonl } from '../llava-uhd/data/jsonl.js';
+import { writeVlmevalTsv, type QuestionForm } from '../llava-uhd/eval/export.js';
 import {
-  PRESETS, QUESTION_TYPES, SPLITS, chanceBaseline, generateSample, majorityBaseline, questionOf, syntheticOptions,
+  ANSWERS, PRESETS, QUESTION_TYPES, SPLITS, chanceBaseline, generateSample, majorityBaseline, questionOf, syntheticOptions,
   type BaselineReport, type PresetName, type QuestionType, type Split, type SyntheticOptions, type SyntheticSample,
 } from '../llava-uhd/data/synthetic.js';
 import { sliceImage } from '../llava-uhd/slicing.js';
@@ -29,6 +31,10 @@ export interface DataCliOptions {
   thumbnails?: boolean;
   /** Comma-separated question types (default: the preset's). */
   types?: string;
+  /** export: 'jsonl' (default: data.jsonl + images/) or 'vlmeval' (one benchmark TSV). */
+  format?: string;
+  /** export --format vlmeval: 'mcq' (default; the answer classes as options) or 'open'. */
+  question?: string;
 }
 
 function count(text: string | undefined, flag: string, fallback: number, min: number): number {
@@ -116,22 +122,49 @@ export async function previewCommand(opts: DataCliOptions): Promise<void> {
   console.log(`listing: ${join(dir, 'samples.json')}, ${join(dir, 'samples.md')}`);
 }
 
-/** `uhd data export`: writes data.jsonl + images/ and prints the path and the baselines of what it wrote. */
+/** `uhd data export --format vlmeval`: the synthetic task as a VLMEvalKit benchmark TSV (default: 60 test samples). */
+async function exportVlmeval(opts: DataCliOptions): Promise<{ n: number; start: number; split: Split; options: SyntheticOptions }> {
+  const form = (opts.question ?? 'mcq') as QuestionForm;
+  if (form !== 'mcq' && form !== 'open') throw new Error(`--question: expected mcq or open, got '${opts.question}'`);
+  if (!opts.out!.toLowerCase().endsWith('.tsv')) throw new Error(`--out: with --format vlmeval, the .tsv file to write, got '${opts.out}'`);
+  const parsed = parseCommon({ ...opts, n: opts.n ?? '60', split: opts.split ?? 'test' });
+  const { n, start, split, options } = parsed;
+  const path = resolve(opts.out!);
+  await mkdir(dirname(path), { recursive: true });
+  const rows = (function* () {
+    for (const s of samples(split, start, n, options)) yield { image: s.image, question: s.question, answer: s.answer, type: s.type, classes: ANSWERS[s.type] };
+  })();
+  const written = await writeVlmevalTsv(path, rows, form, { optionColumns: Math.max(...options.types.map((t) => ANSWERS[t].length)), firstIndex: start });
+  console.log(`wrote ${written} ${split} samples as a VLMEvalKit TSV (${form === 'mcq' ? 'multiple choice' : 'open questions'}): ${path}`);
+  return parsed;
+}
+
+/** `uhd data export`: writes data.jsonl + images/ (or, with --format vlmeval, one TSV) and prints the path and the baselines of what it wrote. */
 export async function exportCommand(opts: DataCliOptions): Promise<void> {
-  if (opts.out === undefined) throw new Error('--out: required (the folder to write data.jsonl and images/ into)');
-  if (opts.n === undefined) throw new Error('--n: required (how many samples)');
-  const { n, start, split, options } = parseCommon(opts);
-  const dir = resolve(opts.out);
-  const { path, count: written } = await writeJsonl(dir, samples(split, start, n, options));
-  console.log(`wrote ${written} samples: ${path} (images in ${join(dir, 'images')})`);
+  const format = opts.format ?? 'jsonl';
+  if (format !== 'jsonl' && format !== 'vlmeval') throw new Error(`--format: expected jsonl or vlmeval, got '${opts.format}'`);
+  if (opts.out === undefined) throw new Error(`--out: required (${format === 'jsonl' ? 'the folder to write data.jsonl and images/ into' : 'the .tsv file to write'})`);
+  let n: number;
+  let start: number;
+  let split: Split;
+  let options: SyntheticOptions;
+  if (format === 'vlmeval') {
+    ({ n, start, split, options } = await exportVlmeval(opts));
+  } else {
+    if (opts.n === undefined) throw new Error('--n: required (how many samples)');
+    ({ n, start, split, options } = parseCommon(opts));
+    const dir = resolve(opts.out);
+    const { path, count: written } = await writeJsonl(dir, samples(split, start, n, options));
+    console.log(`wrote ${written} samples: ${path} (images in ${join(dir, 'images')})`);
+  }
   const labels = Array.from({ length: n }, (_, k) => questionOf(start + k, split, options));
   printBaselines('chance', chanceBaseline(labels));
   printBaselines('majority (on the exported samples)', majorityBaseline(labels));
 }
 
-/** `uhd data check`: loads a JSONL file, skipping bad records, and lists them; exit code 1 if any. */
+/** `uhd data check`: loads a .jsonl or .json data file (any format training reads), skipping bad records, and lists them; exit code 1 if any. */
 export async function checkCommand(file: string): Promise<void> {
-  const { records, problems } = await loadJsonl(file, { onBad: 'skip' });
+  const { records, problems } = await loadConversations(file, { onBad: 'skip' });
   for (const p of problems) console.log(formatProblem(file, p));
   console.log(`${records.length} good records, ${problems.length} bad`);
   if (problems.length > 0) process.exitCode = 1;

@@ -47,18 +47,20 @@ data
   .action(async (opts: DataCliOptions) => (await import('./data.js')).previewCommand(opts));
 data
   .command('export')
-  .description('write N synthetic samples as data.jsonl + images/, the format the JSONL loader reads')
-  .requiredOption('--out <dir>', 'output folder')
-  .requiredOption('--n <count>', 'how many samples')
+  .description('write N synthetic samples as data.jsonl + images/ (the format the JSONL loader reads), or as a VLMEvalKit benchmark TSV')
+  .requiredOption('--out <dir|file.tsv>', 'output folder (jsonl) or .tsv file (vlmeval)')
+  .option('--n <count>', 'how many samples (required for jsonl; vlmeval: 60)')
+  .option('--format <jsonl|vlmeval>', 'jsonl (data.jsonl + images/) or vlmeval (one TSV, images as base64 PNG)', 'jsonl')
+  .option('--question <mcq|open>', 'vlmeval: multiple choice over the answer classes, or open questions', 'mcq')
   .option('--preset <name>', 'tiny or paper', 'tiny')
-  .option('--split <name>', 'train, val or test', 'train')
+  .option('--split <name>', 'train, val or test (default: train; vlmeval: test)')
   .option('--start <index>', 'first sample index', '0')
   .option('--types <list>', 'question types, comma-separated (default: count,colour,read)')
   .action(async (opts: DataCliOptions) => (await import('./data.js')).exportCommand(opts));
 data
   .command('check')
-  .description('load a LLaVA-style JSONL file and list its bad records with line numbers')
-  .argument('<file>', 'the .jsonl file')
+  .description('load a LLaVA-style .jsonl or .json data file and list its bad records with line numbers')
+  .argument('<file>', 'the .jsonl or .json file')
   .action(async (file: string) => (await import('./data.js')).checkCommand(file));
 
 program
@@ -107,12 +109,27 @@ program
 
 program
   .command('eval')
-  .description('exact-match accuracy per question type, visual tokens, FLOPs and encode time per image')
-  .requiredOption('--weights <file|dir>', 'trained weights')
+  .description("a VLMEvalKit benchmark TSV as the paper evaluated it (prompts, settings, scoring; resumable), or exact-match accuracy, tokens, FLOPs and encode time on a recipe's test split or a .jsonl/.json file")
+  .option('--weights <file|dir>', 'trained weights (not needed with --predictions)')
   .option('--config <name|path>', 'model config', 'tiny')
   .option('--recipe <name|path>', "whose data's test split to use", 'tiny-demo')
-  .option('--data <file.jsonl>', 'evaluate on a LLaVA-style JSONL file instead')
-  .option('--n <count>', 'evaluate the first n samples')
+  .option('--data <file>', 'a VLMEvalKit benchmark .tsv, or a LLaVA-style .jsonl/.json file')
+  .option('--predictions <file.tsv>', 'score this predictions file (ours or VLMEvalKit\'s) instead of running a model')
+  .option('--benchmark <name>', 'MMMU_DEV_VAL, MathVista_MINI, MMBench_DEV_EN_V11, MMBench_DEV_CN_V11, MMStar, HallusionBench, AI2D_TEST, OCRBench, custom_mcq, custom_vqa (default: from the file name)')
+  .option('--out <dir>', 'tsv: where predictions, the cache and <name>_acc.csv go (default runs/eval)')
+  .option('--limit <n>', 'evaluate n rows (MMBench: n questions with their rotations)')
+  .option('--n <count>', 'the same as --limit')
+  .option('--shuffle', 'tsv: pick the rows in a seeded random order')
+  .option('--seed <n>', 'tsv: seed for --shuffle', '0')
+  .option('--batch-size <n>', 'tsv: rows per answer call')
+  .option('--max-new-tokens <n>', "tsv: answer length limit (the release's 2048)")
+  .option('--num-beams <n>', "tsv: beams (the release's 3)")
+  .option('--repetition-penalty <x>', "tsv: the release's 1.2")
+  .option('--max-input-length <n>', "tsv: longest prompt in tokens (the release's 8192)")
+  .option('--max-slices <n>', "tsv: slice budget per image (default: the config's)")
+  .option('--model-name <name>', 'tsv: the <model> of the <model>_<dataset> file names', 'uhd')
+  .option('--image-root <dir>', "tsv: where relative image_path files start (default: the TSV's folder)")
+  .option('--no-jpeg-roundtrip', "tsv: skip VLMEvalKit's JPEG re-encoding of single-image rows")
   .option('--device <cpu|webgpu>', 'where to run', 'cpu')
   .option('--json', 'print JSON')
   .action(async (opts: import('./train.js').EvalCliOptions) => (await import('./train.js')).evalCommand(opts));

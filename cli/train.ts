@@ -10,6 +10,7 @@ import type { LlavaUHD } from '../llava-uhd/model.js';
 import type { Tokenizer } from '../llava-uhd/tokenizer.js';
 import { train, validateRecipe, type Recipe, type TrainResult } from '../llava-uhd/train.js';
 import type { Device } from '../tensor/index.js';
+import type { VlmevalCliOptions } from './eval.js';
 import { progress } from './progress.js';
 
 const RECIPES = join(dirname(fileURLToPath(import.meta.url)), '..', 'recipes');
@@ -89,17 +90,14 @@ export async function trainCommand(o: TrainCliOptions): Promise<void> {
   }
 }
 
-export interface EvalCliOptions {
-  config: string;
-  weights: string;
+export interface EvalCliOptions extends VlmevalCliOptions {
   recipe?: string;
-  data?: string;
-  n?: string;
-  device: string;
-  json?: boolean;
 }
 
 export async function evalCommand(o: EvalCliOptions): Promise<void> {
+  // a VLMEvalKit benchmark (or a predictions file to score) goes the paper's way (cli/eval.ts)
+  if (o.predictions || o.data?.toLowerCase().endsWith('.tsv')) return (await import('./eval.js')).vlmevalCommand(o);
+  if (!o.weights) throw new Error('--weights: required (the trained weights to evaluate)');
   // a user's JSONL file is evaluated whole; otherwise the recipe's test split
   const data = o.data
     ? await loadDatasets({ kind: 'jsonl', train: o.data, on_bad: 'skip' })
@@ -111,7 +109,8 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
   const test = o.data ? data.train : (data.test ?? data.train);
   try {
     const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: o.device as Device });
-    const r = await evaluateWithProgress(model, tok, test, { device, limit: o.n ? Number(o.n) : undefined });
+    const n = o.limit ?? o.n;
+    const r = await evaluateWithProgress(model, tok, test, { device, limit: n ? Number(n) : undefined });
     if (o.json) {
       console.log(JSON.stringify({ ...r, answers: r.answers.slice(0, 20) }, null, 2));
       return;

@@ -1,9 +1,11 @@
 /**
  * A recipe's `data` section resolved into datasets: the built-in synthetic high-resolution task
- * (generated on the fly from the index) or a user's LLaVA-style JSONL files.
+ * (generated on the fly from the index) or a user's LLaVA-style data files: `.jsonl` or `.json`,
+ * one image, several (a list of paths, or MiniCPM-V's `{"<image_00>": path}`) or none per sample
+ * (llava-uhd/data/jsonl.ts, `loadConversations`).
  */
 import { resolve } from 'node:path';
-import { formatProblem, loadJsonl } from './data/jsonl.js';
+import { formatProblem, loadConversations } from './data/jsonl.js';
 import { makeSplit, syntheticOptions, type PresetName, type QuestionType } from './data/synthetic.js';
 import type { Dataset } from './train.js';
 
@@ -21,13 +23,14 @@ export type DataSpec =
       types?: QuestionType[];
       seed?: number;
     }
+  /** Paths of `.jsonl` or `.json` files (the kind keeps its historical name). */
   | { kind: 'jsonl'; train: string; val?: string; test?: string; on_bad?: 'skip' | 'reject' };
 
 export interface Datasets {
   train: Dataset;
   val?: Dataset;
   test?: Dataset;
-  /** Bad JSONL records that were skipped, as `file:line: reason`. */
+  /** Bad records that were skipped, as `file:line: reason`. */
   problems: string[];
 }
 
@@ -64,7 +67,7 @@ export async function loadDatasets(spec: DataSpec, baseDir = '.'): Promise<Datas
   const load = async (p: string | undefined): Promise<Dataset | undefined> => {
     if (!p) return undefined;
     const path = resolve(baseDir, p);
-    const data = await loadJsonl(path, { onBad: spec.on_bad ?? 'reject' });
+    const data = await loadConversations(path, { onBad: spec.on_bad ?? 'reject' });
     problems.push(...data.problems.map((x) => formatProblem(path, x)));
     if (data.records.length === 0) throw new Error(`data: ${path} has no usable records`);
     return { size: data.records.length, get: (i: number) => data.records[i] };

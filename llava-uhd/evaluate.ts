@@ -36,18 +36,24 @@ export interface EvalResult {
   answers: { question: string; expected: string; got: string; type: string }[];
 }
 
-/** The answer the model gives to a sample's first user question (greedy). */
+/** The answer the model gives to a sample's first user question (greedy); a text-only sample has no encode time. */
 export async function answer(model: LlavaUHD, tok: Tokenizer, s: Sample, opts: EvalOptions): Promise<{ text: string; encodeMs: number; visualTokens: number; gmacs: number }> {
-  const prepared = prepareImage(s.image, model.config, opts.maxSlices);
   const question = s.turns.filter((t) => t.role !== 'assistant').slice(0, 1);
-  const prompt = buildPrompt(question, [prepared.tokens], tok);
-  const pixels = viewPixels(prepared.views, opts.device);
+  // the images the first user turn shows: its <image> count, or all of them when it names none
+  const shown = question[0]?.content.split('<image>').length - 1 || s.images.length;
+  const prepared = s.images.slice(0, shown).map((img) => prepareImage(img, model.config, opts.maxSlices));
+  const prompt = buildPrompt(question, prepared.map((p) => p.tokens), tok);
+  const views = prepared.flatMap((p) => p.views);
+  const pixels = viewPixels(views, opts.device);
   // time the visual encoding alone, then generate (which encodes again, as a user would)
-  const t0 = performance.now();
-  const enc = ag.noGrad(() => tidy(() => model.encodeViews(pixels)));
-  await enc.features.slice(null, [0, 1], [0, 1]).data();
-  const encodeMs = performance.now() - t0;
-  enc.features.dispose();
+  let encodeMs = 0;
+  if (pixels.length) {
+    const t0 = performance.now();
+    const enc = ag.noGrad(() => tidy(() => model.encodeViews(pixels)));
+    await enc.features.slice(null, [0, 1], [0, 1]).data();
+    encodeMs = performance.now() - t0;
+    enc.features.dispose();
+  }
   const g = await generate(model, { ids: Array.from(prompt.ids), unkPositions: prompt.unkPositions }, pixels, {
     maxNewTokens: opts.maxNewTokens ?? 8,
     stopTokens: [tok.special['<|im_end|>'], tok.eosId],
@@ -55,7 +61,7 @@ export async function answer(model: LlavaUHD, tok: Tokenizer, s: Sample, opts: E
   });
   for (const p of pixels) p.dispose();
   const ids = g.tokens.filter((t) => t !== tok.special['<|im_end|>'] && t !== tok.eosId);
-  const gmacs = prepared.views.reduce((n, v) => n + viewFlops(model.config, { width: v.width, height: v.height }).visualEncoding, 0) / 1e9;
+  const gmacs = views.reduce((n, v) => n + viewFlops(model.config, { width: v.width, height: v.height }).visualEncoding, 0) / 1e9;
   return { text: tok.decode(ids).trim(), encodeMs, visualTokens: prompt.visualTokens, gmacs };
 }
 

@@ -23,9 +23,12 @@ import type { DataSpec } from './datasets.js';
 import { readSafetensorsHeader } from '../nn/safetensors.js';
 import { saveWeights } from './weights.js';
 
-/** One training example: an image and a conversation about it. */
+/**
+ * One training example: a conversation and its images (none for a text-only sample; several in
+ * the user turns' `<image>` order, or all at the start of the first user turn when it has none).
+ */
 export interface Sample {
-  image: RgbImage;
+  images: RgbImage[];
   turns: Turn[];
   /** The expected answer (for evaluation) and its question type (for the breakdown). */
   answer: string;
@@ -121,10 +124,10 @@ export function applyTrainable(model: LlavaUHD, stage: StageSpec): [string, Tens
   return picked;
 }
 
-/** Builds one sample's token layout and view pixels under a slice budget. */
+/** Builds one sample's token layout and view pixels (every image's views, in order) under a slice budget. */
 export function encodeSample(model: LlavaUHD, tok: Tokenizer, s: Sample, maxSlices: number): { layout: SampleLayout; pixels: RgbImage[] } {
-  const prepared = prepareImage(s.image, model.config, maxSlices);
-  return { layout: buildConversation(s.turns, [prepared.tokens], tok), pixels: prepared.views };
+  const prepared = s.images.map((img) => prepareImage(img, model.config, maxSlices));
+  return { layout: buildConversation(s.turns, prepared.map((p) => p.tokens), tok), pixels: prepared.flatMap((p) => p.views) };
 }
 
 /** Mean answer-token loss of a group of samples, packed into sequences; returns one loss per sequence. */

@@ -203,3 +203,169 @@ export async function writeJsonl(dir: string, samples: Iterable<ExportSample>, n
   await writeFile(path, lines.map((l) => `${l}\n`).join(''));
   return { path, count: lines.length };
 }
+
+// ---------------------------------------------------------------------------------------------
+// More formats, for training and evaluation alike: LLaVA's `.json` array files, text-only
+// samples, several images per sample (LLaVA-OneVision's list of paths, and MiniCPM-V's
+// fine-tuning format `"image": {"<image_00>": "a.jpg", "<image_01>": "b.jpg"}` with the keys
+// written in the text where each image goes: MiniCPM-V finetune/readme.md, "Multi-image").
+// `loadJsonl` above stays the strict one-image LLaVA JSONL reader.
+
+/** One loaded sample of any of the formats; structurally a trainer `Sample`. */
+export interface ConversationRecord {
+  /** The 1-based line of a JSONL file, or the 1-based position in a JSON array. */
+  line: number;
+  /** The image files, resolved, in the order the turns show them (one per `<image>`). */
+  imagePaths: string[];
+  images: RgbImage[];
+  /** The turns with every image's place written `<image>`. */
+  turns: Turn[];
+  answer: string;
+  type: string;
+}
+
+/** Images one record may hold. */
+export const MAX_IMAGES_PER_RECORD = 64;
+/** A `.json` file is parsed whole; larger files should be JSONL (one record per line). */
+export const MAX_JSON_FILE_BYTES = 512 * 2 ** 20;
+
+const MINICPM_KEY = /^<image(_\d+)?>$/;
+
+const placeholders = (text: string) => text.split(IMAGE_PLACEHOLDER).length - 1;
+
+/** A record of any format (see above): its turns with `<image>` places and its image paths, checked. */
+export function parseConversationRecord(value: unknown): { images: string[]; turns: Turn[]; type: string; answer: string } {
+  if (!isObject(value)) throw new BadRecord('a record must be a JSON object');
+  const { image, conversations, type } = value;
+  if (type !== undefined && typeof type !== 'string') throw new BadRecord(`"type" must be a string when present, got ${JSON.stringify(type)}`);
+  if (!Array.isArray(conversations) || conversations.length === 0) {
+    throw new BadRecord(`"conversations" must be a non-empty array, got ${JSON.stringify(conversations)}`);
+  }
+  let turns = conversations.map(parseTurn);
+  turns.forEach((t, k) => {
+    if (t.role === 'system' && k !== 0) throw new BadRecord(`conversations[${k}] is a system turn; only the first turn may be`);
+  });
+  const nonEmpty = (p: unknown, where: string): string => {
+    if (typeof p !== 'string' || p.trim() === '') throw new BadRecord(`${where} must be a non-empty string (an image path), got ${JSON.stringify(p)}`);
+    return p;
+  };
+  let images: string[];
+  if (image === undefined || image === null) {
+    images = [];
+  } else if (typeof image === 'string') {
+    images = [nonEmpty(image, '"image"')];
+  } else if (Array.isArray(image)) {
+    images = image.map((p, k) => nonEmpty(p, `"image"[${k}]`));
+  } else if (isObject(image)) {
+    // MiniCPM-V: each key stands in the text where its image goes
+    const keys = Object.keys(image);
+    if (keys.length === 0) throw new BadRecord('"image" is an empty object');
+    for (const k of keys) {
+      if (!MINICPM_KEY.test(k)) throw new BadRecord(`"image" key ${JSON.stringify(k)} is not a placeholder like "<image_00>"`);
+      nonEmpty(image[k], `"image"[${JSON.stringify(k)}]`);
+    }
+    if (keys.length === 1 && keys[0] === IMAGE_PLACEHOLDER) {
+      images = [image[keys[0]] as string];
+    } else {
+      if (keys.includes(IMAGE_PLACEHOLDER)) throw new BadRecord('"image" mixes "<image>" with numbered keys');
+      const used = new Set<string>();
+      const order: string[] = [];
+      const pattern = new RegExp(keys.map((k) => k.replace(/[<>]/g, (c) => `\\${c}`)).join('|'), 'g');
+      turns = turns.map((t, k) => {
+        if (placeholders(t.content) > 0) throw new BadRecord(`conversations[${k}] holds a bare <image> but the images are named (${keys.join(', ')})`);
+        const content = t.content.replace(pattern, (key) => {
+          if (t.role !== 'user') throw new BadRecord(`conversations[${k}] (${t.role}) names ${key}; images belong in user turns`);
+          used.add(key);
+          order.push(image[key] as string);
+          return IMAGE_PLACEHOLDER;
+        });
+        return { role: t.role, content };
+      });
+      const unused = keys.filter((k) => !used.has(k));
+      if (unused.length) throw new BadRecord(`"image" names ${unused.join(', ')}, which no turn mentions`);
+      images = order;
+    }
+  } else {
+    throw new BadRecord(`"image" must be a path, a list of paths or an object of "<image_NN>": path, got ${JSON.stringify(image)}`);
+  }
+  if (images.length > MAX_IMAGES_PER_RECORD) throw new BadRecord(`${images.length} images, more than ${MAX_IMAGES_PER_RECORD}`);
+  let count = 0;
+  turns.forEach((t, k) => {
+    const n = placeholders(t.content);
+    if (n > 0 && t.role !== 'user') throw new BadRecord(`conversations[${k}] (${t.role}) contains <image>; it belongs in a user turn`);
+    count += n;
+  });
+  if (count !== 0 && count !== images.length) {
+    throw new BadRecord(`${count} <image> placeholders but ${images.length} image${images.length === 1 ? '' : 's'}`);
+  }
+  if (!turns.some((t) => t.role === 'user')) throw new BadRecord('no question turn (from "human" / role "user")');
+  const answers = turns.filter((t) => t.role === 'assistant' && t.content.trim() !== '');
+  if (answers.length === 0) throw new BadRecord('no answer turn (a non-empty "gpt" / "assistant" turn)');
+  return { images, turns, type: type ?? 'jsonl', answer: answers[answers.length - 1].content };
+}
+
+/**
+ * Loads a LLaVA-style `.jsonl` (one record per line) or `.json` (an array of records) file in any
+ * of the formats above. Images are decoded eagerly (see the module comment); bad records are
+ * handled as in `loadJsonl` (`onBad`), named by line (JSONL) or position (JSON).
+ */
+export async function loadConversations(path: string, opts: JsonlLoadOptions = {}): Promise<{ path: string; records: ConversationRecord[]; problems: JsonlProblem[] }> {
+  const onBad = opts.onBad ?? 'reject';
+  if (onBad !== 'skip' && onBad !== 'reject') throw new Error(`loadConversations: onBad must be 'skip' or 'reject', got '${String(onBad)}'`);
+  let size: number;
+  try {
+    size = (await stat(path)).size;
+  } catch (e) {
+    throw new Error(`loadConversations: cannot read ${path}: ${(e as Error).message}`);
+  }
+  const isJson = path.toLowerCase().endsWith('.json');
+  if (isJson && size > MAX_JSON_FILE_BYTES) {
+    throw new Error(`loadConversations: ${path} is ${(size / 2 ** 20).toFixed(0)} MiB; a .json file is parsed whole, so at most ${MAX_JSON_FILE_BYTES / 2 ** 20} MiB (write it as .jsonl, one record per line)`);
+  }
+  const text = await readFile(path, 'utf8');
+  const root = opts.imageRoot ?? dirname(path);
+  // (record number, raw value or the JSON error)
+  const items: { line: number; value: unknown; error?: string }[] = [];
+  if (isJson) {
+    let all: unknown;
+    try {
+      all = JSON.parse(text);
+    } catch (e) {
+      throw new Error(`loadConversations: ${path}: invalid JSON: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(all)) throw new Error(`loadConversations: ${path}: a .json data file must hold an array of records, got ${typeof all}`);
+    all.forEach((value, k) => items.push({ line: k + 1, value }));
+  } else {
+    text.split('\n').forEach((raw, i) => {
+      const line = raw.replace(/\r$/, '');
+      if (line.trim() === '') return;
+      try {
+        items.push({ line: i + 1, value: JSON.parse(line) });
+      } catch (e) {
+        items.push({ line: i + 1, value: undefined, error: `invalid JSON: ${(e as Error).message}` });
+      }
+    });
+  }
+  const decoded = new Map<string, RgbImage>();
+  const records: ConversationRecord[] = [];
+  const problems: JsonlProblem[] = [];
+  for (const item of items) {
+    try {
+      if (item.error) throw new BadRecord(item.error);
+      const r = parseConversationRecord(item.value);
+      const imagePaths = r.images.map((p) => (isAbsolute(p) ? p : resolve(root, p)));
+      const images: RgbImage[] = [];
+      for (const p of imagePaths) {
+        if (!decoded.has(p)) decoded.set(p, await readImage(p));
+        images.push(decoded.get(p)!);
+      }
+      records.push({ line: item.line, imagePaths, images, turns: r.turns, answer: r.answer, type: r.type });
+    } catch (e) {
+      if (!(e instanceof BadRecord)) throw e;
+      const problem = { line: item.line, reason: isJson ? `record ${item.line}: ${e.message}` : e.message };
+      if (onBad === 'reject') throw new Error(`loadConversations: ${formatProblem(path, problem)}`);
+      problems.push(problem);
+    }
+  }
+  return { path, records, problems };
+}

@@ -235,6 +235,8 @@ export interface SampleSpec {
 /** A sample with its image and conversation (the shape the trainer's `Dataset.get` returns). */
 export interface SyntheticSample extends SampleSpec {
   image: RgbImage;
+  /** `[image]`: the trainer's Sample holds a list of images. */
+  images: RgbImage[];
   /** `<image>\n` + the question, then the answer. */
   turns: Turn[];
 }
@@ -558,7 +560,8 @@ export function sampleTurns(spec: Pick<SampleSpec, 'question' | 'answer'>): Turn
 /** Sample `index` of `split`, pixels included; the same arguments always give the same bytes. */
 export function generateSample(index: number, split: Split, o: SyntheticOptions = PRESETS.tiny): SyntheticSample {
   const spec = sampleSpec(index, split, o);
-  return { ...spec, image: renderScene(spec.scene), turns: sampleTurns(spec) };
+  const image = renderScene(spec.scene);
+  return { ...spec, image, images: [image], turns: sampleTurns(spec) };
 }
 
 /**

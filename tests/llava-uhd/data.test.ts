@@ -153,7 +153,8 @@ describe('synthetic samples', () => {
     const ds: Dataset = split;
     expect(ds.size).toBe(1_000_000);
     const s = ds.get(999_999);
-    expect(s.image.data.length).toBe(s.image.width * s.image.height * 3);
+    expect(s.images).toHaveLength(1);
+    expect(s.images[0].data.length).toBe(s.images[0].width * s.images[0].height * 3);
     expect(() => split.get(1_000_000)).toThrow(/outside 0..999999/);
   });
 });

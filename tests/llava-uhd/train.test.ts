@@ -20,7 +20,7 @@ const toy = (n: number, offset = 0): Dataset => ({
   get(i: number) {
     const [name, rgb] = COLOURS[(i + offset) % 4];
     const image: RgbImage = { width: 112, height: 112, data: new Uint8Array(112 * 112 * 3).map((_, k) => rgb[k % 3]) } as RgbImage;
-    return { image, turns: [{ role: 'user', content: '<image>\nColour?' }, { role: 'assistant', content: name }], answer: name, type: 'colour' };
+    return { images: [image], turns: [{ role: 'user', content: '<image>\nColour?' }, { role: 'assistant', content: name }], answer: name, type: 'colour' };
   },
 });
 
