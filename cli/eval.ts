@@ -10,7 +10,7 @@
  */
 import { basename } from 'node:path';
 import { shutdown } from '../kernels/index.js';
-import { HONOURED, modelAnswerFn } from '../llava-uhd/eval/answer.js';
+import { modelAnswerFn } from '../llava-uhd/eval/answer.js';
 import { parseBenchmark, RELEASE_GENERATION, type GenerationSettings } from '../llava-uhd/eval/benchmarks.js';
 import { summarize } from '../llava-uhd/eval/report.js';
 import { runVlmeval, scorePredictionsFile } from '../llava-uhd/eval/run.js';
@@ -86,13 +86,12 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
   const maxSlices = int(o.maxSlices, '--max-slices', 1);
   const limit = int(o.limit ?? o.n, o.limit ? '--limit' : '--n', 1);
   const effective = { ...RELEASE_GENERATION, ...settings };
-  const ignored = (Object.keys(effective) as (keyof GenerationSettings)[]).filter((k) => !HONOURED.includes(k));
   try {
     const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: o.device as Device });
     model.eval();
     let bar: ReturnType<typeof progress> | null = null;
     console.error(
-      `evaluating ${o.weights} (${o.config}, ${device}) on ${o.data}; not applied yet: ${ignored.map((k) => `${k} ${effective[k]}`).join(', ')} (greedy decoding)`,
+      `evaluating ${o.weights} (${o.config}, ${device}) on ${o.data}: ${(Object.keys(effective) as (keyof GenerationSettings)[]).map((k) => `${k} ${effective[k]}`).join(', ')}`,
     );
     const r = await runVlmeval({
       data: o.data,
