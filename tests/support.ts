@@ -34,7 +34,8 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     const e = expected[i];
     if (Number.isNaN(e) && Number.isNaN(a)) continue;
     if (a === e) continue;
-    const ok = Math.abs(a - e) <= tol.atol + tol.rtol * Math.abs(e);
+    // an infinite expectation is met only by the same infinity (rtol * Infinity would accept anything)
+    const ok = Number.isFinite(e) && Math.abs(a - e) <= tol.atol + tol.rtol * Math.abs(e);
     if (!ok) {
       expect.fail(`${label} element ${i}: got ${a}, expected ${e} (atol ${tol.atol}, rtol ${tol.rtol})`);
     }
