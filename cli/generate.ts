@@ -8,7 +8,7 @@ import { prepareImage, viewPixels } from '../llava-uhd/preprocess.js';
 import type { Device } from '../tensor/index.js';
 
 export interface GenerateCliOptions {
-  config: string;
+  config?: string;
   weights?: string;
   randomInit?: boolean;
   image: string;
