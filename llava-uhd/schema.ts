@@ -189,7 +189,7 @@ function issueMessage(issue: z.core.$ZodIssue, input: unknown, schema: z.ZodType
   const got = describeValue(valueAt(input, issue.path));
   switch (issue.code) {
     case 'invalid_type':
-      return `must be ${issue.expected === 'int' ? 'an integer' : `a ${issue.expected}`}, got ${got}`;
+      return `must be ${issue.expected === 'int' ? 'an integer' : `${/^[aeiou]/.test(issue.expected) ? 'an' : 'a'} ${issue.expected}`}, got ${got}`;
     case 'too_small':
       return `must be ${issue.inclusive ? '>=' : '>'} ${String(issue.minimum)}${issue.origin === 'array' || issue.origin === 'string' ? ' long' : ''}, got ${got}`;
     case 'too_big':
