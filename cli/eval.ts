@@ -20,7 +20,7 @@ import type { Device } from '../tensor/index.js';
 import { progress } from './progress.js';
 
 export interface VlmevalCliOptions {
-  config: string;
+  config?: string;
   weights?: string;
   data?: string;
   predictions?: string;
@@ -87,16 +87,16 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
   const limit = int(o.limit ?? o.n, o.limit ? '--limit' : '--n', 1);
   const effective = { ...RELEASE_GENERATION, ...settings };
   try {
-    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: o.device as Device });
+    const { model, tok, device, config, checkpoint } = await loadModel({ config: o.config, weights: o.weights, device: o.device as Device });
     model.eval();
     let bar: ReturnType<typeof progress> | null = null;
     console.error(
-      `evaluating ${o.weights} (${o.config}, ${device}) on ${o.data}: ${(Object.keys(effective) as (keyof GenerationSettings)[]).map((k) => `${k} ${effective[k]}`).join(', ')}`,
+      `evaluating ${o.weights} (${o.config ?? 'its own config'}, ${device}) on ${o.data}: ${(Object.keys(effective) as (keyof GenerationSettings)[]).map((k) => `${k} ${effective[k]}`).join(', ')}`,
     );
     const r = await runVlmeval({
       data: o.data,
       outDir: o.out ?? 'runs/eval',
-      answer: modelAnswerFn(model, tok, { device, maxSlices }),
+      answer: modelAnswerFn(model, tok, { device, maxSlices, chatTemplate: checkpoint?.chatTemplate }),
       benchmark: o.benchmark ? parseBenchmark(o.benchmark) : undefined,
       modelName: o.modelName,
       limit,
@@ -106,7 +106,7 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
       settings,
       jpegRoundTrip: o.jpegRoundtrip !== false,
       imageRoot: o.imageRoot,
-      fingerprint: { weights: basename(o.weights), config: o.config, maxSlices: maxSlices ?? null },
+      fingerprint: { weights: basename(o.weights), config: JSON.stringify(config), maxSlices: maxSlices ?? null },
       onProgress: (done, total) => {
         bar ??= progress(`evaluate ${basename(o.data!)}`, total);
         bar.update(done);

@@ -11,7 +11,7 @@ import type { Device } from '../tensor/index.js';
 
 /** The options as commander hands them over (strings as typed). */
 export interface GenerateCliOptions {
-  config: string;
+  config?: string;
   weights?: string;
   randomInit?: boolean;
   image: string;
@@ -108,7 +108,7 @@ export async function writeLogits(path: string, inputIds: readonly number[], g: 
 export async function generateCommand(o: GenerateCliOptions): Promise<void> {
   const flags = parseGenerateFlags(o);
   try {
-    const { model, tok, config, device } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device: o.device as Device });
+    const { model, tok, config, device, checkpoint } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device: o.device as Device });
     const img = await loadImage(o.image);
     const prepared = prepareImage(img, config, flags.maxSlices);
     const plan = prepared.plan;
@@ -118,7 +118,7 @@ export async function generateCommand(o: GenerateCliOptions): Promise<void> {
         `; ${device}${o.randomInit && !o.weights ? ', random weights' : ''}\n`,
     );
     const content = o.prompt.includes('<image>') ? o.prompt : `<image>\n${o.prompt}`;
-    const prompt = buildPrompt([{ role: 'user', content }], [prepared.tokens], tok);
+    const prompt = buildPrompt([{ role: 'user', content }], [prepared.tokens], tok, { chatTemplate: checkpoint?.chatTemplate });
     const pixels = viewPixels(prepared.views, device);
     const stop = [tok.special['<|im_end|>'], tok.eosId];
     const decode = (ids: number[]) => tok.decode(ids.filter((id) => !stop.includes(id)));

@@ -69,7 +69,7 @@ export async function evaluateWithProgress(model: LlavaUHD, tok: Tokenizer, data
 
 export interface TrainCliOptions {
   recipe: string;
-  config: string;
+  config?: string;
   out: string;
   device: string;
   resume?: boolean;
@@ -82,7 +82,7 @@ export async function trainCommand(o: TrainCliOptions): Promise<void> {
   for (const p of data.problems) console.error(`skipped ${p}`);
   try {
     const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, randomInit: !o.weights, device: o.device as Device });
-    console.error(`training ${o.config} with recipe ${recipe.name} on ${device}: ${data.train.size} training samples -> ${o.out}`);
+    console.error(`training ${o.config ?? (o.weights ? `the config of ${o.weights}` : 'tiny')} with recipe ${recipe.name} on ${device}: ${data.train.size} training samples -> ${o.out}`);
     const r = await trainWithProgress(model, tok, recipe, data, { device, out: o.out, resume: o.resume });
     console.log(JSON.stringify({ seconds: Math.round(r.seconds), final_loss: r.finalLoss }, null, 2));
   } finally {

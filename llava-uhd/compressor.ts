@@ -4,12 +4,15 @@
  *   Y = X + WindowAttn(LN1 X)                       attention within each 2x2 window
  *   Z = pixelUnshuffle(Y)                          [tl, tr, bl, br] concatenated, 4d wide
  *   out = mean4(Y) + linear_2(gelu_tanh(linear_1(pre_norm Z)))
- * and its parameter-reuse initialisation from ViT layer k.
+ * and its parameter-reuse initialisation from ViT layer k. Its parameters carry the release's names
+ * (`vit_merger.*`, vit_insert_merger.py of THUMAI-Lab/LLaVA-UHD-v4), including `layer_norm2` and
+ * `mlp.fc{1,2}`: copied from layer k at initialisation and unused in the forward pass, but part of
+ * every released checkpoint, so they are kept, loaded strictly and saved back.
  */
 import * as ag from '../autograd/index.js';
 import { windowMerge, windowMergeFits } from '../kernels/window-merge.js';
-import { LayerNorm, Linear, Module, MultiHeadAttention } from '../nn/index.js';
-import { assign, concat, type Tensor } from '../tensor/index.js';
+import { LayerNorm, Linear, MLP, Module, MultiHeadAttention } from '../nn/index.js';
+import { assign, concat, getRngState, setRngState, type Tensor } from '../tensor/index.js';
 import { fmt } from '../tensor/shape.js';
 import type { InitOptions } from '../nn/init.js';
 import type { VisionConfig } from './config.js';
@@ -35,6 +38,9 @@ export class Compressor extends Module {
   pre_norm: LayerNorm;
   linear_1: Linear;
   linear_2: Linear;
+  /** Layer k's LN2 and MLP as copied at initialisation: carried for the release's layout, never run. */
+  layer_norm2: LayerNorm;
+  mlp: MLP;
 
   constructor(readonly config: VisionConfig, opts: InitOptions = {}) {
     super();
@@ -46,6 +52,12 @@ export class Compressor extends Module {
     this.pre_norm = this.module('pre_norm', new LayerNorm(4 * d, eps, opts));
     this.linear_1 = this.module('linear_1', new Linear(4 * d, 4 * f, opts));
     this.linear_2 = this.module('linear_2', new Linear(4 * f, d, opts));
+    // initFromLayer overwrites these copies; drawing their random init from the generator and
+    // then rewinding it keeps the init of everything built after D what it was without them
+    const rng = getRngState();
+    this.layer_norm2 = this.module('layer_norm2', new LayerNorm(d, eps, opts));
+    this.mlp = this.module('mlp', new MLP(d, f, 'tanh', opts));
+    setRngState(rng);
   }
 
   /** x: [1, sum(h*w), d] (views concatenated) -> [1, sum(h*w)/4, d]. */
@@ -110,9 +122,11 @@ export class Compressor extends Module {
   /**
    * Parameter-reuse initialisation from ViT layer k (spec, "Parameter-reuse initialisation"):
    * self_attn and layer_norm1 copied; pre_norm = layer_norm2 tiled 4x; linear_1 =
-   * BlockDiag(fc1 x4) with fc1.bias tiled; linear_2 = [fc2 | fc2 | fc2 | fc2] / 4 with fc2.bias.
+   * BlockDiag(fc1 x4) with fc1.bias tiled; linear_2 = [fc2 | fc2 | fc2 | fc2] / 4 with fc2.bias;
+   * the unused layer_norm2 and mlp copied as they are (the release copies them too).
    */
   initFromLayer(layer: EncoderLayer): void {
+    this.copyUnusedFromLayer(layer);
     ag.noGrad(() => {
       const copy = (dst: Tensor, src: Tensor) => assign(dst, src);
       for (const p of ['q_proj', 'k_proj', 'v_proj'] as const) {
@@ -144,6 +158,18 @@ export class Compressor extends Module {
       copy(this.linear_2.weight, w2);
       copy(this.linear_2.bias!, layer.mlp.fc2.bias!);
       for (const t of [...tiled, zero, quarter, w2]) t.dispose();
+    });
+  }
+
+  /** Copies layer k's LN2 and MLP into the unused `layer_norm2` / `mlp` (checkpoints without them). */
+  copyUnusedFromLayer(layer: EncoderLayer): void {
+    ag.noGrad(() => {
+      assign(this.layer_norm2.weight, layer.layer_norm2.weight);
+      assign(this.layer_norm2.bias, layer.layer_norm2.bias);
+      for (const fc of ['fc1', 'fc2'] as const) {
+        assign(this.mlp[fc].weight, layer.mlp[fc].weight);
+        assign(this.mlp[fc].bias!, layer.mlp[fc].bias!);
+      }
     });
   }
 }

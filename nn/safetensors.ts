@@ -59,6 +59,13 @@ export type SafetensorsFloatDType = 'F32' | 'F16' | 'BF16';
 /** Headers longer than this are rejected as absurd (the reference implementation's limit). */
 export const MAX_HEADER_BYTES = 100_000_000;
 
+/**
+ * Headers nesting JSON deeper than this are rejected before parsing. A valid header nests 3
+ * levels (`{name: {shape: [...]}}`); the limit leaves room for odd metadata while keeping every
+ * later step (checks, error messages that quote a value) far from the call-stack limit.
+ */
+export const MAX_HEADER_DEPTH = 64;
+
 /** Tensor bytes are read and written in pieces of at most this size. */
 const CHUNK_BYTES = 1 << 24;
 
@@ -112,6 +119,29 @@ function formatError(path: string, message: string, name?: string, cause?: unkno
 
 function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The deepest nesting of arrays and objects in JSON text (strings skipped), stopping as soon as
+ * it passes `limit`; a linear scan with no recursion, so a hostile header cannot exhaust the stack.
+ */
+function jsonDepth(text: string, limit: number): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      depth++;
+      if (depth > deepest) deepest = depth;
+      if (deepest > limit) return deepest;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return deepest;
 }
 
 function isJsonObject(v: unknown): v is Record<string, unknown> {
@@ -380,6 +410,9 @@ async function readHeaderFrom(fh: FileHandle, path: string): Promise<Safetensors
   } catch {
     throw formatError(path, 'header is not valid UTF-8');
   }
+  if (jsonDepth(text, MAX_HEADER_DEPTH) > MAX_HEADER_DEPTH) {
+    throw formatError(path, `header nests JSON more than ${MAX_HEADER_DEPTH} levels deep (a valid header nests 3)`);
+  }
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -626,9 +659,14 @@ export async function readShardIndex(indexPathOrDir: string): Promise<ShardIndex
   }
   let text: string;
   try {
+    const size = (await fsp.stat(path)).size;
+    if (size > MAX_HEADER_BYTES) throw new Error(`it is ${size} bytes, larger than the limit of ${MAX_HEADER_BYTES}`);
     text = await fsp.readFile(path, 'utf8');
   } catch (err) {
     throw formatError(path, `cannot read the shard index: ${messageOf(err)}`, undefined, err);
+  }
+  if (jsonDepth(text, MAX_HEADER_DEPTH) > MAX_HEADER_DEPTH) {
+    throw formatError(path, `shard index nests JSON more than ${MAX_HEADER_DEPTH} levels deep`);
   }
   let json: unknown;
   try {

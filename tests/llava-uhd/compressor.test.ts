@@ -94,7 +94,12 @@ describe('Compressor.forward with its middle fused (kernels/window-merge.ts)', (
     expect(dispatches).toBe(0);
     ag.sum(out).backward();
     expect(x.grad).not.toBeNull();
-    for (const [name, p] of d.namedParameters()) expect(p.grad, name).not.toBeNull();
+    for (const [name, p] of d.namedParameters()) {
+      // the release's unused copies of layer k's LN2 and MLP take no part in the forward pass
+      const unused = name.startsWith('layer_norm2.') || name.startsWith('mlp.');
+      if (unused) expect(p.grad, name).toBeNull();
+      else expect(p.grad, name).not.toBeNull();
+    }
     // the same values as the fused inference forward
     const inference = ag.noGrad(() => d.forward(x, grids));
     expectClose(await out.data(), await inference.data(), TOL);

@@ -102,7 +102,7 @@ describe('the whole model', () => {
     const m = tinyModel('tiny', 'cpu', 'float32');
     const logits = m.forward(ids('cpu'), [uhd.randn([3, 112, 112])], [2, 3, 4, 5]);
     ag.mean(logits).backward();
-    for (const name of ['vpm.encoder.layers.0.mlp.fc1.weight', 'vit_merger.linear_1.weight', 'resampler.linear_2.weight', 'llm.model.layers.1.mlp.up_proj.weight', 'vpm.embeddings.position_embedding.weight']) {
+    for (const name of ['vpm.encoder.layers.0.mlp.fc1.weight', 'vit_merger.linear_1.weight', 'resampler.mlp.0.mlp.2.weight', 'llm.model.layers.1.mlp.up_proj.weight', 'vpm.embeddings.position_embedding.weight']) {
       const p = [...m.namedParameters()].find(([n]) => n === name)![1];
       expect(p.grad, name).not.toBeNull();
     }

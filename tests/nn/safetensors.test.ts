@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { mkdtempSync, promises as fsp, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, promises as fsp, readdirSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,9 +9,11 @@ import {
   float16ToNumber,
   loadSafetensors,
   loadShardedSafetensors,
+  MAX_HEADER_BYTES,
   numberToBfloat16,
   numberToFloat16,
   readSafetensorsHeader,
+  readShardIndex,
   saveSafetensors,
   streamSafetensors,
   type SafetensorsDType,
@@ -568,6 +570,28 @@ describe('malformed files are rejected with the file and tensor named', () => {
     await expectRejected(bytes, /header length 1000 runs past the end of the file \(10 bytes\)/);
     new DataView(bytes.buffer).setBigUint64(0, 2n ** 63n + 5n, true);
     await expectRejected(bytes, /header length 9223372036854775813 is larger than the limit of 100000000 bytes/);
+  });
+
+  it('a deeply nested header (in a shape, the offsets or the metadata) is refused before parsing, naming the file', async () => {
+    const deep = (n: number) => '['.repeat(n) + ']'.repeat(n);
+    // 200000 levels: quoting such a value in an error message used to overflow the call stack
+    await expectRejected(rawFile(`{"a": {"dtype": "F32", "shape": ${deep(200_000)}, "data_offsets": [0, 0]}}`), /header nests JSON more than 64 levels deep/);
+    await expectRejected(rawFile(`{"a": {"dtype": "F32", "shape": [1], "data_offsets": ${deep(100_000)}}}`, eight.subarray(0, 4)), /more than 64 levels/);
+    await expectRejected(rawFile(`{"__metadata__": ${'{"x":'.repeat(70)}1${'}'.repeat(70)}}`), /more than 64 levels/);
+    // brackets inside strings do not count, and 64 levels are still read (then rejected for what they hold)
+    const ok = write(rawFile(`{"__metadata__": {"note": "${'[\\"'.repeat(500)}"}, "a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}`, eight.subarray(0, 4)));
+    expect((await readSafetensorsHeader(ok)).metadata.note).toBe('["'.repeat(500));
+    await expectRejected(rawFile(`{"__metadata__": {"x": ${deep(62)}}}`), /__metadata__ entry 'x' is \[\[/);
+  });
+
+  it('a shard index that is deeply nested or huge is refused, naming the index', async () => {
+    const sub = mkdtempSync(join(dir, 'deep-index-'));
+    const index = join(sub, 'model.safetensors.index.json');
+    writeFileSync(index, `{"weight_map": {"a": ${'['.repeat(100_000)}${']'.repeat(100_000)}}}`);
+    await expect(readShardIndex(sub)).rejects.toThrow(`safetensors: ${index}: shard index nests JSON more than 64 levels deep`);
+    writeFileSync(index, '');
+    truncateSync(index, MAX_HEADER_BYTES + 1); // sparse: no disk used
+    await expect(readShardIndex(index)).rejects.toThrow(/cannot read the shard index: it is 100000001 bytes, larger than the limit of 100000000/);
   });
 
   it('a header that is not UTF-8, not JSON, or not a JSON object', async () => {
