@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { demoCommand } from './demo.js';
 import { infoCommand } from './info.js';
+import { unknownOptionsFirst } from './options.js';
 
 const program = new Command('uhd').description('LLaVA-UHD v4 on a TypeScript + WebGPU tensor runtime');
 
@@ -104,7 +105,10 @@ program
   .option('--weights <file|dir>', 'start from these weights (default: random init)')
   .option('--out <dir>', 'run folder: metrics.jsonl, checkpoints', 'runs/train')
   .option('--device <cpu|webgpu>', 'where to train', 'cpu')
-  .option('--resume', 'continue from <out>/checkpoint.safetensors')
+  .option('--resume', 'continue from <out>/checkpoint.safetensors (refused if the recipe, config or data differ from the checkpoint\'s)')
+  .option('--force-resume', 'like --resume, but continue even if the recipe, config or data differ')
+  .option('--fresh', 'start afresh in an --out that holds a run, deleting its checkpoint, stage weights and metrics')
+  .option('--strict-data', 'refuse to start if any training sample is bad (default: leave bad samples out, reporting each)')
   .action(async (opts: import('./train.js').TrainCliOptions) => (await import('./train.js')).trainCommand(opts));
 
 program
@@ -133,6 +137,9 @@ program
   .option('--device <cpu|webgpu>', 'where to run', 'cpu')
   .option('--json', 'print JSON')
   .action(async (opts: import('./train.js').EvalCliOptions) => (await import('./train.js')).evalCommand(opts));
+
+// a mistyped flag is an unknown option (with a suggestion), never a "missing required option"
+unknownOptionsFirst(program);
 
 try {
   await program.parseAsync();

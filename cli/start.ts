@@ -18,6 +18,7 @@ import { tokenizerFor } from '../llava-uhd/load.js';
 import type { Tokenizer } from '../llava-uhd/tokenizer.js';
 import { saveWeights } from '../llava-uhd/weights.js';
 import { manualSeed, type Device } from '../tensor/index.js';
+import { intFlag } from './options.js';
 import { evaluateWithProgress, resolveRecipe, trainWithProgress } from './train.js';
 
 export interface StartOptions {
@@ -58,7 +59,8 @@ export async function startCommand(o: StartOptions): Promise<void> {
     last.warmup_steps = Math.min(last.warmup_steps, steps);
   }
   const spec = recipe.data!;
-  if (o.test && spec.kind === 'synthetic') spec.test = Number(o.test);
+  const test = intFlag(o.test, '--test', { min: 1 });
+  if (test !== undefined && spec.kind === 'synthetic') spec.test = test;
   const data = await loadDatasets(spec, baseDir);
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
@@ -85,7 +87,8 @@ export async function startCommand(o: StartOptions): Promise<void> {
       manualSeed(0);
       const model = new LlavaUHD(config, { device });
       const dir = join(out, name);
-      const r = await trainWithProgress(model, tok, recipe, data, { device, out: dir, label });
+      // the main job always trains afresh (its folder holds the previous run's files)
+      const r = await trainWithProgress(model, tok, recipe, data, { device, out: dir, label, fresh: true });
       await saveWeights(model, join(dir, 'final.safetensors'), config);
       const ev = await evaluateWithProgress(model, tok, data.test!, { device, label });
       const thumbnailOnly = await evaluateWithProgress(model, tok, data.test!, { device, label: `${label}, thumbnail only`, maxSlices: 1 });

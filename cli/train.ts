@@ -1,16 +1,19 @@
 /** `uhd train` and `uhd eval`: the training pipeline and evaluation from the command line. */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { shutdown } from '../kernels/index.js';
-import { loadDatasets, validateData, type Datasets } from '../llava-uhd/datasets.js';
+import { loadDatasets, validateData, type Datasets, type DataSpec } from '../llava-uhd/datasets.js';
 import { evaluate, type EvalResult } from '../llava-uhd/evaluate.js';
 import { loadModel } from '../llava-uhd/load.js';
 import type { LlavaUHD } from '../llava-uhd/model.js';
+import { parseJsonText } from '../llava-uhd/recipe.js';
 import type { Tokenizer } from '../llava-uhd/tokenizer.js';
 import { train, validateRecipe, type Recipe, type TrainResult } from '../llava-uhd/train.js';
 import type { Device } from '../tensor/index.js';
 import type { VlmevalCliOptions } from './eval.js';
+import { choiceFlag, FlagError, intFlag } from './options.js';
 import { progress } from './progress.js';
 
 const RECIPES = join(dirname(fileURLToPath(import.meta.url)), '..', 'recipes');
@@ -20,19 +23,43 @@ export function resolveRecipe(nameOrPath: string): { recipe: Recipe; baseDir: st
   const shipped = join(RECIPES, `${nameOrPath}.json`);
   const path = existsSync(shipped) ? shipped : resolve(nameOrPath);
   if (!existsSync(path)) throw new Error(`recipe: '${nameOrPath}' is neither a shipped recipe (recipes/*.json) nor a file`);
-  let recipe: Recipe;
+  let text: string;
   try {
-    recipe = JSON.parse(readFileSync(path, 'utf8')) as Recipe;
+    text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new Error(`recipe: ${path}: not valid JSON (${(e as Error).message})`);
+    throw new Error(`recipe: cannot read ${path}: ${(e as Error).message}`);
   }
-  validateRecipe(recipe, path);
+  const recipe = validateRecipe(parseJsonText(text, path), path);
   validateData(recipe.data, path);
   return { recipe, baseDir: dirname(path) };
 }
 
-/** Trains with bars per stage and a line per validation; returns the pipeline's result. */
-export async function trainWithProgress(model: LlavaUHD, tok: Tokenizer, recipe: Recipe, data: Datasets, o: { device: Device; out: string; resume?: boolean; label?: string }): Promise<TrainResult> {
+/**
+ * What identifies a recipe's training data in a checkpoint's fingerprint: the synthetic spec, or
+ * the sha256 of the training JSONL file (its order and content decide the data order).
+ */
+export function dataIdentity(spec: DataSpec, baseDir: string): string {
+  if (spec.kind !== 'jsonl') return `${spec.kind} ${JSON.stringify(spec)}`;
+  const path = resolve(baseDir, spec.train);
+  return `jsonl train file sha256:${createHash('sha256').update(readFileSync(path)).digest('hex')}`;
+}
+
+export interface TrainProgressOptions {
+  device: Device;
+  out: string;
+  resume?: boolean;
+  fresh?: boolean;
+  forceResume?: boolean;
+  /** Refuse to start if any training sample is bad (default: skip them, reporting each). */
+  strictData?: boolean;
+  label?: string;
+  signal?: AbortSignal;
+  dataId?: string;
+  describeSample?: (i: number) => string;
+}
+
+/** Trains with bars per stage and a line per validation and notice; returns the pipeline's result. */
+export async function trainWithProgress(model: LlavaUHD, tok: Tokenizer, recipe: Recipe, data: Datasets, o: TrainProgressOptions): Promise<TrainResult> {
   let bar: ReturnType<typeof progress> | null = null;
   const tag = o.label ? `${o.label} ` : '';
   return train(model, tok, recipe, {
@@ -41,6 +68,12 @@ export async function trainWithProgress(model: LlavaUHD, tok: Tokenizer, recipe:
     train: data.train,
     val: data.val && data.val.size > 0 ? data.val : undefined,
     resume: o.resume,
+    fresh: o.fresh,
+    forceResume: o.forceResume,
+    onBadSample: o.strictData ? 'fail' : undefined,
+    signal: o.signal,
+    dataId: o.dataId,
+    describeSample: o.describeSample,
     events: {
       stageStart: (i, s, from) => {
         bar = progress(`${tag}stage ${i + 1}/${recipe.stages.length} ${s.name}`, s.steps, ['loss', 'lr', 'samples/s']);
@@ -55,6 +88,7 @@ export async function trainWithProgress(model: LlavaUHD, tok: Tokenizer, recipe:
         bar?.stop();
         console.error(`${tag}stage ${s.name} done in ${secs.toFixed(0)}s`);
       },
+      notice: (m) => console.error(`${process.stderr.isTTY ? '\n' : ''}${tag}${m}`),
     },
   });
 }
@@ -73,19 +107,61 @@ export interface TrainCliOptions {
   out: string;
   device: string;
   resume?: boolean;
+  forceResume?: boolean;
+  fresh?: boolean;
+  strictData?: boolean;
   weights?: string;
 }
 
+/** Exit code of a run stopped by Ctrl-C after saving its checkpoint (128 + SIGINT, the shell's convention). */
+export const EXIT_INTERRUPTED = 130;
+
+/**
+ * Ctrl-C while training: the first asks for a checkpoint at the next step boundary (the run then
+ * exits with EXIT_INTERRUPTED); the handler then steps aside, so a second Ctrl-C ends the process
+ * at once by the default action of SIGINT (the lock and any half-written temp file are cleaned up
+ * by the next start).
+ */
+function interruptOnSigint(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSigint = () => {
+    process.off('SIGINT', onSigint);
+    console.error('\ninterrupt: saving a checkpoint at the end of this step (Ctrl-C again quits at once, without saving)');
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  return { signal: controller.signal, dispose: () => process.off('SIGINT', onSigint) };
+}
+
 export async function trainCommand(o: TrainCliOptions): Promise<void> {
+  const device = choiceFlag(o.device, '--device', ['cpu', 'webgpu'] as const, 'cpu');
+  if (o.fresh && (o.resume || o.forceResume)) throw new FlagError('--fresh', 'starts the run afresh; it cannot be combined with --resume / --force-resume');
   const { recipe, baseDir } = resolveRecipe(o.recipe);
-  const data = await loadDatasets(recipe.data!, baseDir);
+  const spec = recipe.data!;
+  const data = await loadDatasets(spec, baseDir);
   for (const p of data.problems) console.error(`skipped ${p}`);
+  const trainPath = spec.kind === 'jsonl' ? resolve(baseDir, spec.train) : null;
+  const describeSample = (i: number) => {
+    const line = (data.train.get(i) as { line?: unknown }).line;
+    return trainPath && typeof line === 'number' ? `${trainPath}:${line}` : `training sample ${i}`;
+  };
+  const interrupt = interruptOnSigint();
   try {
-    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, randomInit: !o.weights, device: o.device as Device });
-    console.error(`training ${o.config ?? (o.weights ? `the config of ${o.weights}` : 'tiny')} with recipe ${recipe.name} on ${device}: ${data.train.size} training samples -> ${o.out}`);
-    const r = await trainWithProgress(model, tok, recipe, data, { device, out: o.out, resume: o.resume });
-    console.log(JSON.stringify({ seconds: Math.round(r.seconds), final_loss: r.finalLoss }, null, 2));
+    const { model, tok, device: used } = await loadModel({ config: o.config, weights: o.weights, randomInit: !o.weights, device });
+    console.error(`training ${o.config ?? (o.weights ? `the config of ${o.weights}` : 'tiny')} with recipe ${recipe.name} on ${used}: ${data.train.size} training samples -> ${o.out}`);
+    const r = await trainWithProgress(model, tok, recipe, data, {
+      device: used, out: o.out, resume: o.resume || o.forceResume, forceResume: o.forceResume, fresh: o.fresh, strictData: o.strictData,
+      signal: interrupt.signal, dataId: dataIdentity(spec, baseDir), describeSample,
+    });
+    if (r.interrupted) {
+      const c = r.checkpoint;
+      console.error(c ? `interrupted: checkpoint ${c.path} (stage ${c.stage + 1}, step ${c.step}); continue with --resume` : 'interrupted before the first step: nothing to save');
+      process.exitCode = EXIT_INTERRUPTED;
+      return;
+    }
+    console.log(JSON.stringify({ seconds: Math.round(r.seconds), final_loss: r.finalLoss, non_finite_steps: r.nonFiniteSteps, bad_samples: r.badSamples.length, ...(r.alreadyComplete ? { already_complete: true } : {}) }, null, 2));
   } finally {
+    interrupt.dispose();
     shutdown();
   }
 }
@@ -97,6 +173,8 @@ export interface EvalCliOptions extends VlmevalCliOptions {
 export async function evalCommand(o: EvalCliOptions): Promise<void> {
   // a VLMEvalKit benchmark (or a predictions file to score) goes the paper's way (cli/eval.ts)
   if (o.predictions || o.data?.toLowerCase().endsWith('.tsv')) return (await import('./eval.js')).vlmevalCommand(o);
+  const limit = intFlag(o.limit ?? o.n, o.limit ? '--limit' : '--n', { min: 1 });
+  const wanted = choiceFlag(o.device, '--device', ['cpu', 'webgpu'] as const, 'cpu');
   if (!o.weights) throw new Error('--weights: required (the trained weights to evaluate)');
   // a user's JSONL file is evaluated whole; otherwise the recipe's test split
   const data = o.data
@@ -108,9 +186,8 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
   for (const p of data.problems) console.error(`skipped ${p}`);
   const test = o.data ? data.train : (data.test ?? data.train);
   try {
-    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: o.device as Device });
-    const n = o.limit ?? o.n;
-    const r = await evaluateWithProgress(model, tok, test, { device, limit: n ? Number(n) : undefined });
+    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: wanted });
+    const r = await evaluateWithProgress(model, tok, test, { device, limit });
     if (o.json) {
       console.log(JSON.stringify({ ...r, answers: r.answers.slice(0, 20) }, null, 2));
       return;

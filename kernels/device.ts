@@ -4,8 +4,10 @@
  * and OpenGL backends at compatibility level (Mesa llvmpipe on a machine without a GPU).
  * The adapter's real limits are requested: the defaults are far lower.
  */
-import { existsSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export interface AdapterChoice {
   backend: string;
@@ -52,6 +54,89 @@ interface DawnModule {
 
 let dawn: DawnModule | null = null;
 
+/**
+ * One Dawn instance per backend, alive until the process exits. dawn.node's AsyncRunner (held by
+ * every adapter, device and pending promise) keeps a raw pointer to the instance that the `GPU`
+ * object owns; once that object is garbage-collected, the next `setImmediate` poll calls
+ * ProcessEvents on freed memory: the segfaults and `pthread_mutex_lock` assertions seen at exit
+ * after `shutdown()` dropped the last reference. Kept on globalThis so that a module graph
+ * evaluated twice in one process (test runners) shares them too.
+ */
+const INSTANCES_KEY = Symbol.for('uhd.dawn.instances');
+function instanceFor(create: DawnModule['create'], backend: string): GPU {
+  const g = globalThis as { [INSTANCES_KEY]?: Map<string, GPU> };
+  const instances = (g[INSTANCES_KEY] ??= new Map<string, GPU>());
+  let gpu = instances.get(backend);
+  if (!gpu) instances.set(backend, (gpu = create([`backend=${backend}`])));
+  return gpu;
+}
+
+/** Dawn's notice on clamping the adapter's dynamic-buffer limits (Limits.cpp), printed on every adapter enumeration; we use no dynamic offsets. */
+const DAWN_LIMIT_NOTICE = /^Warning: maxDynamic(?:Uniform|Storage)BuffersPerPipelineLayout artificially reduced from \d+ to \d+ to fit dynamic offset allocation limit\.$/;
+
+/**
+ * Runs `fn` with file descriptor 2 pointed at a temporary file, then puts it back and forwards
+ * what native code wrote there, less Dawn's limit notices (written by C++ straight to fd 2, where
+ * no JS hook sees them). Only on Linux, when stderr is a terminal or a pipe with nothing queued
+ * (a regular file may share its offset with stdout, which a reopened descriptor would not), and
+ * never with UHD_DAWN_NOTICES=1; otherwise `fn` runs as it is.
+ */
+async function filteringDawnNotices<T>(fn: () => Promise<T>): Promise<T> {
+  const restore = process.env.UHD_DAWN_NOTICES === '1' ? null : redirectStderr();
+  if (!restore) return fn();
+  try {
+    return await fn();
+  } finally {
+    restore();
+  }
+}
+
+function redirectStderr(): (() => void) | null {
+  if (process.platform !== 'linux' || process.stderr.writableLength > 0) return null;
+  let saved = -1;
+  try {
+    const st = fstatSync(2);
+    if (!(st.isCharacterDevice() || st.isFIFO())) return null;
+    fstatSync(0);
+    fstatSync(1); // 0 and 1 open: the next open() returns 2
+    saved = openSync('/proc/self/fd/2', constants.O_WRONLY | constants.O_NOCTTY);
+  } catch {
+    if (saved >= 0) closeSync(saved);
+    return null;
+  }
+  const sink = join(tmpdir(), `uhd-dawn-stderr-${process.pid}-${Date.now()}.log`);
+  const reopen = (): void => {
+    const fd = openSync(`/proc/self/fd/${saved}`, constants.O_WRONLY | constants.O_NOCTTY);
+    if (fd !== 2) closeSync(fd);
+  };
+  closeSync(2);
+  let sinkFd: number;
+  try {
+    sinkFd = openSync(sink, 'w+');
+  } catch {
+    reopen();
+    closeSync(saved);
+    return null;
+  }
+  if (sinkFd !== 2) {
+    // someone took fd 2 in between: give up filtering
+    closeSync(sinkFd);
+    rmSync(sink, { force: true });
+    reopen();
+    closeSync(saved);
+    return null;
+  }
+  return () => {
+    closeSync(2);
+    reopen();
+    closeSync(saved);
+    const text = readFileSync(sink, 'utf8');
+    rmSync(sink, { force: true });
+    const rest = text.split('\n').filter((l, i, all) => !DAWN_LIMIT_NOTICE.test(l) && !(i === all.length - 1 && l === ''));
+    if (rest.length) writeSync(2, rest.join('\n') + '\n');
+  };
+}
+
 function loadDawn(): DawnModule {
   if (!dawn) {
     // Mesa's EGL needs a platform when there is no display; set it before Dawn loads.
@@ -84,7 +169,11 @@ export interface OpenedDevice {
 }
 
 /** Opens the first adapter that works among `order`; throws listing every attempt. */
-export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER): Promise<OpenedDevice> {
+export function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER): Promise<OpenedDevice> {
+  return filteringDawnNotices(() => probe(order));
+}
+
+async function probe(order: readonly AdapterChoice[]): Promise<OpenedDevice> {
   const { create } = loadDawn();
   const tried: string[] = [];
   for (const choice of order) {
@@ -95,7 +184,7 @@ export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER):
     }
     let gpu: GPU | null = null;
     try {
-      gpu = create([`backend=${choice.backend}`]);
+      gpu = instanceFor(create, choice.backend);
       const adapter = await gpu.requestAdapter({ featureLevel: choice.featureLevel } as GPURequestAdapterOptions);
       if (!adapter) {
         tried.push(`${label}: no adapter`);

@@ -3,7 +3,13 @@
  * safetensors file (tensors under `model.` and `optim.`, the rest as JSON metadata), written
  * atomically (temp file, then rename), so an interrupted save never destroys the last good one.
  * Resuming from step N reproduces the uninterrupted run from step N+1 on.
+ *
+ * A checkpoint holding a NaN or an infinity is never written (NonFiniteError, naming the tensor):
+ * the last good one stays. A save killed midway leaves its temp file (`<name>.tmp-<pid>-<hex>`,
+ * as big as the checkpoint); `removeStaleTemps` deletes those at the next start.
  */
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { getRngState, setRngState, type Device, type Tensor } from '../tensor/index.js';
 import type { Module } from './module.js';
 import { flattenStateDict, unflattenStateDict, type LRScheduler, type Optimizer, type ParamState } from './optim.js';
@@ -21,6 +27,56 @@ export interface TrainingState<S extends ParamState = ParamState> {
   extra?: Record<string, unknown>;
 }
 
+/** A tensor holding a value that is not finite: where, and what. */
+export interface NonFiniteValue {
+  name: string;
+  index: number;
+  value: number;
+}
+
+export class NonFiniteError extends Error {
+  constructor(message: string, readonly found: NonFiniteValue) {
+    super(message);
+    this.name = 'NonFiniteError';
+  }
+}
+
+/** The first NaN or infinity among `tensors` (in order), or null when all are finite. Reads each back. */
+export async function findNonFinite(tensors: Iterable<[string, Tensor]>): Promise<NonFiniteValue | null> {
+  for (const [name, t] of tensors) {
+    if (t.dtype === 'int32') continue;
+    const data = await t.data();
+    for (let i = 0; i < data.length; i++) {
+      if (!Number.isFinite(data[i])) return { name, index: i, value: data[i] };
+    }
+  }
+  return null;
+}
+
+/**
+ * Temp files of interrupted saves in `dir`: `<file>.safetensors.tmp-<pid>-<12 hex>`, the names
+ * saveSafetensors writes (nn/safetensors.ts), from any process but this one. Call it only where
+ * no other process saves into `dir` (a training run holds the folder's lock). Returns the names removed.
+ */
+export function removeStaleTemps(dir: string): string[] {
+  const pattern = /^.+\.safetensors\.tmp-(\d+)-[0-9a-f]{12}$/;
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const f of names) {
+    const m = pattern.exec(f);
+    if (!m || Number(m[1]) === process.pid) continue;
+    rmSync(join(dir, f), { force: true });
+    removed.push(f);
+  }
+  return removed;
+}
+
+/** Writes the checkpoint atomically; refuses (NonFiniteError) when any tensor holds a NaN or an infinity. */
 export async function saveCheckpoint<S extends ParamState>(path: string, s: TrainingState<S>): Promise<void> {
   const tensors = new Map<string, Tensor>();
   for (const [k, t] of s.model.stateDict()) tensors.set(`model.${k}`, t);
@@ -36,7 +92,25 @@ export async function saveCheckpoint<S extends ParamState>(path: string, s: Trai
     metadata.optimizer = meta;
   }
   if (s.scheduler) metadata.scheduler = JSON.stringify(s.scheduler.stateDict());
+  const bad = await findNonFinite(tensors);
+  if (bad) {
+    throw new NonFiniteError(`saveCheckpoint: not writing ${path}: ${bad.name} holds ${bad.value} at element ${bad.index}; the file there (if any) is left as it was`, bad);
+  }
   await saveSafetensors(path, tensors, { metadata });
+}
+
+/** What a checkpoint says about itself (step and the caller's extra data), without loading its tensors. */
+export async function readCheckpointInfo(path: string): Promise<{ step: number; extra: Record<string, unknown> }> {
+  const meta = (await readSafetensorsHeader(path)).metadata;
+  if (meta.format !== CHECKPOINT_FORMAT) throw new Error(`readCheckpointInfo: ${path} is not a training checkpoint (format '${meta.format ?? 'none'}')`);
+  let extra: unknown;
+  try {
+    extra = JSON.parse(meta.extra ?? '{}');
+  } catch (e) {
+    throw new Error(`readCheckpointInfo: ${path}: metadata 'extra' is not JSON (${(e as Error).message})`);
+  }
+  if (typeof extra !== 'object' || extra === null || Array.isArray(extra)) throw new Error(`readCheckpointInfo: ${path}: metadata 'extra' is not an object`);
+  return { step: Number(meta.step), extra: extra as Record<string, unknown> };
 }
 
 export interface ResumeTargets<S extends ParamState = ParamState> {

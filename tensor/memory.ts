@@ -35,6 +35,7 @@ function collect(value: unknown, into: Set<Disposable>, depth = 0): void {
 /**
  * Runs `fn` and disposes every tensor created inside it, except those reachable from
  * its return value (a tensor, or arrays/objects of tensors), which move to the outer scope.
+ * If `fn` throws, everything it created is disposed before the error propagates.
  */
 export function tidy<T>(fn: () => T): T {
   const scope = new Set<Disposable>();
@@ -42,9 +43,13 @@ export function tidy<T>(fn: () => T): T {
   let result: T;
   try {
     result = fn();
-  } finally {
+  } catch (e) {
+    // what was created before the throw is garbage too: nothing can reach it
     scopes.pop();
+    for (const t of scope) t.dispose();
+    throw e;
   }
+  scopes.pop();
   if (result instanceof Promise) {
     throw new Error('tidy: fn must be synchronous (it returned a Promise); await outside tidy');
   }

@@ -124,6 +124,8 @@ function parseLine(text: string): { image: string; turns: Turn[]; type: string }
     placeholders += n;
   });
   if (placeholders > 1) throw new BadRecord(`${placeholders} <image> placeholders, but a record has one image`);
+  const textProblem = recordTextProblem(turns);
+  if (textProblem) throw new BadRecord(textProblem);
   if (!turns.some((t) => t.role === 'user')) throw new BadRecord('no question turn (from "human" / role "user")');
   if (!turns.some((t) => t.role === 'assistant' && t.content.trim() !== '')) throw new BadRecord('no answer turn (a non-empty "gpt" / "assistant" turn)');
   return { image, turns, type: type ?? 'jsonl' };
@@ -163,6 +165,8 @@ export async function loadJsonl(path: string, opts: JsonlLoadOptions = {}): Prom
     const line = i + 1;
     try {
       const { image, turns, type } = parseLine(raw);
+      const textProblem = recordTextProblem(turns);
+      if (textProblem) throw new BadRecord(textProblem);
       const imagePath = isAbsolute(image) ? image : resolve(root, image);
       const answers = turns.filter((t) => t.role === 'assistant');
       records.push({ line, imagePath, image: await readImage(imagePath), turns, answer: answers[answers.length - 1].content, type });
@@ -202,6 +206,33 @@ export async function writeJsonl(dir: string, samples: Iterable<ExportSample>, n
   const path = join(dir, name);
   await writeFile(path, lines.map((l) => `${l}\n`).join(''));
   return { path, count: lines.length };
+}
+
+// ---- record text checks (shared by loading, `uhd data check` and training) --------------------
+
+/** Characters of text one record may hold, all turns together (a bound on what one line can allocate). */
+export const MAX_RECORD_CHARS = 1 << 20;
+
+/**
+ * Why a record's turns cannot be trained on, or null: a lone UTF-16 surrogate (JSON escapes such
+ * as "\ud800" decode to one; it has no UTF-8 form, so no tokenizer can encode it), or more than
+ * MAX_RECORD_CHARS characters. The loaders call it on every record, and training on every sample
+ * (whatever its source), so that `uhd data check` finds what would fail training.
+ */
+export function recordTextProblem(turns: readonly { role: string; content: string }[]): string | null {
+  const chars = turns.reduce((n, t) => n + t.content.length, 0);
+  if (chars > MAX_RECORD_CHARS) return `the turns hold ${chars} characters, more than the limit ${MAX_RECORD_CHARS} per record`;
+  for (let k = 0; k < turns.length; k++) {
+    const text = turns[k].content;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      if (c < 0xd800 || c > 0xdfff) continue;
+      const pairs = c <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00;
+      if (!pairs) return `conversations[${k}] (${turns[k].role}) holds a lone surrogate U+${c.toString(16).toUpperCase()} at character ${i}: not valid Unicode text`;
+      i++;
+    }
+  }
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,6 +329,8 @@ export function parseConversationRecord(value: unknown): { images: string[]; tur
   if (count !== 0 && count !== images.length) {
     throw new BadRecord(`${count} <image> placeholders but ${images.length} image${images.length === 1 ? '' : 's'}`);
   }
+  const textProblem = recordTextProblem(turns);
+  if (textProblem) throw new BadRecord(textProblem);
   if (!turns.some((t) => t.role === 'user')) throw new BadRecord('no question turn (from "human" / role "user")');
   const answers = turns.filter((t) => t.role === 'assistant' && t.content.trim() !== '');
   if (answers.length === 0) throw new BadRecord('no answer turn (a non-empty "gpt" / "assistant" turn)');
