@@ -22,77 +22,113 @@ function lineColumn(text: string, at: number): { line: number; column: number } 
   return { line, column: at - start + 1 };
 }
 
-/**
- * Offset of the first syntax error in `text` (which JSON.parse refused), by a small iterative
- * scanner: V8 reports positions for some errors only. Returns text.length for a truncated text.
- */
-function syntaxErrorOffset(text: string): number {
+/** The offset of the first syntax error in `text` (a small JSON scanner, iterative, no recursion). */
+export function jsonErrorOffset(text: string): number {
   let i = 0;
   const ws = () => {
     while (i < text.length && ' \t\n\r'.includes(text[i])) i++;
   };
   const literal = (): boolean => {
-    if (text[i] === '"') {
-      for (i++; i < text.length; i++) {
-        const c = text.charCodeAt(i);
-        if (c === 0x22) {
-          i++;
-          return true;
-        }
-        if (c < 0x20) return false;
-        if (c === 0x5c) {
-          const e = text[i + 1];
-          if (e === 'u') {
-            if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) return false;
-            i += 5;
-          } else if (e !== undefined && '"\\/bfnrt'.includes(e)) i++;
-          else return false;
-        }
+    for (const w of ['true', 'false', 'null']) {
+      if (text.startsWith(w, i)) {
+        i += w.length;
+        return true;
       }
-      return false;
     }
-    const m = /^(?:-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null)/.exec(text.slice(i, i + 400));
-    if (!m) return false;
-    i += m[0].length;
+    return false;
+  };
+  const string = (): boolean => {
+    i++; // the opening quote
+    while (i < text.length) {
+      const c = text[i];
+      if (c === '"') {
+        i++;
+        return true;
+      }
+      if (c < ' ') return false;
+      if (c === '\\') {
+        const n = text[i + 1];
+        if (n === 'u') {
+          if (!/^[0-9a-fA-F]{4}$/.test(text.slice(i + 2, i + 6))) return false;
+          i += 6;
+        } else if (n !== undefined && '"\\/bfnrt'.includes(n)) i += 2;
+        else {
+          i++; // V8 points at the character after the backslash
+          return false;
+        }
+      } else i++;
+    }
+    return false;
+  };
+  const digit = () => text[i] >= '0' && text[i] <= '9';
+  const digits = (): boolean => {
+    if (!digit()) return false; // i points at what should have been a digit, as V8 reports
+    while (digit()) i++;
     return true;
   };
-  // stack of open containers: '{' expecting a key, ':' expecting a value in an object, '[' in an array
+  const number = (): boolean => {
+    if (text[i] === '-') i++;
+    if (text[i] === '0') i++;
+    else if (!digits()) return false;
+    if (text[i] === '.') {
+      i++;
+      if (!digits()) return false;
+    }
+    if (text[i] === 'e' || text[i] === 'E') {
+      i++;
+      if (text[i] === '+' || text[i] === '-') i++;
+      if (!digits()) return false;
+    }
+    return true;
+  };
+  // a stack of open containers: '{' or '['
   const stack: string[] = [];
-  ws();
-  for (;;) {
-    // a value
-    if (text[i] === '{' || text[i] === '[') {
-      const open = text[i++];
+  const value = (): boolean => {
+    ws();
+    const c = text[i];
+    if (c === '"') return string();
+    if (c === '{' || c === '[') {
+      stack.push(c);
+      i++;
       ws();
-      if ((open === '{' && text[i] === '}') || (open === '[' && text[i] === ']')) i++;
-      else {
-        stack.push(open);
-        if (open === '{') {
-          if (text[i] !== '"' || !literal()) return i;
-          ws();
-          if (text[i++] !== ':') return i - 1;
-          ws();
-        }
+      return true;
+    }
+    if (c === '-' || (c >= '0' && c <= '9')) return number();
+    return literal();
+  };
+  // states: expecting a value (or a closer right after an opener), then a separator
+  let justOpened = false;
+  for (;;) {
+    ws();
+    const top = stack[stack.length - 1];
+    if (justOpened && ((top === '{' && text[i] === '}') || (top === '[' && text[i] === ']'))) {
+      stack.pop();
+      i++;
+    } else {
+      if (top === '{') {
+        if (text[i] !== '"' || !string()) return i;
+        ws();
+        if (text[i] !== ':') return i;
+        i++;
+      }
+      const depth = stack.length;
+      if (!value()) return i;
+      if (stack.length > depth) {
+        justOpened = true;
         continue;
       }
-    } else if (!literal()) return i;
-    // after a value: close containers or move to the next element
+    }
+    justOpened = false;
+    // after a value: a separator, a closer, or the end
     for (;;) {
       ws();
-      const top = stack[stack.length - 1];
-      if (top === undefined) return i < text.length ? i : -1;
+      const t = stack[stack.length - 1];
+      if (t === undefined) return i < text.length ? i : -1;
       if (text[i] === ',') {
         i++;
-        ws();
-        if (top === '{') {
-          if (text[i] !== '"' || !literal()) return i;
-          ws();
-          if (text[i++] !== ':') return i - 1;
-          ws();
-        }
         break;
       }
-      if ((top === '{' && text[i] === '}') || (top === '[' && text[i] === ']')) {
+      if ((t === '{' && text[i] === '}') || (t === '[' && text[i] === ']')) {
         stack.pop();
         i++;
         continue;
@@ -102,16 +138,42 @@ function syntaxErrorOffset(text: string): number {
   }
 }
 
-/** JSON.parse that names the file and the line/column of a syntax error. */
-export function parseJsonText(text: string, file: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch (err) {
-    const message = (err instanceof Error ? err.message : String(err)).replace(/, ".*" is not valid JSON$/s, '').replace(/ (in JSON )?at position \d+.*$/s, '');
-    const at = Math.min(syntaxErrorOffset(text), text.length);
-    const where = at >= 0 ? (({ line, column }) => ` at line ${line}, column ${column}`)(lineColumn(text, at)) : '';
-    throw new Error(`${file}: not valid JSON${where} (${at >= text.length ? 'it ends too early' : message})`);
+/** Nesting a config-like JSON file may have (later steps recurse over the value). */
+export const MAX_JSON_DEPTH = 64;
+
+/** The deepest nesting of arrays and objects in valid JSON text (strings skipped), stopping once past `limit`. */
+function jsonDepth(text: string, limit: number): number {
+  let depth = 0;
+  let deepest = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+    } else if (c === '{' || c === '[') {
+      deepest = Math.max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if (c === '}' || c === ']') depth--;
   }
+  return deepest;
+}
+
+/**
+ * JSON.parse whose errors name the file and, for a syntax error, `file:line:column` of the first
+ * bad character (V8's own message gives a position only for some errors); nesting deeper than
+ * MAX_JSON_DEPTH is refused (recipes and configs need a handful).
+ */
+export function parseJsonText(text: string, file: string): unknown {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    const message = (err instanceof Error ? err.message : String(err)).replace(/, (\.\.\.)?".*" is not valid JSON$/s, '').replace(/ (in JSON )?at position \d+.*$/s, '');
+    const at = Math.max(0, Math.min(jsonErrorOffset(text), text.length));
+    const { line, column } = lineColumn(text, at);
+    throw new Error(`${file}:${line}:${column}: not valid JSON (${at >= text.length ? 'it ends too early' : message})`);
+  }
+  if (jsonDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) throw new Error(`${file}: JSON nests deeper than ${MAX_JSON_DEPTH} levels; a recipe or config needs a handful`);
+  return value;
 }
 
 /** Reads and parses a JSON file (size-limited), naming the file in every error. */
