@@ -60,7 +60,7 @@ export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void
     ['o', strides[1], out.offset],
     ['x', strides[2], x.offset],
   ]);
-  const code = /* wgsl */ `
+  const code = () => /* wgsl */ `
 ${u.declaration()}
 @group(0) @binding(1) var<storage, read> x: array<${t}>;
 @group(0) @binding(2) var<storage, read> idx: array<i32>;
@@ -81,6 +81,7 @@ ${offsetCode(shape.length, ['i', 'o', 'x'])}
 }`;
   c.dispatch({
     label: 'gather',
+    key: `gather|${t}|${shape.length}`,
     code,
     uniforms: u.bytes(),
     buffers: [bufferOf(x), bufferOf(index), bufferOf(out)],
@@ -133,7 +134,7 @@ export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, o
     ['s', strides[1], src.offset],
     ['o', strides[2], out.offset],
   ]);
-  const code = /* wgsl */ `
+  const code = () => /* wgsl */ `
 ${u.declaration()}
 @group(0) @binding(1) var<storage, read> idx: array<i32>;
 @group(0) @binding(2) var<storage, read> src: array<${t}>;
@@ -152,6 +153,7 @@ ${offsetCode(shape.length, ['i', 's', 'o'])}
 }`;
   c.dispatch({
     label: 'scatterAdd',
+    key: `scatterAdd|${t}|${shape.length}`,
     code,
     uniforms: u.bytes(),
     buffers: [bufferOf(index), bufferOf(src), bufferOf(out)],

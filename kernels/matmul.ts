@@ -81,15 +81,25 @@ export const GPU_TILES: readonly TileChoice[] = [
   { config: { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4 }, speed: 0.5 },
 ];
 
+const cores = availableParallelism();
+
 /** Workgroups that run at once: CPU cores for a CPU rasteriser, a guess for a GPU. */
 function parallelism(cpu: boolean): number {
-  return cpu ? availableParallelism() : 256;
+  return cpu ? cores : 256;
 }
 
-/** True when the adapter is a CPU rasteriser rather than a GPU. */
+const cpuAdapter = new WeakMap<object, boolean>();
+
+/** True when the adapter is a CPU rasteriser rather than a GPU (asked once per device). */
 function isCpuAdapter(): boolean {
-  const { device, description, architecture } = ctx().info;
-  return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${device} ${description} ${architecture}`);
+  const c = ctx();
+  let cpu = cpuAdapter.get(c);
+  if (cpu === undefined) {
+    const { device, description, architecture } = c.info;
+    cpu = /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${device} ${description} ${architecture}`);
+    cpuAdapter.set(c, cpu);
+  }
+  return cpu;
 }
 
 /**
@@ -124,9 +134,15 @@ export function validateConfig(c: MatmulConfig): void {
 
 const wgslCache = new Map<string, string>();
 
+/** A short name of a variant (its config and modes). */
+function variantKey(v: MatmulVariant): string {
+  const c = v.config;
+  return `${c.bm},${c.bn},${c.bk},${c.tm},${c.tn},${v.a},${v.b},${v.out}`;
+}
+
 /** The WGSL of one variant (generated once, then cached). Uniform names match `matmulUniforms`. */
 export function matmulWGSL(v: MatmulVariant): string {
-  const key = JSON.stringify(v);
+  const key = variantKey(v);
   let code = wgslCache.get(key);
   if (code === undefined) wgslCache.set(key, (code = generateWGSL(v)));
   return code;
@@ -366,7 +382,7 @@ function geometry(a: Tensor, b: Tensor, out: Tensor): Omit<MatmulParams, 'tile'>
  * Queues `variant` for out = a @ b (shapes as in `matmul`), splitting past the per-dim
  * workgroup limit. `code` replaces the generated WGSL (for experiments in bench/lab).
  */
-export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code = matmulWGSL(variant)): void {
+export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code?: string): void {
   if (out.size === 0) return;
   const c = ctx();
   const g = geometry(a, b, out);
@@ -375,13 +391,16 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
   const tilesY = Math.ceil(g.M / bm);
   const max = c.limits.maxComputeWorkgroupsPerDimension;
   const buffers = [bufferOf(a), bufferOf(b), bufferOf(out)];
+  const key = code === undefined ? `matmul|${variantKey(variant)}` : undefined;
+  const wgsl = code ?? (() => matmulWGSL(variant));
   for (let z0 = 0; z0 < g.batches; z0 += max) {
     for (let y0 = 0; y0 < tilesY; y0 += max) {
       for (let x0 = 0; x0 < tilesX; x0 += max) {
         const u = matmulUniforms({ ...g, tile: [x0, y0, z0] });
         c.dispatch({
           label: 'matmul',
-          code,
+          key,
+          code: wgsl,
           uniforms: u.bytes(),
           buffers,
           workgroups: [Math.min(max, tilesX - x0), Math.min(max, tilesY - y0), Math.min(max, g.batches - z0)],

@@ -332,7 +332,8 @@ function dispatchReduce(
     .vec8('istr', inner.strides);
   ctx().dispatch({
     label: `reduce ${spec.op}`,
-    code: reduceWgsl(spec, u),
+    key: `reduce|${JSON.stringify(spec)}`,
+    code: () => reduceWgsl(spec, u),
     uniforms: u.bytes(),
     buffers: [x, ...(xi ? [xi] : []), ...outs].map(bufferOf),
     workgroups: tileGrid(sizes.rows, spec.tiling),
@@ -429,7 +430,8 @@ export function softmax(x: Tensor, log: boolean, out: Tensor): void {
     .vec8('ostr', outer.strides);
   ctx().dispatch({
     label: log ? 'logSoftmax' : 'softmax',
-    code: softmaxWgsl(t, outer.shape.length, log, rowsAsVec4(x, outer, out), u),
+    key: `softmax|${JSON.stringify(t)}|${outer.shape.length}|${log}|${rowsAsVec4(x, outer, out)}`,
+    code: () => softmaxWgsl(t, outer.shape.length, log, rowsAsVec4(x, outer, out), u),
     uniforms: u.bytes(),
     buffers: [bufferOf(x), bufferOf(out)],
     workgroups: tileGrid(rows, t),

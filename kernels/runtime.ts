@@ -11,7 +11,7 @@ import { openDevice, type AdapterChoice, type GpuInfo, type OpenedDevice } from 
 const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
 /** Dispatches per batch before an automatic submit. */
 const MAX_DISPATCHES_PER_BATCH = 512;
-const UNIFORM_ARENA_BYTES = 1 << 16;
+const UNIFORM_ARENA_BYTES = 1 << 18;
 
 /** Size classes: powers of two up to 64 KiB, then quarter-octave steps. */
 export function bucketSize(bytes: number): number {
@@ -35,20 +35,69 @@ export class GpuStorage extends Storage {
   }
 }
 
+/** One compiled pipeline and what a dispatch of it needs to bind. */
 interface PipelineEntry {
+  /** Small integer naming the pipeline in bind-group cache keys. */
+  id: number;
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
+  /** Storage bindings declared by the WGSL (at 1, 2, ...). */
+  storageBindings: number;
+  hasUniforms: boolean;
 }
 
 export interface DispatchArgs {
   /** For error messages and profiling. */
   label: string;
-  /** WGSL: uniforms (if any) at @binding(0), then the storage buffers at 1, 2, ... in order. */
-  code: string;
+  /**
+   * WGSL: uniforms (if any) at @binding(0), then the storage buffers at 1, 2, ... in order.
+   * A function is called only when `key` names a pipeline not compiled yet.
+   */
+  code: string | (() => string);
+  /**
+   * Names the WGSL in the pipeline cache (kernel family and specialisation, e.g. 'add|f32|r2').
+   * Without it the code string itself is the key. With it, a repeated dispatch neither builds
+   * nor hashes the WGSL.
+   */
+  key?: string;
   uniforms?: ArrayBuffer;
   buffers: GPUBuffer[];
   workgroups: readonly [number, number?, number?];
   entryPoint?: string;
+}
+
+/** `var<storage, read>` / `read_write` declarations at @binding(n), for the explicit layouts. */
+const BINDING_RE = /@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g;
+
+/** Bind groups cached at most (cleared when full, and whenever a pooled buffer is destroyed). */
+const MAX_BIND_GROUPS = 8192;
+
+/** Counters for benchmarks and tests (cheap: integers and two clock reads per submit). */
+export interface GpuStats {
+  dispatches: number;
+  /** Buffer-to-buffer copies queued (read-backs' staging copies included). */
+  copies: number;
+  submits: number;
+  /** Milliseconds spent inside queue.submit (on Dawn's GL backend the kernels run there). */
+  submitMs: number;
+  /** Milliseconds awaiting read-backs and syncs after their flush. */
+  waitMs: number;
+  /** Bind groups created (cache misses) and GPU buffers created (pool misses). */
+  bindGroupsCreated: number;
+  buffersCreated: number;
+  /** Dispatches and copies per label, when `countLabels` is on (bench/host-cost). */
+  byLabel: Map<string, number> | null;
+}
+
+/**
+ * Runtime switches (all on by default). Benchmarks turn them off to measure what they save in
+ * one interleaved run; tests turn them off to check the fused kernels against the plain ops.
+ */
+export interface GpuTuning {
+  /** Offer fused ops (matmul epilogues, multi-tensor AdamW); off: the front ends compose plain ops. */
+  fused: boolean;
+  /** Reuse bind groups for repeated (pipeline, buffers) combinations. */
+  cacheBindGroups: boolean;
 }
 
 export class GpuContext {
@@ -59,6 +108,14 @@ export class GpuContext {
   /** Buffers released since the last submit: reusable by kernels, not yet by uploads. */
   private recent = new Map<number, GPUBuffer[]>();
   private pipelines = new Map<string, PipelineEntry>();
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
+  /** The pipeline last set on the open pass (a repeat needs no setPipeline). */
+  private passPipeline: GPUComputePipeline | null = null;
+  private readonly dynamicOffset = new Uint32Array(1);
+  private readonly maxWorkgroups: number;
+  private readonly maxBinding: number;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private dispatches = 0;
@@ -67,8 +124,12 @@ export class GpuContext {
   private arenaUsed = 0;
   private readonly uniformAlign: number;
   private errors: string[] = [];
+  readonly tuning: GpuTuning = { fused: true, cacheBindGroups: true };
+  readonly stats: GpuStats = { dispatches: 0, copies: 0, submits: 0, submitMs: 0, waitMs: 0, bindGroupsCreated: 0, buffersCreated: 0, byLabel: null };
   /** Count of submits, for tests and profiling. */
-  submits = 0;
+  get submits(): number {
+    return this.stats.submits;
+  }
   /**
    * Opt-in profiling hook (bench/lab/timing.ts): when set, every compute pass the runtime
    * begins asks it for timestamp writes. Null in normal use.
@@ -81,6 +142,8 @@ export class GpuContext {
     this.info = opened.info;
     this.gpu = opened.gpu;
     this.uniformAlign = this.device.limits.minUniformBufferOffsetAlignment;
+    this.maxWorkgroups = this.device.limits.maxComputeWorkgroupsPerDimension;
+    this.maxBinding = this.device.limits.maxStorageBufferBindingSize;
     this.arena = this.device.createBuffer({ size: UNIFORM_ARENA_BYTES, usage: 0x40 /* UNIFORM */ | 0x08 });
     this.device.addEventListener('uncapturederror', (ev) => {
       this.errors.push((ev as GPUUncapturedErrorEvent).error.message);
@@ -107,7 +170,9 @@ export class GpuContext {
       throw new Error(`webgpu: a buffer of ${bytes} bytes exceeds the device's maxBufferSize ${this.device.limits.maxBufferSize}`);
     }
     const reused = this.takeFrom(this.pool, size) ?? (forUpload ? undefined : this.takeFrom(this.recent, size));
-    return reused ?? this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    if (reused) return reused;
+    this.stats.buffersCreated++;
+    return this.device.createBuffer({ size, usage: STORAGE_USAGE });
   }
 
   releaseBuffer(buffer: GPUBuffer): void {
@@ -116,12 +181,31 @@ export class GpuContext {
     const map = this.encoder ? this.recent : this.pool;
     let list = map.get(size);
     if (!list) map.set(size, (list = []));
-    list.push(buffer);
+    this.insertById(list, buffer);
     this.pooledBytes += size;
+  }
+
+  /**
+   * Free lists are kept sorted by buffer id, largest first, so `pop` hands out the oldest free
+   * buffer of a size. The choice then depends on which buffers are free, not on the order they
+   * were released in: a training step that allocates as the previous one did gets the same
+   * buffers back, and with them the same (cached) bind groups.
+   */
+  private insertById(list: GPUBuffer[], buffer: GPUBuffer): void {
+    const id = this.bufferId(buffer);
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.bufferId(list[mid]) > id) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, buffer);
   }
 
   /** Frees every pooled buffer (live tensors keep theirs). */
   trimPool(): void {
+    this.bindGroups.clear();
     for (const map of [this.pool, this.recent]) {
       for (const list of map.values()) for (const b of list) b.destroy();
       map.clear();
@@ -146,14 +230,39 @@ export class GpuContext {
 
   // ---- pipelines and dispatch -------------------------------------------------------
 
-  pipeline(code: string, entryPoint = 'main'): PipelineEntry {
-    const key = `${entryPoint}\n${code}`;
-    let entry = this.pipelines.get(key);
+  /**
+   * The pipeline of `code` (compiled on first use, then cached under `key`, default the code).
+   * Its layout is explicit, read off the WGSL's declarations: the uniforms at binding 0 take a
+   * dynamic offset into the uniform arena, so one bind group serves every dispatch of the same
+   * buffers whatever their uniforms.
+   */
+  pipeline(code: string | (() => string), entryPoint = 'main', key?: string): PipelineEntry {
+    const k = key ?? (code as string);
+    const cacheKey = entryPoint === 'main' ? k : `${entryPoint}\n${k}`;
+    let entry = this.pipelines.get(cacheKey);
     if (!entry) {
-      const module = this.device.createShaderModule({ code });
-      const pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint } });
-      entry = { pipeline, layout: pipeline.getBindGroupLayout(0) };
-      this.pipelines.set(key, entry);
+      const wgsl = typeof code === 'function' ? code() : code;
+      const entries: GPUBindGroupLayoutEntry[] = [];
+      let storageBindings = 0;
+      let hasUniforms = false;
+      for (const m of wgsl.matchAll(BINDING_RE)) {
+        const binding = Number(m[1]);
+        if (m[2] === 'uniform') {
+          hasUniforms = true;
+          entries.push({ binding, visibility: 4 /* COMPUTE */, buffer: { type: 'uniform', hasDynamicOffset: true } });
+        } else {
+          storageBindings++;
+          entries.push({ binding, visibility: 4, buffer: { type: m[3] === 'read_write' ? 'storage' : 'read-only-storage' } });
+        }
+      }
+      const layout = this.device.createBindGroupLayout({ entries });
+      const module = this.device.createShaderModule({ code: wgsl });
+      const pipeline = this.device.createComputePipeline({
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint },
+      });
+      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, hasUniforms };
+      this.pipelines.set(cacheKey, entry);
     }
     return entry;
   }
@@ -162,11 +271,39 @@ export class GpuContext {
     return this.pipelines.size;
   }
 
+  /** A small id per buffer, for bind-group cache keys. */
+  private bufferId(b: GPUBuffer): number {
+    let id = this.bufferIds.get(b);
+    if (id === undefined) this.bufferIds.set(b, (id = this.nextBufferId++));
+    return id;
+  }
+
+  private bindGroup(entry: PipelineEntry, buffers: readonly GPUBuffer[], uniformSize: number, label: string): GPUBindGroup {
+    let key = '';
+    if (this.tuning.cacheBindGroups) {
+      key = `${entry.id}:${uniformSize}`;
+      for (const b of buffers) key += `,${this.bufferId(b)}`;
+      const hit = this.bindGroups.get(key);
+      if (hit) return hit;
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    if (entry.hasUniforms) entries.push({ binding: 0, resource: { buffer: this.arena, offset: 0, size: uniformSize } });
+    buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+    const group = this.device.createBindGroup({ layout: entry.layout, entries, label });
+    this.stats.bindGroupsCreated++;
+    if (this.tuning.cacheBindGroups) {
+      if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
+      this.bindGroups.set(key, group);
+    }
+    return group;
+  }
+
   private ensurePass(): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (!this.pass) {
       const timestampWrites = this.passTimestamps?.();
       this.pass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+      this.passPipeline = null;
     }
     return this.pass;
   }
@@ -183,38 +320,55 @@ export class GpuContext {
 
   /** Queues one compute dispatch; nothing runs until the next flush. */
   dispatch(args: DispatchArgs): void {
-    const [x, y = 1, z = 1] = args.workgroups;
+    const wg = args.workgroups;
+    const x = wg[0];
+    const y = wg[1] ?? 1;
+    const z = wg[2] ?? 1;
     if (x === 0 || y === 0 || z === 0) return;
-    const maxWg = this.device.limits.maxComputeWorkgroupsPerDimension;
+    const maxWg = this.maxWorkgroups;
     if (x > maxWg || y > maxWg || z > maxWg) {
       throw new Error(`${args.label}: ${x}x${y}x${z} workgroups exceed the limit ${maxWg} per dimension`);
     }
-    const { pipeline, layout } = this.pipeline(args.code, args.entryPoint);
-    const entries: GPUBindGroupEntry[] = [];
-    if (args.uniforms) {
-      const size = Math.ceil(args.uniforms.byteLength / 16) * 16;
-      if (this.arenaUsed + size > UNIFORM_ARENA_BYTES) this.flush();
-      this.arenaHost.set(new Uint8Array(args.uniforms), this.arenaUsed);
-      entries.push({ binding: 0, resource: { buffer: this.arena, offset: this.arenaUsed, size } });
-      this.arenaUsed += Math.ceil(size / this.uniformAlign) * this.uniformAlign;
-    }
-    const maxBinding = this.device.limits.maxStorageBufferBindingSize;
-    args.buffers.forEach((buffer, i) => {
-      if (buffer.size > maxBinding) {
-        throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${buffer.size} bytes, over this adapter's maxStorageBufferBindingSize ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
+    const maxBinding = this.maxBinding;
+    for (let i = 0; i < args.buffers.length; i++) {
+      if (args.buffers[i].size > maxBinding) {
+        throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${args.buffers[i].size} bytes, over this adapter's maxStorageBufferBindingSize ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
       }
-      entries.push({ binding: i + 1, resource: { buffer } });
-    });
-    const bindGroup = this.device.createBindGroup({ layout, entries, label: args.label });
+    }
+    const entry = this.pipeline(args.code, args.entryPoint, args.key);
+    if (entry.storageBindings !== args.buffers.length) {
+      throw new Error(`${args.label}: the kernel declares ${entry.storageBindings} storage bindings but ${args.buffers.length} buffers were given`);
+    }
+    let offset = -1;
+    let uniformSize = 0;
+    if (entry.hasUniforms) {
+      if (!args.uniforms) throw new Error(`${args.label}: the kernel declares uniforms but none were given`);
+      uniformSize = Math.ceil(args.uniforms.byteLength / 16) * 16;
+      if (this.arenaUsed + uniformSize > UNIFORM_ARENA_BYTES) this.flush();
+      this.arenaHost.set(new Uint8Array(args.uniforms), this.arenaUsed);
+      offset = this.arenaUsed;
+      this.arenaUsed += Math.ceil(uniformSize / this.uniformAlign) * this.uniformAlign;
+    }
+    const group = this.bindGroup(entry, args.buffers, uniformSize, args.label);
     const pass = this.ensurePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
+    if (this.passPipeline !== entry.pipeline) {
+      pass.setPipeline(entry.pipeline);
+      this.passPipeline = entry.pipeline;
+    }
+    if (offset >= 0) {
+      this.dynamicOffset[0] = offset;
+      pass.setBindGroup(0, group, this.dynamicOffset, 0, 1);
+    } else pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
+    this.stats.dispatches++;
+    if (this.stats.byLabel) this.stats.byLabel.set(args.label, (this.stats.byLabel.get(args.label) ?? 0) + 1);
     if (++this.dispatches >= MAX_DISPATCHES_PER_BATCH) this.flush();
   }
 
   /** Queues a buffer-to-buffer copy in order with the dispatches. */
-  copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+  copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number, label = 'copyBuffer'): void {
+    this.stats.copies++;
+    if (this.stats.byLabel) this.stats.byLabel.set(label, (this.stats.byLabel.get(label) ?? 0) + 1);
     this.ensureEncoderForCopy().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
@@ -224,8 +378,10 @@ export class GpuContext {
       if (this.pass) this.pass.end();
       this.pass = null;
       if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaHost.buffer, 0, this.arenaUsed);
+      const t0 = performance.now();
       this.device.queue.submit([this.encoder.finish()]);
-      this.submits++;
+      this.stats.submitMs += performance.now() - t0;
+      this.stats.submits++;
       this.encoder = null;
       this.dispatches = 0;
       this.arenaUsed = 0;
@@ -234,7 +390,7 @@ export class GpuContext {
     for (const [size, list] of this.recent) {
       let dst = this.pool.get(size);
       if (!dst) this.pool.set(size, (dst = []));
-      dst.push(...list);
+      for (const b of list) this.insertById(dst, b);
     }
     this.recent.clear();
     this.throwErrors();
@@ -253,8 +409,12 @@ export class GpuContext {
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
     const staging = this.device.createBuffer({ size, usage: 0x01 /* MAP_READ */ | 0x08 });
     this.ensureEncoderForCopy().copyBufferToBuffer(buffer, offset, staging, 0, size);
+    this.stats.copies++;
+    if (this.stats.byLabel) this.stats.byLabel.set('readBuffer', (this.stats.byLabel.get('readBuffer') ?? 0) + 1);
     this.flush();
+    const t0 = performance.now();
     await staging.mapAsync(0x01 /* GPUMapMode.READ */);
+    this.stats.waitMs += performance.now() - t0;
     const out = staging.getMappedRange().slice(0, bytes);
     staging.unmap();
     staging.destroy();
@@ -264,7 +424,9 @@ export class GpuContext {
 
   async sync(): Promise<void> {
     this.flush();
+    const t0 = performance.now();
     await this.device.queue.onSubmittedWorkDone();
+    this.stats.waitMs += performance.now() - t0;
     this.throwErrors();
   }
 
@@ -273,6 +435,7 @@ export class GpuContext {
     this.trimPool();
     this.arena.destroy();
     this.pipelines.clear();
+    this.bindGroups.clear();
     this.device.destroy();
     this.gpu = null;
   }
