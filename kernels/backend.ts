@@ -6,7 +6,8 @@ import { attention } from './attention.js';
 import { attentionGrad } from './attention-grad.js';
 import { binary, copy, fill, unary, unaryGrad, where } from './elementwise.js';
 import { gather, scatterAdd } from './indexing.js';
-import { matmul } from './matmul.js';
+import { linear, matmul } from './matmul.js';
+import { adamwMany, scaleMany, sumOfSquares } from './multi-tensor.js';
 import { layerNorm, rmsNorm } from './norm.js';
 import { layerNormGrad, rmsNormGrad, softmaxGrad } from './norm-grad.js';
 import { adamw } from './optim.js';
@@ -61,5 +62,10 @@ export const webgpuBackend: Backend = {
   rmsNormGrad,
   attentionGrad,
   adamw,
+  // fused ops (optional in Backend): each returns false when it declines a call
+  linear,
+  adamwMany,
+  sumOfSquares,
+  scaleMany,
   sync: () => ctx().sync(),
 };

@@ -16,7 +16,9 @@
  * 4, with scalar loads otherwise. Sizes never appear in the WGSL, so one pipeline serves all.
  */
 import { availableParallelism } from 'node:os';
+import type { LinearActivation } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -40,6 +42,18 @@ export interface MatmulConfig {
  */
 export type PanelMode = 'x4' | 'k4' | 'scalar';
 
+/**
+ * What is done to each output value before it is stored (the fused linear layer):
+ * z = acc + bias[col]; optionally z is stored to a second output (the pre-activation, which a
+ * backward needs); then y = act(z) + residual[row, col].
+ */
+export interface MatmulEpilogue {
+  bias: boolean;
+  act: 'none' | 'gelu' | 'geluErf';
+  residual: boolean;
+  preact: boolean;
+}
+
 /** One compiled specialisation: tile config, how each operand is fetched, how out is stored. */
 export interface MatmulVariant {
   config: MatmulConfig;
@@ -47,6 +61,15 @@ export interface MatmulVariant {
   b: PanelMode;
   /** 'v4': out rows are a multiple of 4 long, stored as vec4s; 's': scalar stores. */
   out: 'v4' | 's';
+  /** Fused epilogue (none when absent). Only for single matrices (no batch dims). */
+  epilogue?: MatmulEpilogue;
+}
+
+/** The extra operands of an epilogue: bias [N], residual [M, N] (row stride any, cols unit), preact [M, N] contiguous. */
+export interface EpilogueOperands {
+  bias?: Tensor | null;
+  residual?: Tensor | null;
+  preact?: Tensor | null;
 }
 
 /** A tile config and its relative speed on whole tiles (output elements per second). */
@@ -137,7 +160,9 @@ const wgslCache = new Map<string, string>();
 /** A short name of a variant (its config and modes). */
 function variantKey(v: MatmulVariant): string {
   const c = v.config;
-  return `${c.bm},${c.bn},${c.bk},${c.tm},${c.tn},${v.a},${v.b},${v.out}`;
+  const e = v.epilogue;
+  const epi = e ? ',epilogue' : '';
+  return `${c.bm},${c.bn},${c.bk},${c.tm},${c.tn},${v.a},${v.b},${v.out}${epi}`;
 }
 
 /** The WGSL of one variant (generated once, then cached). Uniform names match `matmulUniforms`. */
@@ -172,7 +197,10 @@ function generateWGSL(v: MatmulVariant): string {
         const acc = `acc${i * 4 + c}_${j}`;
         accDecl.push(`var ${acc} = vec4f();`);
         fmas.push(`${acc} = fma(vec4f(a${i}[${c}]), b${j}, ${acc});`);
-        stores.push(`  store_out(o_base, r, col0 + (lid.x + ${j * tx}u) * 4u, ${acc});`);
+        const col = `col0 + (lid.x + ${j * tx}u) * 4u`;
+        stores.push(v.epilogue
+          ? `  { let c = ${col}; store_out(o_base, r, c, epilogue(r, c, ${acc})); }`
+          : `  store_out(o_base, r, ${col}, ${acc});`);
       }
       stores.push('}');
     }
@@ -185,6 +213,7 @@ ${UNIFORMS_WGSL}
 @group(0) @binding(1) var<storage, read> a: array<${arr(v.a)}>;
 @group(0) @binding(2) var<storage, read> b: array<${arr(v.b)}>;
 @group(0) @binding(3) var<storage, read_write> o: array<${v.out === 'v4' ? 'vec4f' : 'f32'}>;
+${v.epilogue ? epilogueWGSL(v.out) : ''}
 
 // Staged panels, k-major and double-buffered: As[buf * ${sizeA} + k * BM/4 + m/4][m % 4] holds
 // a[row0 + m, k0 + k]; Bs likewise holds b[k0 + k, col0 + n].
@@ -242,6 +271,38 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   ${stores.join('\n  ')}
 }
 `;
+}
+
+/**
+ * The epilogue's bindings (4: bias, 5: residual, 6: preact) and `epilogue(r, c, v)`, which
+ * returns the value to store at out[r, c..c+3]. Which parts apply is read from the uniforms
+ * (P.epi: bit 0 bias, bit 1 residual, bit 2 preact, bits 3-4 the activation), so one pipeline
+ * per tile config serves every combination; an absent operand is bound to a buffer of the
+ * call (a, read-only, for bias and residual) or the context's scratch buffer (preact) and never read.
+ */
+function epilogueWGSL(mode: 'v4' | 's'): string {
+  return `@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> res: array<f32>;
+@group(0) @binding(6) var<storage, read_write> pre: array<${mode === 'v4' ? 'vec4f' : 'f32'}>;
+${MATH_WGSL}
+fn epilogue(r: u32, c: u32, v: vec4f) -> vec4f {
+  var z = v;
+  if ((P.epi & 1u) != 0u) {
+    for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { z[j] += bias[P.bias_off + c + j]; } }
+  }
+  if ((P.epi & 4u) != 0u) {
+    ${mode === 'v4'
+    ? 'if (r < P.M && c < P.N) { pre[(P.pre_off + r * P.N + c) / 4u] = z; }'
+    : 'if (r < P.M) { for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { pre[P.pre_off + r * P.N + c + j] = z[j]; } } }'}
+  }
+  let act = (P.epi >> 3u) & 3u;
+  if (act == 1u) { z = vec4f(gelu_tanh(z.x), gelu_tanh(z.y), gelu_tanh(z.z), gelu_tanh(z.w)); }
+  if (act == 2u) { z = vec4f(gelu_erf(z.x), gelu_erf(z.y), gelu_erf(z.z), gelu_erf(z.w)); }
+  if ((P.epi & 2u) != 0u && r < P.M) {
+    for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { z[j] += res[P.res_off + r * P.res_rs + c + j]; } }
+  }
+  return z;
+}`;
 }
 
 /** `store_out(o_base, r, c, v)`: writes out[r, c..c+3] of one batch entry (those inside the matrix). */
@@ -319,6 +380,8 @@ interface MatmulParams {
   batch: { shape: number[]; a: number[]; b: number[] };
   /** First workgroup's tile along N, along M, and batch entry (for split dispatches). */
   tile: [number, number, number];
+  /** Element offsets of the epilogue's operands and the residual's row stride. */
+  epi?: { flags: number; bias: number; res: number; resRow: number; pre: number };
 }
 
 /** The uniform struct of every variant (the WGSL declaration does not depend on the values). */
@@ -330,6 +393,7 @@ function matmulUniforms(p: MatmulParams): Uniforms {
     .u32('o_off', p.oOff)
     .u32('nb', p.batch.shape.length)
     .u32('tile_x0', p.tile[0]).u32('tile_y0', p.tile[1]).u32('batch0', p.tile[2])
+    .u32('epi', p.epi?.flags ?? 0).u32('bias_off', p.epi?.bias ?? 0).u32('res_off', p.epi?.res ?? 0).u32('res_rs', p.epi?.resRow ?? 0).u32('pre_off', p.epi?.pre ?? 0)
     .vec8('bshape', p.batch.shape).vec8('a_bstr', p.batch.a).vec8('b_bstr', p.batch.b);
 }
 
@@ -382,7 +446,7 @@ function geometry(a: Tensor, b: Tensor, out: Tensor): Omit<MatmulParams, 'tile'>
  * Queues `variant` for out = a @ b (shapes as in `matmul`), splitting past the per-dim
  * workgroup limit. `code` replaces the generated WGSL (for experiments in bench/lab).
  */
-export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code?: string): void {
+export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code?: string, epi: EpilogueOperands = {}): void {
   if (out.size === 0) return;
   const c = ctx();
   const g = geometry(a, b, out);
@@ -391,14 +455,30 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
   const tilesY = Math.ceil(g.M / bm);
   const max = c.limits.maxComputeWorkgroupsPerDimension;
   const buffers = [bufferOf(a), bufferOf(b), bufferOf(out)];
+  const e = variant.epilogue;
+  let epiOffsets: MatmulParams['epi'];
+  if (e) {
+    if (g.batch.shape.length > 0) throw new Error('matmul: a fused epilogue needs a single matrix (no batch dims)');
+    const need = (t: Tensor | null | undefined, what: string): Tensor => {
+      if (!t) throw new Error(`matmul: the epilogue needs ${what}`);
+      return t;
+    };
+    const bias = e.bias ? need(epi.bias, 'a bias') : null;
+    const res = e.residual ? need(epi.residual, 'a residual') : null;
+    const pre = e.preact ? need(epi.preact, 'a preact output') : null;
+    buffers.push(bias ? bufferOf(bias) : buffers[0], res ? bufferOf(res) : buffers[0], pre ? bufferOf(pre) : c.scratch);
+    const act = { none: 0, gelu: 1, geluErf: 2 }[e.act];
+    const flags = (bias ? 1 : 0) | (res ? 2 : 0) | (pre ? 4 : 0) | (act << 3);
+    epiOffsets = { flags, bias: bias?.offset ?? 0, res: res?.offset ?? 0, resRow: res ? res.strides[0] : 0, pre: pre?.offset ?? 0 };
+  }
   const key = code === undefined ? `matmul|${variantKey(variant)}` : undefined;
   const wgsl = code ?? (() => matmulWGSL(variant));
   for (let z0 = 0; z0 < g.batches; z0 += max) {
     for (let y0 = 0; y0 < tilesY; y0 += max) {
       for (let x0 = 0; x0 < tilesX; x0 += max) {
-        const u = matmulUniforms({ ...g, tile: [x0, y0, z0] });
+        const u = matmulUniforms({ ...g, tile: [x0, y0, z0], epi: epiOffsets });
         c.dispatch({
-          label: 'matmul',
+          label: e ? 'linear' : 'matmul',
           key,
           code: wgsl,
           uniforms: u.bytes(),
@@ -419,6 +499,27 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
     if (t.dtype !== 'float32') throw new Error(`matmul: webgpu supports float32 only, got ${t.dtype} ${t.toString()}`);
   }
   matmulWith(chooseVariant(a, b, out), a, b, out);
+}
+
+/**
+ * The fused linear layer (Backend.linear): out = act(x @ wᵀ + bias) + residual, and preact =
+ * x @ wᵀ + bias when asked. x: [M, K], weight: [N, K], bias [N], residual [M, N] with unit
+ * column stride, out and preact contiguous [M, N]. Declines (returns false) when fusion is off.
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null, act: LinearActivation, out: Tensor, preact: Tensor | null): boolean {
+  const c = ctx();
+  if (!c.tuning.fused) return false;
+  if ([x, weight, out, bias, residual, preact].some((t) => t && t.dtype !== 'float32')) return false;
+  if (residual && residual.rank === 2 && residual.strides[1] !== 1 && residual.shape[1] > 1) return false;
+  const wt = weight.transpose();
+  try {
+    const v = chooseVariant(x, wt, out);
+    v.epilogue = { bias: bias !== null, residual: residual !== null, preact: preact !== null, act };
+    matmulWith(v, x, wt, out, undefined, { bias, residual, preact });
+  } finally {
+    wt.dispose();
+  }
+  return true;
 }
 
 function range(n: number): number[] {

@@ -61,9 +61,23 @@ export interface DispatchArgs {
    */
   key?: string;
   uniforms?: ArrayBuffer;
-  buffers: GPUBuffer[];
+  /** Whole buffers, or byte ranges of them (a window of a tensor larger than one binding). */
+  buffers: readonly BufferBinding[];
   workgroups: readonly [number, number?, number?];
   entryPoint?: string;
+}
+
+/** A byte range of a buffer, bound as one storage binding (offset aligned to minStorageBufferOffsetAlignment). */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+export type BufferBinding = GPUBuffer | BufferRange;
+
+/** The range when `b` is one, else null (a whole buffer). */
+function asRange(b: BufferBinding): BufferRange | null {
+  return (b as BufferRange).buffer !== undefined ? (b as BufferRange) : null;
 }
 
 /** `var<storage, read>` / `read_write` declarations at @binding(n), for the explicit layouts. */
@@ -116,6 +130,19 @@ export class GpuContext {
   private readonly dynamicOffset = new Uint32Array(1);
   private readonly maxWorkgroups: number;
   private readonly maxBinding: number;
+  /**
+   * The largest storage binding kernels may use: the adapter's maxStorageBufferBindingSize,
+   * or lower when set (tests lower it to exercise the kernels that split a large tensor into
+   * several bindings). Values above the adapter's are clamped.
+   */
+  get bindingLimit(): number {
+    return this.bindingLimitSet ?? this.maxBinding;
+  }
+  set bindingLimit(bytes: number | null) {
+    if (bytes !== null && !(Number.isInteger(bytes) && bytes >= 256)) throw new Error(`webgpu: bindingLimit must be an integer >= 256 bytes, got ${bytes}`);
+    this.bindingLimitSet = bytes === null ? null : Math.min(bytes, this.maxBinding);
+  }
+  private bindingLimitSet: number | null = null;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private dispatches = 0;
@@ -203,6 +230,13 @@ export class GpuContext {
     list.splice(lo, 0, buffer);
   }
 
+  /** A 16-byte storage buffer that kernels bind where an optional writable operand is absent. */
+  get scratch(): GPUBuffer {
+    this.scratchBuffer ??= this.device.createBuffer({ size: 16, usage: STORAGE_USAGE });
+    return this.scratchBuffer;
+  }
+  private scratchBuffer: GPUBuffer | null = null;
+
   /** Frees every pooled buffer (live tensors keep theirs). */
   trimPool(): void {
     this.bindGroups.clear();
@@ -278,17 +312,23 @@ export class GpuContext {
     return id;
   }
 
-  private bindGroup(entry: PipelineEntry, buffers: readonly GPUBuffer[], uniformSize: number, label: string): GPUBindGroup {
+  private bindGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
     let key = '';
     if (this.tuning.cacheBindGroups) {
       key = `${entry.id}:${uniformSize}`;
-      for (const b of buffers) key += `,${this.bufferId(b)}`;
+      for (const b of buffers) {
+        const r = asRange(b);
+        key += r ? `,${this.bufferId(r.buffer)}@${r.offset}+${r.size}` : `,${this.bufferId(b as GPUBuffer)}`;
+      }
       const hit = this.bindGroups.get(key);
       if (hit) return hit;
     }
     const entries: GPUBindGroupEntry[] = [];
     if (entry.hasUniforms) entries.push({ binding: 0, resource: { buffer: this.arena, offset: 0, size: uniformSize } });
-    buffers.forEach((buffer, i) => entries.push({ binding: i + 1, resource: { buffer } }));
+    buffers.forEach((b, i) => {
+      const r = asRange(b);
+      entries.push({ binding: i + 1, resource: r ? { buffer: r.buffer, offset: r.offset, size: r.size } : { buffer: b as GPUBuffer } });
+    });
     const group = this.device.createBindGroup({ layout: entry.layout, entries, label });
     this.stats.bindGroupsCreated++;
     if (this.tuning.cacheBindGroups) {
@@ -329,10 +369,11 @@ export class GpuContext {
     if (x > maxWg || y > maxWg || z > maxWg) {
       throw new Error(`${args.label}: ${x}x${y}x${z} workgroups exceed the limit ${maxWg} per dimension`);
     }
-    const maxBinding = this.maxBinding;
+    const maxBinding = this.bindingLimit;
     for (let i = 0; i < args.buffers.length; i++) {
-      if (args.buffers[i].size > maxBinding) {
-        throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${args.buffers[i].size} bytes, over this adapter's maxStorageBufferBindingSize ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
+      const size = args.buffers[i].size;
+      if (size > maxBinding) {
+        throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${size} bytes, over ${maxBinding === this.maxBinding ? "this adapter's maxStorageBufferBindingSize" : 'the binding limit set (gpuContext().bindingLimit)'} ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
       }
     }
     const entry = this.pipeline(args.code, args.entryPoint, args.key);
@@ -434,6 +475,7 @@ export class GpuContext {
     if (!this.gpu) return;
     this.trimPool();
     this.arena.destroy();
+    this.scratchBuffer?.destroy();
     this.pipelines.clear();
     this.bindGroups.clear();
     this.device.destroy();
@@ -468,4 +510,29 @@ export function destroyContext(): void {
 /** The GPU buffer behind a webgpu tensor. */
 export function bufferOf(t: Tensor): GPUBuffer {
   return (t.storage as GpuStorage).buffer;
+}
+
+/**
+ * The binding of elements [start, start + count) of a tensor `t` that is dense from its offset
+ * on: a byte range of its buffer beginning at the aligned address at or below the first element,
+ * and that element's index within the range. With `count` at most `windowElements(...)` the
+ * range fits the binding limit.
+ */
+export function bindWindow(t: Tensor, start: number, count: number): { binding: BufferBinding; elemOffset: number } {
+  const c = ctx();
+  const bpe = t.storage.bytes / Math.max(t.storage.numel, 1) || 4;
+  const buffer = bufferOf(t);
+  if (buffer.size <= c.bindingLimit) return { binding: buffer, elemOffset: t.offset + start };
+  const first = (t.offset + start) * bpe;
+  const align = c.limits.minStorageBufferOffsetAlignment;
+  const offset = Math.floor(first / align) * align;
+  const size = Math.min(buffer.size - offset, Math.ceil((first - offset + count * bpe) / 4) * 4);
+  return { binding: { buffer, offset, size: Math.max(size, 4) }, elemOffset: (first - offset) / bpe };
+}
+
+/** Elements of `bytesPerElement` a window may hold so that `bindWindow` stays within the binding limit. */
+export function windowElements(bytesPerElement = 4): number {
+  const c = ctx();
+  const align = c.limits.minStorageBufferOffsetAlignment;
+  return Math.floor((c.bindingLimit - align) / bytesPerElement / 64) * 64;
 }

@@ -54,12 +54,12 @@ export class EncoderLayer extends Module {
   }
   /** x: [1, N, d]; segmentIds [1, N] keep attention within each view. */
   forward(x: Tensor, segmentIds: Tensor): Tensor {
-    const y = ag.add(x, this.self_attn.forward(this.layer_norm1.forward(x), { segmentIds }));
-    return ag.add(y, this.mlp.forward(this.layer_norm2.forward(y)));
+    const y = this.self_attn.forward(this.layer_norm1.forward(x), { segmentIds, residual: x });
+    return this.mlp.forward(this.layer_norm2.forward(y), y);
   }
   /** The MLP sub-block alone: x + fc2(gelu(fc1(LN2 x))) (what D's initialisation reproduces). */
   mlpBlock(x: Tensor): Tensor {
-    return ag.add(x, this.mlp.forward(this.layer_norm2.forward(x)));
+    return this.mlp.forward(this.layer_norm2.forward(x), x);
   }
 }
 

@@ -59,6 +59,8 @@ export interface AttentionCall {
   /** Position of the first token (for RoPE); defaults to the cache length. */
   start?: number;
   cache?: KVCache;
+  /** Added to the output (a block's skip connection), fused into the output projection. */
+  residual?: Tensor;
 }
 
 /** cos and sin tables [S, headDim] for rotate-half RoPE at positions start..start+S-1. */
@@ -146,6 +148,6 @@ export class MultiHeadAttention extends Module {
       window: call.window,
     });
     const merged = ag.reshape(ag.permute(o, [0, 2, 1, 3]), [B, S, this.heads * this.headDim]);
-    return this.out.forward(merged);
+    return this.out.forward(merged, { residual: call.residual ?? null });
   }
 }

@@ -2,6 +2,7 @@
 import * as ag from '../autograd/index.js';
 import { fmt } from '../tensor/shape.js';
 import { rand, type Tensor } from '../tensor/index.js';
+import type { LinearOptions as LinearCall } from '../tensor/ops/fused.js';
 import { normalInit, onesInit, zerosInit, type InitOptions } from './init.js';
 import { Module } from './module.js';
 
@@ -20,12 +21,16 @@ export class Linear extends Module {
     this.weight = this.param('weight', normalInit([outFeatures, inFeatures], opts.std ?? 1 / Math.sqrt(inFeatures), opts));
     this.bias = opts.bias === false ? null : this.param('bias', zerosInit([outFeatures], opts));
   }
-  forward(x: Tensor): Tensor {
+  /**
+   * One fused op where the backend has it (matmul with bias, activation and residual in its
+   * epilogue): `opts.activation` applies after the bias, `opts.residual` is added last (a
+   * block's skip connection), so `fc1.forward(x, { activation: 'gelu' })` is gelu(fc1(x)).
+   */
+  forward(x: Tensor, opts: LinearCall = {}): Tensor {
     if (x.shape[x.rank - 1] !== this.inFeatures) {
       throw new Error(`Linear: input ${fmt(x.shape)} has last dim ${x.shape[x.rank - 1]}, expected ${this.inFeatures}`);
     }
-    const y = ag.matmul(x, ag.transpose(this.weight));
-    return this.bias ? ag.add(y, this.bias) : y;
+    return ag.linear(x, this.weight, this.bias, opts);
   }
 }
 
