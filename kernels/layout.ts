@@ -21,27 +21,51 @@ type Field = { name: string; type: 'u32' | 'i32' | 'f32' } | { name: string; typ
  */
 export class Uniforms {
   private fields: Field[] = [];
-  private values: number[][] = [];
+  /** The bytes as they are built: each field is written at its aligned offset when added. */
+  private words = new Uint32Array(64);
+  private floats = new Float32Array(this.words.buffer);
+  private ints = new Int32Array(this.words.buffer);
+  private used = 0; // in 4-byte words
 
   u32(name: string, v: number): this {
-    return this.add({ name, type: 'u32' }, [v]);
+    this.fields.push({ name, type: 'u32' });
+    this.reserve(1)[0] = v >>> 0;
+    return this;
   }
   i32(name: string, v: number): this {
-    return this.add({ name, type: 'i32' }, [v]);
+    this.fields.push({ name, type: 'i32' });
+    this.reserve(1);
+    this.ints[this.used - 1] = v;
+    return this;
   }
   f32(name: string, v: number): this {
-    return this.add({ name, type: 'f32' }, [v]);
+    this.fields.push({ name, type: 'f32' });
+    this.reserve(1);
+    this.floats[this.used - 1] = v;
+    return this;
   }
   /** Up to 8 unsigned integers (shape or strides of a view), zero padded. */
   vec8(name: string, v: readonly number[]): this {
     if (v.length > MAX_RANK) throw new Error(`webgpu: rank ${v.length} exceeds the kernel limit ${MAX_RANK}`);
-    return this.add({ name, type: 'vec8' }, [...v, ...new Array(MAX_RANK - v.length).fill(0)]);
+    this.fields.push({ name, type: 'vec8' });
+    this.used = Math.ceil(this.used / 4) * 4; // array<vec4u, 2> aligns to 16 bytes
+    const at = this.reserve(8);
+    for (let i = 0; i < v.length; i++) at[i] = v[i] >>> 0;
+    return this;
   }
 
-  private add(f: Field, v: number[]): this {
-    this.fields.push(f);
-    this.values.push(v);
-    return this;
+  /** `n` words at the end (zeroed), growing the backing store when needed. */
+  private reserve(n: number): Uint32Array {
+    if (this.used + n > this.words.length) {
+      const bigger = new Uint32Array(Math.max(this.words.length * 2, this.used + n));
+      bigger.set(this.words);
+      this.words = bigger;
+      this.floats = new Float32Array(bigger.buffer);
+      this.ints = new Int32Array(bigger.buffer);
+    }
+    const at = this.words.subarray(this.used, this.used + n);
+    this.used += n;
+    return at;
   }
 
   /** `struct Params { ... }` plus the binding line. */
@@ -51,24 +75,8 @@ export class Uniforms {
   }
 
   bytes(): ArrayBuffer {
-    let offset = 0;
-    const slots: [number, Field, number[]][] = [];
-    this.fields.forEach((f, i) => {
-      if (f.type === 'vec8') offset = Math.ceil(offset / 16) * 16;
-      slots.push([offset, f, this.values[i]]);
-      offset += f.type === 'vec8' ? 32 : 4;
-    });
-    const buf = new ArrayBuffer(Math.max(16, Math.ceil(offset / 16) * 16));
-    const view = new DataView(buf);
-    for (const [off, f, v] of slots) {
-      v.forEach((x, j) => {
-        const at = off + 4 * j;
-        if (f.type === 'f32') view.setFloat32(at, x, true);
-        else if (f.type === 'i32') view.setInt32(at, x, true);
-        else view.setUint32(at, x >>> 0, true);
-      });
-    }
-    return buf;
+    const size = Math.max(16, Math.ceil((this.used * 4) / 16) * 16);
+    return this.words.buffer.slice(0, size);
   }
 }
 

