@@ -1,6 +1,8 @@
 /** The WebGPU backend: every op family's kernel behind the Backend interface. */
 import type { Backend } from '../tensor/backend.js';
-import type { DType, TypedArray } from '../tensor/dtype.js';
+import { isHalf, type DType, type HalfDType, type TypedArray } from '../tensor/dtype.js';
+import type { Storage } from '../tensor/storage.js';
+import { halfToFloat32 } from './half.js';
 import { Tensor } from '../tensor/tensor.js';
 import { attention } from './attention.js';
 import { attentionGrad } from './attention-grad.js';
@@ -17,6 +19,14 @@ import { bufferOf, ctx } from './runtime.js';
 /** Reads a view back: dense views directly, others through a copy kernel first. */
 async function read(x: Tensor): Promise<TypedArray> {
   const c = ctx();
+  if (isHalf(x.dtype)) {
+    const f = halfToFloat32(x);
+    try {
+      return await read(f);
+    } finally {
+      f.dispose();
+    }
+  }
   const dense = isDenseWindow(x);
   let src = x;
   if (!dense) {
@@ -42,6 +52,8 @@ export const webgpuBackend: Backend = {
   device: 'webgpu',
   alloc: (numel: number, dtype: DType) => ctx().alloc(numel, dtype),
   upload: (data: TypedArray, dtype: DType) => ctx().upload(data, dtype),
+  uploadHalf: (bits: Uint16Array, dtype: HalfDType) => ctx().uploadHalf(bits, dtype),
+  writeBytes: (dst: Storage, byteOffset: number, bytes: Uint8Array) => ctx().writeBytes(dst, byteOffset, bytes),
   read,
   copy,
   fill,

@@ -3,7 +3,9 @@
  * One generated kernel per (op, dtypes, coalesced rank); shapes and strides go in uniforms.
  */
 import type { BinaryOp, UnaryOp } from '../tensor/backend.js';
+import { isHalf } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
+import { copyHalf } from './half.js';
 import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -167,6 +169,14 @@ export function where(cond: Tensor, a: Tensor, b: Tensor, out: Tensor): void {
 
 /** out (any view) = x, converting dtype (f32 -> i32 truncates toward zero). */
 export function copy(x: Tensor, out: Tensor): void {
+  if (isHalf(x.dtype) || isHalf(out.dtype)) {
+    if (isHalf(out.dtype) || out.isContiguous) return copyHalf(x, out);
+    const dense = Tensor.empty(x.shape, 'float32', 'webgpu'); // half -> f32 into a strided view
+    copyHalf(x, dense);
+    copy(dense, out);
+    dense.dispose();
+    return;
+  }
   if (bufferOf(x) === bufferOf(out)) {
     // A buffer cannot be read and written in one dispatch: go through a temporary.
     const dense = Tensor.empty(x.shape, x.dtype, 'webgpu');

@@ -17,7 +17,9 @@
  * `out` (declared array<atomic<u32>>), i32 uses atomicAdd. Colliding float additions happen
  * in no fixed order, so f32 results may differ from the CPU in the last bits.
  */
+import { isHalf } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { HALF_DECODE_WGSL } from './half.js';
 import { copy } from './elementwise.js';
 import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
@@ -52,7 +54,8 @@ export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void
   const n = index.size;
   if (n === 0) return;
   const c = ctx();
-  const t = wgslType(x.dtype);
+  const half = isHalf(x.dtype);
+  const t = wgslType(half ? out.dtype : x.dtype); // a half table gathers into f32
   const { shape, strides } = coalesce(index.shape, [index.strides, out.strides, withoutDim(x, dim)]);
   const u = new Uniforms().u32('n', n).u32('dim_size', x.shape[dim]).u32('dim_stride', x.strides[dim]);
   stridedUniforms(u, shape, [
@@ -62,9 +65,11 @@ export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void
   ]);
   const code = () => /* wgsl */ `
 ${u.declaration()}
-@group(0) @binding(1) var<storage, read> x: array<${t}>;
+@group(0) @binding(1) var<storage, read> x: array<${half ? 'u32' : t}>;
 @group(0) @binding(2) var<storage, read> idx: array<i32>;
 @group(0) @binding(3) var<storage, read_write> o: array<${t}>;
+${half ? `${HALF_DECODE_WGSL}
+fn x_at(e: u32) -> f32 { return half_${x.dtype}(x[e / 2u], (e & 1u) == 1u); }` : `fn x_at(e: u32) -> ${t} { return x[e]; }`}
 
 @compute @workgroup_size(${WG})
 fn main(${MAIN_ARGS}) {
@@ -77,11 +82,11 @@ ${offsetCode(shape.length, ['i', 'o', 'x'])}
     o[off_o] = ${t}(0); // out of range: write 0, never read outside x
     return;
   }
-  o[off_o] = x[off_x + u32(j) * P.dim_stride];
+  o[off_o] = x_at(off_x + u32(j) * P.dim_stride);
 }`;
   c.dispatch({
     label: 'gather',
-    key: `gather|${t}|${shape.length}`,
+    key: `gather|${x.dtype}|${shape.length}`,
     code,
     uniforms: u.bytes(),
     buffers: [bufferOf(x), bufferOf(index), bufferOf(out)],

@@ -10,6 +10,9 @@ export const MAX_RANK = 8;
 
 export function wgslType(dtype: DType): 'f32' | 'i32' {
   if (dtype === 'float64') throw new Error('webgpu: float64 is CPU-only');
+  if (dtype === 'bfloat16' || dtype === 'float16') {
+    throw new Error(`webgpu: ${dtype} tensors are weight storage (matmul's b, linear's weight, gather/indexSelect's table, cast); cast to float32 for other ops`);
+  }
   return dtype === 'int32' ? 'i32' : 'f32';
 }
 

@@ -17,6 +17,8 @@
  */
 import { availableParallelism } from 'node:os';
 import type { LinearActivation } from '../tensor/backend.js';
+import { isHalf, type HalfDType } from '../tensor/dtype.js';
+import { HALF_DECODE_WGSL } from './half.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
@@ -63,6 +65,8 @@ export interface MatmulVariant {
   out: 'v4' | 's';
   /** Fused epilogue (none when absent). Only for single matrices (no batch dims). */
   epilogue?: MatmulEpilogue;
+  /** b holds bfloat16 or float16 (weights), decoded to f32 as panels are staged. */
+  bHalf?: HalfMode;
 }
 
 /** The extra operands of an epilogue: bias [N], residual [M, N] (row stride any, cols unit), preact [M, N] contiguous. */
@@ -169,7 +173,8 @@ function variantKey(v: MatmulVariant): string {
   const c = v.config;
   const e = v.epilogue;
   const epi = e ? ',epilogue' : '';
-  return `${c.bm},${c.bn},${c.bk},${c.tm},${c.tn},${v.a},${v.b},${v.out}${epi}`;
+  const half = v.bHalf ? `,${v.bHalf.dtype}${v.bHalf.native ? '-native' : ''}` : '';
+  return `${c.bm},${c.bn},${c.bk},${c.tm},${c.tn},${v.a},${v.b},${v.out}${epi}${half}`;
 }
 
 /** The WGSL of one variant (generated once, then cached). Uniform names match `matmulUniforms`. */
@@ -215,10 +220,11 @@ function generateWGSL(v: MatmulVariant): string {
 
   const sizeA = (bk * bm) / 4; // vec4s per staged panel
   const sizeB = (bk * bn) / 4;
-  return /* wgsl */ `
+  return /* wgsl */ `${v.bHalf?.native ? 'enable f16;' : ''}
 ${UNIFORMS_WGSL}
 @group(0) @binding(1) var<storage, read> a: array<${arr(v.a)}>;
-@group(0) @binding(2) var<storage, read> b: array<${arr(v.b)}>;
+@group(0) @binding(2) var<storage, read> b: array<${v.bHalf ? halfArray(v.b, v.bHalf) : arr(v.b)}>;
+${v.bHalf && !v.bHalf.native ? HALF_DECODE_WGSL : ''}
 @group(0) @binding(3) var<storage, read_write> o: array<${v.out === 'v4' ? 'vec4f' : 'f32'}>;
 ${v.epilogue ? epilogueWGSL(v.out) : ''}
 
@@ -228,7 +234,7 @@ var<workgroup> As: array<vec4f, ${2 * sizeA}>;
 var<workgroup> Bs: array<vec4f, ${2 * sizeB}>;
 
 ${panelStage('a', 'As', v.a, bm, bk, nt, 'P.M', 'P.a_sx', 'P.a_sk')}
-${panelStage('b', 'Bs', v.b, bn, bk, nt, 'P.N', 'P.b_sx', 'P.b_sk')}
+${panelStage('b', 'Bs', v.b, bn, bk, nt, 'P.N', 'P.b_sx', 'P.b_sk', v.bHalf)}
 ${storeOutFn(v.out)}
 
 @compute @workgroup_size(${tx}, ${ty})
@@ -338,7 +344,10 @@ function storeOutFn(mode: 'v4' | 's'): string {
  * which keeps compile time down.
  */
 function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: number, nt: number,
-  X: string, sx: string, sk: string): string {
+  X: string, sx: string, sk: string, half?: HalfMode): string {
+  // a half operand reads through b_v4 (4 halves from 2 words, or one vec4<f16>) and b_s
+  const v4 = (i: string) => (half ? `${src}_v4(${i})` : `${src}[${i}]`);
+  const s1 = (i: string) => (half ? `${src}_s(${i})` : `${src}[${i}]`);
   const blocks = (bx / 4) * (bk / 4);
   // Block order: consecutive threads take blocks that are adjacent along the contiguous dim.
   const [xq, kq] = mode === 'k4'
@@ -347,10 +356,10 @@ function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: n
   let fetch: string;
   if (mode === 'x4') {
     // one vec4 along x per k
-    fetch = range(4).map((j) => `let r${j} = select(vec4f(), ${src}[(base + x + (k + ${j}u) * ${sk}) / 4u], x < ${X} && k + ${j}u < P.K);`).join('\n    ');
+    fetch = range(4).map((j) => `let r${j} = select(vec4f(), ${v4(`(base + x + (k + ${j}u) * ${sk}) / 4u`)}, x < ${X} && k + ${j}u < P.K);`).join('\n    ');
   } else if (mode === 'k4') {
     // one vec4 along k per x, then a 4x4 transpose in registers
-    fetch = range(4).map((i) => `let c${i} = select(vec4f(), ${src}[(base + (x + ${i}u) * ${sx} + k) / 4u], x + ${i}u < ${X} && k < P.K);`).join('\n    ');
+    fetch = range(4).map((i) => `let c${i} = select(vec4f(), ${v4(`(base + (x + ${i}u) * ${sx} + k) / 4u`)}, x + ${i}u < ${X} && k < P.K);`).join('\n    ');
     fetch += '\n    ' + range(4).map((j) => `let r${j} = vec4f(c0[${j}], c1[${j}], c2[${j}], c3[${j}]);`).join('\n    ');
   } else {
     const ld = (i: number, j: number) => `ld_${src}(base, x + ${i}u, k + ${j}u)`;
@@ -358,10 +367,10 @@ function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: n
   }
   const scalarLoad = mode === 'scalar'
     ? `fn ld_${src}(base: u32, x: u32, k: u32) -> f32 {
-  return select(0.0, ${src}[base + x * ${sx} + k * ${sk}], x < ${X} && k < P.K);
+  return select(0.0, ${s1(`base + x * ${sx} + k * ${sk}`)}, x < ${X} && k < P.K);
 }
 ` : '';
-  return `${scalarLoad}fn stage_${src}(li: u32, x0: u32, base: u32, k0: u32, dst: u32) {
+  return `${half ? halfReaders(src, mode, half) : ''}${scalarLoad}fn stage_${src}(li: u32, x0: u32, base: u32, k0: u32, dst: u32) {
   for (var e = li; e < ${blocks}u; e += ${nt}u) {
     let xq = ${xq};
     let kq = ${kq};
@@ -372,6 +381,36 @@ function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: n
 ${range(4).map((j) => `    ${dst}[at + ${(j * bx) / 4}u] = r${j};`).join('\n')}
   }
 }`;
+}
+
+/**
+ * How a half operand is stored and read: its dtype, and `native` when the adapter's shader-f16
+ * lets a float16 operand be declared array<vec4<f16>> (else two halves per u32, decoded).
+ */
+export interface HalfMode {
+  dtype: HalfDType;
+  native: boolean;
+}
+
+/** WGSL `<src>_v4(i)`: elements 4i..4i+3 as vec4f, and `<src>_s(e)`: element e. */
+function halfReaders(src: string, mode: PanelMode, h: HalfMode): string {
+  if (h.native) {
+    return mode === 'scalar'
+      ? `fn ${src}_s(e: u32) -> f32 { return f32(${src}[e]); }\n`
+      : `fn ${src}_v4(i: u32) -> vec4f { return vec4f(${src}[i]); }\n`;
+  }
+  if (mode === 'scalar') return `fn ${src}_s(e: u32) -> f32 { return half_${h.dtype}(${src}[e / 2u], (e & 1u) == 1u); }\n`;
+  return `fn ${src}_v4(i: u32) -> vec4f {
+  let w = ${src}[i];
+  return vec4f(half_${h.dtype}(w.x, false), half_${h.dtype}(w.x, true), half_${h.dtype}(w.y, false), half_${h.dtype}(w.y, true));
+}
+`;
+}
+
+/** The WGSL element type of a half operand's array. */
+function halfArray(mode: PanelMode, h: HalfMode): string {
+  if (h.native) return mode === 'scalar' ? 'f16' : 'vec4<f16>';
+  return mode === 'scalar' ? 'u32' : 'vec2u';
 }
 
 /** What one dispatch is told: sizes, operand views, the first tile and batch entry it covers. */
@@ -419,12 +458,14 @@ function panelMode(X: number, K: number, sx: number, sk: number, off: number, bs
 /** The variant a call needs: the best tile config, vec4 fetches where the views allow them. */
 export function chooseVariant(a: Tensor, b: Tensor, out: Tensor): MatmulVariant {
   const g = geometry(a, b, out);
-  return {
+  const v: MatmulVariant = {
     config: chooseConfig(g.M, g.N, g.batches),
     a: panelMode(g.M, g.K, g.a[1], g.a[2], g.a[0], g.batch.a),
     b: panelMode(g.N, g.K, g.b[1], g.b[2], g.b[0], g.batch.b),
     out: g.N % 4 === 0 && g.oOff % 4 === 0 ? 'v4' : 's',
   };
+  if (isHalf(b.dtype)) v.bHalf = { dtype: b.dtype, native: b.dtype === 'float16' && ctx().device.features.has('shader-f16') };
+  return v;
 }
 
 /** Sizes, strides (size-1 dims get stride 0) and coalesced batch dims of a call. */
@@ -503,7 +544,7 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
  */
 export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
   for (const t of [a, b, out]) {
-    if (t.dtype !== 'float32') throw new Error(`matmul: webgpu supports float32 only, got ${t.dtype} ${t.toString()}`);
+    if (t.dtype !== 'float32' && !(t === b && isHalf(t.dtype))) throw new Error(`matmul: webgpu supports float32 (and half weights as b) only, got ${t.dtype} ${t.toString()}`);
   }
   matmulWith(chooseVariant(a, b, out), a, b, out);
 }
@@ -516,7 +557,8 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null, act: LinearActivation, out: Tensor, preact: Tensor | null): boolean {
   const c = ctx();
   if (!c.tuning.fused) return false;
-  if ([x, weight, out, bias, residual, preact].some((t) => t && t.dtype !== 'float32')) return false;
+  if ([x, out, bias, residual, preact].some((t) => t && t.dtype !== 'float32')) return false;
+  if (weight.dtype !== 'float32' && !isHalf(weight.dtype)) return false;
   if (residual && residual.rank === 2 && residual.strides[1] !== 1 && residual.shape[1] > 1) return false;
   const wt = weight.transpose();
   try {

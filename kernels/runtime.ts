@@ -3,7 +3,8 @@
  * into one command encoder that is submitted only on a flush (a read-back, a sync, or when
  * the batch grows large). Ops never submit-and-wait.
  */
-import { bytesPerElement, typedArrayFor, type DType, type TypedArray } from '../tensor/dtype.js';
+import { bytesPerElement, encodeHalf, isHalf, typedArrayFor, type DType, type HalfDType, type TypedArray } from '../tensor/dtype.js';
+import { halfBytes, packHalfBits } from './half.js';
 import { Storage } from '../tensor/storage.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { openDevice, type AdapterChoice, type GpuInfo, type OpenedDevice } from './device.js';
@@ -249,11 +250,30 @@ export class GpuContext {
 
   alloc(numel: number, dtype: DType): GpuStorage {
     if (dtype === 'float64') throw new Error('webgpu: float64 is CPU-only; cast to float32');
-    return new GpuStorage(this, dtype, numel, this.acquireBuffer(numel * 4));
+    return new GpuStorage(this, dtype, numel, this.acquireBuffer(isHalf(dtype) ? halfBytes(numel) : numel * 4));
+  }
+
+  /** A half tensor's storage from its bits (two per word on the device). */
+  uploadHalf(bits: Uint16Array, dtype: HalfDType): GpuStorage {
+    const words = packHalfBits(bits);
+    const buffer = this.acquireBuffer(words.byteLength, true);
+    if (words.byteLength > 0) this.device.queue.writeBuffer(buffer, 0, words.buffer, 0, words.byteLength);
+    return new GpuStorage(this, dtype, bits.length, buffer);
+  }
+
+  /** Writes raw bytes (little-endian element data) into a storage at `byteOffset` (both multiples of 4). */
+  writeBytes(dst: Storage, byteOffset: number, bytes: Uint8Array): void {
+    if (byteOffset % 4 || bytes.byteLength % 4) throw new Error(`webgpu: writeBytes needs 4-byte aligned offset and length, got ${byteOffset} and ${bytes.byteLength}`);
+    const buffer = (dst as GpuStorage).buffer;
+    if (byteOffset + bytes.byteLength > buffer.size) throw new Error(`webgpu: writeBytes past the end of a ${buffer.size}-byte buffer`);
+    // ordered before the open batch's dispatches: flush first so earlier reads see the old bytes
+    if (this.encoder) this.flush();
+    this.device.queue.writeBuffer(buffer, byteOffset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   upload(data: TypedArray, dtype: DType): GpuStorage {
     if (dtype === 'float64') throw new Error('webgpu: float64 is CPU-only; cast to float32');
+    if (isHalf(dtype)) return this.uploadHalf(encodeHalf(data, dtype), dtype);
     const arr = data instanceof (dtype === 'int32' ? Int32Array : Float32Array) ? data : convert(data, dtype);
     const buffer = this.acquireBuffer(arr.byteLength, true);
     if (arr.byteLength > 0) {

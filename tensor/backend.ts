@@ -1,4 +1,4 @@
-import type { DType, TypedArray } from './dtype.js';
+import type { DType, HalfDType, TypedArray } from './dtype.js';
 import type { Device, Storage } from './storage.js';
 import type { Tensor } from './tensor.js';
 
@@ -131,6 +131,11 @@ export interface Backend extends FusedOps {
   attentionGrad(q: Tensor, k: Tensor, v: Tensor, params: AttentionParams, gOut: Tensor, gq: Tensor, gk: Tensor, gv: Tensor): void;
   /** One AdamW step in place on contiguous param, m, v (grad may be a view). */
   adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: AdamWHyper): void;
+
+  /** A half tensor's storage from its raw bits (optional: backends with half storage). */
+  uploadHalf?(bits: Uint16Array, dtype: HalfDType): Storage;
+  /** Writes raw little-endian bytes into a storage at a byte offset (streamed checkpoint loading). */
+  writeBytes?(dst: Storage, byteOffset: number, bytes: Uint8Array): void;
 
   /** Waits for all queued work (no-op on the CPU). */
   sync(): Promise<void>;

@@ -4,6 +4,7 @@
  * none or declines: the composition is the reference the fused kernels are tested against.
  */
 import type { AdamWItem, LinearActivation, UnaryOp } from '../backend.js';
+import { isHalf } from '../dtype.js';
 import { fmt, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { backendFor, empty, requireDtype } from './common.js';
@@ -34,7 +35,9 @@ export function linearForward(x: Tensor, weight: Tensor, bias: Tensor | null, op
   const N = weight.shape[0];
   const outShape = [...x.shape.slice(0, -1), N];
   for (const [name, t] of [['weight', weight], ['bias', bias], ['residual', opts.residual]] as const) {
-    if (t && t.dtype !== x.dtype) throw new Error(`linear: ${name} has dtype ${t.dtype}, x ${x.dtype}`);
+    // a half weight (bfloat16, float16) with float32 x: decoded in the kernel, float32 out
+    const halfWeight = name === 'weight' && isHalf(weight.dtype) && x.dtype === 'float32';
+    if (t && t.dtype !== x.dtype && !halfWeight) throw new Error(`linear: ${name} has dtype ${t.dtype}, x ${x.dtype}`);
   }
   if (bias && (bias.rank !== 1 || bias.shape[0] !== N)) throw new Error(`linear: bias ${fmt(bias.shape)} must be [${N}]`);
   const residual = opts.residual ?? null;
