@@ -22,7 +22,7 @@ import { HALF_DECODE_WGSL } from './half.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
-import { bufferOf, ctx } from './runtime.js';
+import { bindWindow, bufferOf, ctx, type BufferBinding } from './runtime.js';
 
 /** Work split of one matmul pipeline. */
 export interface MatmulConfig {
@@ -252,7 +252,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     a_base += c * P.a_bstr[(d - 1u) / 4u][(d - 1u) % 4u];
     b_base += c * P.b_bstr[(d - 1u) / 4u][(d - 1u) % 4u];
   }
-  let o_base = P.o_off + batch * P.M * P.N;
+  let o_base = P.o_off + batch * P.M * P.o_rs;
   let row0 = (wid.y + P.tile_y0) * ${bm}u;
   let col0 = (wid.x + P.tile_x0) * ${bn}u;
 
@@ -305,8 +305,8 @@ fn epilogue(r: u32, c: u32, v: vec4f) -> vec4f {
   }
   if ((P.epi & 4u) != 0u) {
     ${mode === 'v4'
-    ? 'if (r < P.M && c < P.N) { pre[(P.pre_off + r * P.N + c) / 4u] = z; }'
-    : 'if (r < P.M) { for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { pre[P.pre_off + r * P.N + c + j] = z[j]; } } }'}
+    ? 'if (r < P.M && c < P.N) { pre[(P.pre_off + r * P.o_rs + c) / 4u] = z; }'
+    : 'if (r < P.M) { for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { pre[P.pre_off + r * P.o_rs + c + j] = z[j]; } } }'}
   }
   let act = (P.epi >> 3u) & 3u;
   if (act == 1u) { z = vec4f(gelu_tanh(z.x), gelu_tanh(z.y), gelu_tanh(z.z), gelu_tanh(z.w)); }
@@ -322,12 +322,12 @@ fn epilogue(r: u32, c: u32, v: vec4f) -> vec4f {
 function storeOutFn(mode: 'v4' | 's'): string {
   if (mode === 'v4') {
     return /* wgsl */ `fn store_out(o_base: u32, r: u32, c: u32, v: vec4f) {
-  if (r < P.M && c < P.N) { o[(o_base + r * P.N + c) / 4u] = v; }
+  if (r < P.M && c < P.N) { o[(o_base + r * P.o_rs + c) / 4u] = v; }
 }`;
   }
   return /* wgsl */ `fn store_out(o_base: u32, r: u32, c: u32, v: vec4f) {
   if (r >= P.M) { return; }
-  let base = o_base + r * P.N;
+  let base = o_base + r * P.o_rs;
   for (var j = 0u; j < 4u; j++) {
     if (c + j < P.N) { o[base + c + j] = v[j]; }
   }
@@ -422,6 +422,8 @@ interface MatmulParams {
   a: [number, number, number];
   b: [number, number, number];
   oOff: number;
+  /** Row stride of out (default N; larger when a dispatch writes a block of columns). */
+  oRow?: number;
   /** Coalesced batch dims and each operand's strides over them (0 where broadcast). */
   batch: { shape: number[]; a: number[]; b: number[] };
   /** First workgroup's tile along N, along M, and batch entry (for split dispatches). */
@@ -436,7 +438,7 @@ function matmulUniforms(p: MatmulParams): Uniforms {
     .u32('M', p.M).u32('N', p.N).u32('K', p.K)
     .u32('a_off', p.a[0]).u32('a_sx', p.a[1]).u32('a_sk', p.a[2])
     .u32('b_off', p.b[0]).u32('b_sx', p.b[1]).u32('b_sk', p.b[2])
-    .u32('o_off', p.oOff)
+    .u32('o_off', p.oOff).u32('o_rs', p.oRow ?? p.N)
     .u32('nb', p.batch.shape.length)
     .u32('tile_x0', p.tile[0]).u32('tile_y0', p.tile[1]).u32('batch0', p.tile[2])
     .u32('epi', p.epi?.flags ?? 0).u32('bias_off', p.epi?.bias ?? 0).u32('res_off', p.epi?.res ?? 0).u32('res_rs', p.epi?.resRow ?? 0).u32('pre_off', p.epi?.pre ?? 0)
@@ -502,7 +504,12 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
   const tilesX = Math.ceil(g.N / bn);
   const tilesY = Math.ceil(g.M / bm);
   const max = c.limits.maxComputeWorkgroupsPerDimension;
-  const buffers = [bufferOf(a), bufferOf(b), bufferOf(out)];
+  const limit = c.bindingLimit;
+  if ([a, b, out, epi.bias, epi.residual, epi.preact].some((t) => t && bufferOf(t).size > limit)) {
+    matmulSplit(variant, a, b, out, code, epi, g);
+    return;
+  }
+  const buffers: BufferBinding[] = [bufferOf(a), bufferOf(b), bufferOf(out)];
   const e = variant.epilogue;
   let epiOffsets: MatmulParams['epi'];
   if (e) {
@@ -533,6 +540,90 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
           buffers,
           workgroups: [Math.min(max, tilesX - x0), Math.min(max, tilesY - y0), Math.min(max, g.batches - z0)],
         });
+      }
+    }
+  }
+}
+
+/**
+ * A matmul whose operands do not all fit one storage binding (a large weight such as
+ * Qwen3-8B's embedding used as the LM head, or long rows of activations): the output is cut
+ * into blocks of rows (when a row-major `a`, out, residual or preact is too large) and of
+ * columns (when the weight is), each one dispatch binding only its windows of the operands.
+ * b must then be a weight read transposed (the Linear layout: b = Wᵀ with W [N, K] dense) or
+ * fit whole; a must be row-major.
+ */
+function matmulSplit(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code: string | undefined, epi: EpilogueOperands, g: ReturnType<typeof geometry>): void {
+  const c = ctx();
+  const { M, N, K } = g;
+  const limit = c.bindingLimit;
+  const align = c.limits.minStorageBufferOffsetAlignment;
+  const window = limit - align; // usable bytes of one windowed binding
+  const fits = (t: Tensor | null | undefined) => !t || bufferOf(t).size <= limit;
+  const name = (t: Tensor) => `${t.dtype} ${t.toString()}`;
+  if (g.batch.shape.length > 0) throw new Error(`matmul: operands over the binding limit ${limit} bytes need a single matrix, got batch dims ${JSON.stringify(g.batch.shape)}`);
+  const aRowMajor = g.a[2] === 1 && (g.a[1] === K || M === 1);
+  if (!aRowMajor && !fits(a)) throw new Error(`matmul: a (${name(a)}) is over the binding limit ${limit} bytes and not row-major; make it contiguous`);
+  const bRows = g.b[2] === 1 && (g.b[1] === K || N === 1); // b = Wᵀ, W's rows dense
+  if (!fits(b) && !bRows) throw new Error(`matmul: b (${name(b)}) is over the binding limit ${limit} bytes; only a transposed dense weight (b = Wᵀ, W [N, K]) can be split`);
+  const res = epi.residual ?? null;
+  const pre = epi.preact ?? null;
+  const bpeB = b.storage.bytes / Math.max(b.storage.numel, 1);
+  const rowBytes = Math.max(fits(a) ? 0 : K * 4, fits(out) ? 0 : N * 4, fits(res) ? 0 : (res?.strides[0] ?? 0) * 4, fits(pre) ? 0 : N * 4);
+  const { bm, bn } = variant.config;
+  let mb = M;
+  if (rowBytes > 0) {
+    mb = Math.floor(window / rowBytes / bm) * bm || Math.floor(window / rowBytes);
+    if (mb < 1) throw new Error(`matmul: one row of ${rowBytes} bytes is over the binding limit ${limit}`);
+  }
+  let nb = N;
+  if (!fits(b)) {
+    nb = Math.floor(window / (K * bpeB) / bn) * bn || Math.floor(window / (K * bpeB) / 4) * 4;
+    if (nb < 1) throw new Error(`matmul: one row of the weight (${K * bpeB} bytes) is over the binding limit ${limit}`);
+  }
+  const max = c.limits.maxComputeWorkgroupsPerDimension;
+  const wholeOrWindow = (t: Tensor, start: number, count: number) => (fits(t) ? { binding: bufferOf(t), elemOffset: t.offset + start } : bindWindow(t, start, count));
+  for (let m0 = 0; m0 < M; m0 += mb) {
+    const rows = Math.min(mb, M - m0);
+    const aw = wholeOrWindow(a, m0 * g.a[1], (rows - 1) * g.a[1] + K);
+    const ow = wholeOrWindow(out, m0 * N, rows * N);
+    const rw = res ? wholeOrWindow(res, m0 * res.strides[0], (rows - 1) * res.strides[0] + N) : null;
+    const pw = pre ? wholeOrWindow(pre, m0 * N, rows * N) : null;
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const cols = Math.min(nb, N - n0);
+      const bw = fits(b) ? { binding: bufferOf(b), elemOffset: b.offset + n0 * g.b[1] } : bindWindow(b, n0 * K, (cols - 1) * K + K);
+      const oOff = ow.elemOffset + n0;
+      const v: MatmulVariant = {
+        ...variant,
+        a: panelMode(rows, K, g.a[1], g.a[2], aw.elemOffset, []),
+        b: panelMode(cols, K, g.b[1], g.b[2], bw.elemOffset, []),
+        out: N % 4 === 0 && oOff % 4 === 0 && cols % 4 === 0 ? 'v4' : 's',
+      };
+      const buffers: BufferBinding[] = [aw.binding, bw.binding, ow.binding];
+      let epiOffsets: MatmulParams['epi'];
+      if (v.epilogue) {
+        const act = { none: 0, gelu: 1, geluErf: 2 }[v.epilogue.act];
+        const bias = epi.bias ?? null;
+        buffers.push(bias ? bufferOf(bias) : aw.binding, rw ? rw.binding : aw.binding, pw ? pw.binding : c.scratch);
+        const flags = (bias ? 1 : 0) | (rw ? 2 : 0) | (pw ? 4 : 0) | (act << 3);
+        epiOffsets = { flags, bias: (bias?.offset ?? 0) + n0, res: (rw?.elemOffset ?? 0) + n0, resRow: res ? res.strides[0] : 0, pre: (pw?.elemOffset ?? 0) + n0 };
+      }
+      const key = code === undefined ? `matmul|${variantKey(v)}` : undefined;
+      const wgsl = code ?? (() => matmulWGSL(v));
+      const tilesX = Math.ceil(cols / bn);
+      const tilesY = Math.ceil(rows / bm);
+      for (let y0 = 0; y0 < tilesY; y0 += max) {
+        for (let x0 = 0; x0 < tilesX; x0 += max) {
+          const u = matmulUniforms({
+            M: rows, N: cols, K, a: [aw.elemOffset, g.a[1], g.a[2]], b: [bw.elemOffset, g.b[1], g.b[2]], oOff, oRow: N,
+            batch: { shape: [], a: [], b: [] }, tile: [x0, y0, 0], epi: epiOffsets,
+          });
+          c.dispatch({
+            label: v.epilogue ? 'linear (split)' : 'matmul (split)',
+            key, code: wgsl, uniforms: u.bytes(), buffers,
+            workgroups: [Math.min(max, tilesX - x0), Math.min(max, tilesY - y0), 1],
+          });
+        }
       }
     }
   }

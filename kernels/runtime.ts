@@ -113,6 +113,12 @@ export interface GpuTuning {
   fused: boolean;
   /** Reuse bind groups for repeated (pipeline, buffers) combinations. */
   cacheBindGroups: boolean;
+  /**
+   * Index kernels (gather, scatterAdd) record an out-of-range index, and the next read-back or
+   * sync throws naming it, as the CPU does at once. Off by default (it adds a binding and a
+   * small read-back per sync); on when UHD_CHECK_INDICES=1, and in the tests.
+   */
+  checkIndices: boolean;
 }
 
 export class GpuContext {
@@ -152,7 +158,7 @@ export class GpuContext {
   private arenaUsed = 0;
   private readonly uniformAlign: number;
   private errors: string[] = [];
-  readonly tuning: GpuTuning = { fused: true, cacheBindGroups: true };
+  readonly tuning: GpuTuning = { fused: true, cacheBindGroups: true, checkIndices: process.env.UHD_CHECK_INDICES === '1' };
   readonly stats: GpuStats = { dispatches: 0, copies: 0, submits: 0, submitMs: 0, waitMs: 0, bindGroupsCreated: 0, buffersCreated: 0, byLabel: null };
   /** Count of submits, for tests and profiling. */
   get submits(): number {
@@ -472,6 +478,7 @@ export class GpuContext {
     this.ensureEncoderForCopy().copyBufferToBuffer(buffer, offset, staging, 0, size);
     this.stats.copies++;
     if (this.stats.byLabel) this.stats.byLabel.set('readBuffer', (this.stats.byLabel.get('readBuffer') ?? 0) + 1);
+    const indexCheck = this.queueIndexCheck();
     this.flush();
     const t0 = performance.now();
     await staging.mapAsync(0x01 /* GPUMapMode.READ */);
@@ -480,15 +487,55 @@ export class GpuContext {
     staging.unmap();
     staging.destroy();
     this.throwErrors();
+    await this.finishIndexCheck(indexCheck);
     return out;
   }
 
   async sync(): Promise<void> {
+    const indexCheck = this.queueIndexCheck();
     this.flush();
     const t0 = performance.now();
     await this.device.queue.onSubmittedWorkDone();
     this.stats.waitMs += performance.now() - t0;
     this.throwErrors();
+    await this.finishIndexCheck(indexCheck);
+  }
+
+  // ---- index checks (tuning.checkIndices) ----------------------------------------------
+
+  /**
+   * The buffer index kernels write an out-of-range index into: [flag, index, dim size, op].
+   * Binding it marks a check as due at the next read-back or sync.
+   */
+  indexErrorBuffer(): GPUBuffer {
+    this.indexErrors ??= this.device.createBuffer({ size: 16, usage: STORAGE_USAGE });
+    this.indexCheckDue = true;
+    return this.indexErrors;
+  }
+  private indexErrors: GPUBuffer | null = null;
+  private indexCheckDue = false;
+
+  /** Queues a copy of the error record (and its reset) when a check is due. */
+  private queueIndexCheck(): GPUBuffer | null {
+    if (!this.indexCheckDue || !this.indexErrors) return null;
+    this.indexCheckDue = false;
+    const staging = this.device.createBuffer({ size: 16, usage: 0x01 | 0x08 });
+    const enc = this.ensureEncoderForCopy();
+    enc.copyBufferToBuffer(this.indexErrors, 0, staging, 0, 16);
+    enc.clearBuffer(this.indexErrors, 0, 16);
+    return staging;
+  }
+
+  private async finishIndexCheck(staging: GPUBuffer | null): Promise<void> {
+    if (!staging) return;
+    await staging.mapAsync(0x01);
+    const rec = new Uint32Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    staging.destroy();
+    if (rec[0] !== 0) {
+      const op = ['gather', 'scatterAdd'][rec[3]] ?? 'an index op';
+      throw new Error(`${op}: index ${rec[1] | 0} is out of range for a dim of size ${rec[2]} (found on the GPU, reported at the read-back or sync that followed)`);
+    }
   }
 
   destroy(): void {
@@ -496,6 +543,7 @@ export class GpuContext {
     this.trimPool();
     this.arena.destroy();
     this.scratchBuffer?.destroy();
+    this.indexErrors?.destroy();
     this.pipelines.clear();
     this.bindGroups.clear();
     this.device.destroy();
