@@ -27,6 +27,21 @@ export interface GpuInfo {
   /** Every feature the adapter offers. */
   adapterFeatures: string[];
   limits: Record<string, number>;
+  /** Dawn toggles the instance was created with (`enable-dawn-features=...`), if any. */
+  toggles: string[];
+  /** Features opened beyond the standard wanted ones (experimental, e.g. subgroup matrices). */
+  experimental: string[];
+}
+
+/**
+ * What Dawn is asked beyond the defaults: toggles for its instance (the names of Dawn's
+ * Toggles.cpp, e.g. 'allow_unsafe_apis'), and extra features to request where the adapter
+ * offers them (e.g. 'chromium-experimental-subgroup-matrix', which needs allow_unsafe_apis).
+ */
+export interface DawnOptions {
+  enableToggles?: readonly string[];
+  disableToggles?: readonly string[];
+  features?: readonly string[];
 }
 
 export const PROBE_ORDER: readonly AdapterChoice[] = [
@@ -84,8 +99,12 @@ export interface OpenedDevice {
 }
 
 /** Opens the first adapter that works among `order`; throws listing every attempt. */
-export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER): Promise<OpenedDevice> {
+export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER, dawnOpts: DawnOptions = {}): Promise<OpenedDevice> {
   const { create } = loadDawn();
+  const toggles: string[] = [];
+  if (dawnOpts.enableToggles?.length) toggles.push(`enable-dawn-features=${dawnOpts.enableToggles.join(',')}`);
+  if (dawnOpts.disableToggles?.length) toggles.push(`disable-dawn-features=${dawnOpts.disableToggles.join(',')}`);
+  const extra = (dawnOpts.features ?? []).filter((f) => !WANTED_FEATURES.includes(f));
   const tried: string[] = [];
   for (const choice of order) {
     const label = `${choice.backend}/${choice.featureLevel}`;
@@ -95,7 +114,7 @@ export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER):
     }
     let gpu: GPU | null = null;
     try {
-      gpu = create([`backend=${choice.backend}`]);
+      gpu = create([`backend=${choice.backend}`, ...toggles]);
       const adapter = await gpu.requestAdapter({ featureLevel: choice.featureLevel } as GPURequestAdapterOptions);
       if (!adapter) {
         tried.push(`${label}: no adapter`);
@@ -106,7 +125,7 @@ export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER):
         const v = (adapter.limits as unknown as Record<string, number>)[k];
         if (typeof v === 'number') requiredLimits[k] = v;
       }
-      const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+      const requiredFeatures = [...WANTED_FEATURES, ...extra].filter((f) => adapter.features.has(f)) as GPUFeatureName[];
       const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
       const limits: Record<string, number> = {};
       for (const k in device.limits) limits[k] = (device.limits as unknown as Record<string, number>)[k];
@@ -126,6 +145,8 @@ export async function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER):
           features: [...device.features].sort(),
           adapterFeatures: [...adapter.features].sort(),
           limits,
+          toggles: [...(dawnOpts.enableToggles ?? []), ...(dawnOpts.disableToggles ?? []).map((t) => `-${t}`)],
+          experimental: extra.filter((f) => device.features.has(f)),
         },
       };
     } catch (e) {

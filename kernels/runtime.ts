@@ -7,7 +7,7 @@ import { bytesPerElement, encodeHalf, isHalf, typedArrayFor, type DType, type Ha
 import { halfBytes, packHalfBits } from './half.js';
 import { Storage } from '../tensor/storage.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { openDevice, type AdapterChoice, type GpuInfo, type OpenedDevice } from './device.js';
+import { openDevice, type AdapterChoice, type DawnOptions, type GpuInfo, type OpenedDevice } from './device.js';
 
 const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
 /** Dispatches per batch before an automatic submit. */
@@ -119,6 +119,8 @@ export interface GpuTuning {
    * small read-back per sync); on when UHD_CHECK_INDICES=1, and in the tests.
    */
   checkIndices: boolean;
+  /** Use subgroup operations where the device has `subgroups` (reductions whose workgroup is one row). */
+  subgroups: boolean;
 }
 
 export class GpuContext {
@@ -158,7 +160,7 @@ export class GpuContext {
   private arenaUsed = 0;
   private readonly uniformAlign: number;
   private errors: string[] = [];
-  readonly tuning: GpuTuning = { fused: true, cacheBindGroups: true, checkIndices: process.env.UHD_CHECK_INDICES === '1' };
+  readonly tuning: GpuTuning = { fused: true, cacheBindGroups: true, checkIndices: process.env.UHD_CHECK_INDICES === '1', subgroups: true };
   readonly stats: GpuStats = { dispatches: 0, copies: 0, submits: 0, submitMs: 0, waitMs: 0, bindGroupsCreated: 0, buffersCreated: 0, byLabel: null };
   /** Count of submits, for tests and profiling. */
   get submits(): number {
@@ -560,8 +562,8 @@ function convert(data: TypedArray, dtype: DType): TypedArray {
 
 let context: GpuContext | null = null;
 
-export async function createContext(order?: readonly AdapterChoice[]): Promise<GpuContext> {
-  context = new GpuContext(await openDevice(order));
+export async function createContext(order?: readonly AdapterChoice[], dawn?: DawnOptions): Promise<GpuContext> {
+  context = new GpuContext(await openDevice(order, dawn));
   return context;
 }
 

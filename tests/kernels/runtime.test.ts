@@ -154,6 +154,24 @@ describe('webgpu runtime', () => {
     c.releaseBuffer(buf);
   });
 
+  it('Dawn toggles and extra features pass through initWebGPU and are reported', () => {
+    const script = `
+      import { initWebGPU, shutdown } from './kernels/index.ts';
+      import * as uhd from './tensor/index.ts';
+      const info = await initWebGPU({ dawn: { enableToggles: ['allow_unsafe_apis'], features: ['chromium-experimental-subgroup-matrix'] } });
+      const x = uhd.ones([4], { device: 'webgpu' });
+      console.log(JSON.stringify({ toggles: info.toggles, experimental: info.experimental, offered: info.adapterFeatures.includes('chromium-experimental-subgroup-matrix'), sum: await x.sum().item() }));
+      shutdown();`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: process.cwd(), timeout: 60_000, encoding: 'utf8' });
+    const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+    expect(line, r.stderr).toBeDefined();
+    const got = JSON.parse(line!) as { toggles: string[]; experimental: string[]; offered: boolean; sum: number };
+    expect(got.toggles).toEqual(['allow_unsafe_apis']);
+    expect(got.sum).toBe(4);
+    // opened only where the adapter offers it (llvmpipe does not)
+    expect(got.experimental).toEqual(got.offered ? ['chromium-experimental-subgroup-matrix'] : []);
+  });
+
   it('a process that uses the GPU and calls shutdown() exits by itself', () => {
     const script = `
       import { initWebGPU, shutdown } from './kernels/index.ts';
