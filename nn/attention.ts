@@ -106,7 +106,7 @@ export class MultiHeadAttention extends Module {
     if (!Number.isInteger(this.headDim) || this.heads % this.kvHeads) {
       throw new Error(`MultiHeadAttention: dim ${cfg.dim}, heads ${cfg.heads}, kvHeads ${this.kvHeads}, headDim ${this.headDim} are inconsistent`);
     }
-    const lin = { bias: cfg.bias ?? true, device: cfg.device, dtype: cfg.dtype };
+    const lin = { bias: cfg.bias ?? true, device: cfg.device, dtype: cfg.dtype, empty: cfg.empty, weightDtype: cfg.weightDtype };
     this.q_proj = this.module('q_proj', new Linear(cfg.dim, this.heads * this.headDim, lin));
     this.k_proj = this.module('k_proj', new Linear(cfg.dim, this.kvHeads * this.headDim, lin));
     this.v_proj = this.module('v_proj', new Linear(cfg.dim, this.kvHeads * this.headDim, lin));

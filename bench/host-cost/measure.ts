@@ -9,7 +9,9 @@
  * The data pipeline (image synthesis, slicing, tokenizing, packing) runs before the timed part
  * and is reported apart. Shared by bench/host-cost/run.ts and the GPU benchmark (bench/gpu/).
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as ag from '../../autograd/index.js';
 import { gpuContext } from '../../kernels/index.js';
 import { CONFIGS, type LlavaUHDConfig } from '../../llava-uhd/config.js';
@@ -83,7 +85,9 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
   step: (i: number) => Promise<HostCost>;
   dispose: () => void;
 }> {
-  const recipe = JSON.parse(readFileSync(new URL('../../recipes/tiny-demo.json', import.meta.url), 'utf8')) as Recipe;
+  // beside this file, or from the repo root when bundled elsewhere (bench/gpu)
+  const beside = fileURLToPath(new URL('../../recipes/tiny-demo.json', import.meta.url));
+  const recipe = JSON.parse(readFileSync(existsSync(beside) ? beside : join('recipes', 'tiny-demo.json'), 'utf8')) as Recipe;
   const stage: StageSpec = recipe.stages[1];
   const data = await loadDatasets(recipe.data!, '.');
   uhd.manualSeed(0);
