@@ -73,7 +73,7 @@ export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void
   const rows = x.shape[dim];
   // windows of rows when the table is over the binding limit
   let windows: { lo: number; hi: number; binding: BufferBinding; off: number }[];
-  if (bufferOf(x).size <= c.bindingLimit) {
+  if (c.bufferSize(bufferOf(x)) <= c.bindingLimit) {
     windows = [{ lo: 0, hi: rows, binding: bufferOf(x), off: x.offset }];
   } else {
     if (dim !== 0 || !isRowMajor(x)) {

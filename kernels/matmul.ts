@@ -466,7 +466,7 @@ export function chooseVariant(a: Tensor, b: Tensor, out: Tensor): MatmulVariant 
     b: panelMode(g.N, g.K, g.b[1], g.b[2], g.b[0], g.batch.b),
     out: g.N % 4 === 0 && g.oOff % 4 === 0 ? 'v4' : 's',
   };
-  if (isHalf(b.dtype)) v.bHalf = { dtype: b.dtype, native: b.dtype === 'float16' && ctx().device.features.has('shader-f16') };
+  if (isHalf(b.dtype)) v.bHalf = { dtype: b.dtype, native: b.dtype === 'float16' && ctx().hasFeature('shader-f16') };
   return v;
 }
 
@@ -505,7 +505,7 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
   const tilesY = Math.ceil(g.M / bm);
   const max = c.limits.maxComputeWorkgroupsPerDimension;
   const limit = c.bindingLimit;
-  if ([a, b, out, epi.bias, epi.residual, epi.preact].some((t) => t && bufferOf(t).size > limit)) {
+  if ([a, b, out, epi.bias, epi.residual, epi.preact].some((t) => t && c.bufferSize(bufferOf(t)) > limit)) {
     matmulSplit(variant, a, b, out, code, epi, g);
     return;
   }
@@ -559,7 +559,7 @@ function matmulSplit(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, 
   const limit = c.bindingLimit;
   const align = c.limits.minStorageBufferOffsetAlignment;
   const window = limit - align; // usable bytes of one windowed binding
-  const fits = (t: Tensor | null | undefined) => !t || bufferOf(t).size <= limit;
+  const fits = (t: Tensor | null | undefined) => !t || c.bufferSize(bufferOf(t)) <= limit;
   const name = (t: Tensor) => `${t.dtype} ${t.toString()}`;
   if (g.batch.shape.length > 0) throw new Error(`matmul: operands over the binding limit ${limit} bytes need a single matrix, got batch dims ${JSON.stringify(g.batch.shape)}`);
   const aRowMajor = g.a[2] === 1 && (g.a[1] === K || M === 1);

@@ -50,7 +50,7 @@ function piecesOf<T>(items: readonly T[], tensorsOf: (it: T) => Tensor[]): Piece
     const tensors = tensorsOf(item);
     const n = tensors[0].size;
     // a tensor whose whole buffer fits one binding is bound whole (one slot, one bind group)
-    const step = tensors.every((t) => bufferOf(t).size <= limit) ? n : w;
+    const step = tensors.every((t) => ctx().bufferSize(bufferOf(t)) <= limit) ? n : w;
     for (let start = 0; start < n; start += step) out.push({ item, tensors, start, count: Math.min(step, n - start) });
   }
   return out;

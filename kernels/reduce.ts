@@ -302,7 +302,7 @@ export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor
     outer.shape.every((n, d) => n === 1 || outer.strides[d] % 4 === 0);
   const spec = { op: base, dtype: T, outerRank: outer.shape.length, innerRank: inner.shape.length, inIdx: false, vec4 } as const;
   const c = ctx();
-  const subgroups = (t: RowTiling) => base === 'sum' && t.cols === 1 && t.lanes > 1 && c.tuning.subgroups && c.device.features.has('subgroups');
+  const subgroups = (t: RowTiling) => base === 'sum' && t.cols === 1 && t.lanes > 1 && c.tuning.subgroups && c.hasFeature('subgroups');
   if (splits <= 1) {
     const final = { ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax', subgroups: subgroups(tiling) };
     dispatchReduce(final, x, null, outer, inner, { rows, orows: rows, chunk: len, len, count: len }, [out]);

@@ -177,6 +177,10 @@ export class GpuContext {
     this.device = opened.device;
     this.info = opened.info;
     this.gpu = opened.gpu;
+    const limits: Record<string, number> = {};
+    for (const k in this.device.limits) limits[k] = (this.device.limits as unknown as Record<string, number>)[k];
+    this.limitsCopy = Object.freeze(limits) as unknown as GPUSupportedLimits;
+    this.featureSet = new Set([...this.device.features]);
     this.uniformAlign = this.device.limits.minUniformBufferOffsetAlignment;
     this.maxWorkgroups = this.device.limits.maxComputeWorkgroupsPerDimension;
     this.maxBinding = this.device.limits.maxStorageBufferBindingSize;
@@ -186,9 +190,17 @@ export class GpuContext {
     });
   }
 
+  /** The device's limits as a plain object (reading GPUSupportedLimits crosses into Dawn each time). */
   get limits(): GPUSupportedLimits {
-    return this.device.limits;
+    return this.limitsCopy;
   }
+  private readonly limitsCopy: GPUSupportedLimits;
+
+  /** Whether the device was opened with `feature` (cached: the setlike lookup crosses into Dawn). */
+  hasFeature(feature: string): boolean {
+    return this.featureSet.has(feature);
+  }
+  private readonly featureSet: ReadonlySet<string>;
 
   // ---- buffers ----------------------------------------------------------------------
 
@@ -340,6 +352,14 @@ export class GpuContext {
     return id;
   }
 
+  /** A buffer's size (cached: GPUBuffer.size crosses into Dawn). */
+  bufferSize(b: GPUBuffer): number {
+    let n = this.bufferSizes.get(b);
+    if (n === undefined) this.bufferSizes.set(b, (n = b.size));
+    return n;
+  }
+  private bufferSizes = new WeakMap<GPUBuffer, number>();
+
   private bindGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
     let key = '';
     if (this.tuning.cacheBindGroups) {
@@ -399,7 +419,8 @@ export class GpuContext {
     }
     const maxBinding = this.bindingLimit;
     for (let i = 0; i < args.buffers.length; i++) {
-      const size = args.buffers[i].size;
+      const b = args.buffers[i];
+      const size = asRange(b)?.size ?? this.bufferSize(b as GPUBuffer);
       if (size > maxBinding) {
         throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${size} bytes, over ${maxBinding === this.maxBinding ? "this adapter's maxStorageBufferBindingSize" : 'the binding limit set (gpuContext().bindingLimit)'} ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
       }
@@ -592,7 +613,7 @@ export function bindWindow(t: Tensor, start: number, count: number): { binding: 
   const c = ctx();
   const bpe = t.storage.bytes / Math.max(t.storage.numel, 1) || 4;
   const buffer = bufferOf(t);
-  if (buffer.size <= c.bindingLimit) return { binding: buffer, elemOffset: t.offset + start };
+  if (c.bufferSize(buffer) <= c.bindingLimit) return { binding: buffer, elemOffset: t.offset + start };
   const first = (t.offset + start) * bpe;
   const align = c.limits.minStorageBufferOffsetAlignment;
   const offset = Math.floor(first / align) * align;
