@@ -22,64 +22,58 @@ type Field = { name: string; type: 'u32' | 'i32' | 'f32' } | { name: string; typ
  * Builds a WGSL uniform struct and its bytes. Scalars take 4 bytes; `vec8` fields
  * (array<vec4u, 2>, 8 u32s, read as `P.name[d / 4][d % 4]`) align to 16 as WGSL requires.
  */
+const f32Bits = new Float32Array(1);
+const u32Bits = new Uint32Array(f32Bits.buffer);
+const i32Bits = new Int32Array(f32Bits.buffer);
+
 export class Uniforms {
-  private fields: Field[] = [];
-  /** The bytes as they are built: each field is written at its aligned offset when added. */
-  private words = new Uint32Array(64);
-  private floats = new Float32Array(this.words.buffer);
-  private ints = new Int32Array(this.words.buffer);
-  private used = 0; // in 4-byte words
+  private names: string[] = [];
+  private types: Field['type'][] = [];
+  /** The struct's words as they are built: each field at its aligned offset (u32 bit patterns). */
+  private words: number[] = [];
 
   u32(name: string, v: number): this {
-    this.fields.push({ name, type: 'u32' });
-    this.reserve(1)[0] = v >>> 0;
+    this.names.push(name);
+    this.types.push('u32');
+    this.words.push(v >>> 0);
     return this;
   }
   i32(name: string, v: number): this {
-    this.fields.push({ name, type: 'i32' });
-    this.reserve(1);
-    this.ints[this.used - 1] = v;
+    this.names.push(name);
+    this.types.push('i32');
+    i32Bits[0] = v;
+    this.words.push(u32Bits[0]);
     return this;
   }
   f32(name: string, v: number): this {
-    this.fields.push({ name, type: 'f32' });
-    this.reserve(1);
-    this.floats[this.used - 1] = v;
+    this.names.push(name);
+    this.types.push('f32');
+    f32Bits[0] = v;
+    this.words.push(u32Bits[0]);
     return this;
   }
   /** Up to 8 unsigned integers (shape or strides of a view), zero padded. */
   vec8(name: string, v: readonly number[]): this {
     if (v.length > MAX_RANK) throw new Error(`webgpu: rank ${v.length} exceeds the kernel limit ${MAX_RANK}`);
-    this.fields.push({ name, type: 'vec8' });
-    this.used = Math.ceil(this.used / 4) * 4; // array<vec4u, 2> aligns to 16 bytes
-    const at = this.reserve(8);
-    for (let i = 0; i < v.length; i++) at[i] = v[i] >>> 0;
+    this.names.push(name);
+    this.types.push('vec8');
+    const w = this.words;
+    while (w.length % 4) w.push(0); // array<vec4u, 2> aligns to 16 bytes
+    for (let i = 0; i < MAX_RANK; i++) w.push(i < v.length ? v[i] >>> 0 : 0);
     return this;
-  }
-
-  /** `n` words at the end (zeroed), growing the backing store when needed. */
-  private reserve(n: number): Uint32Array {
-    if (this.used + n > this.words.length) {
-      const bigger = new Uint32Array(Math.max(this.words.length * 2, this.used + n));
-      bigger.set(this.words);
-      this.words = bigger;
-      this.floats = new Float32Array(bigger.buffer);
-      this.ints = new Int32Array(bigger.buffer);
-    }
-    const at = this.words.subarray(this.used, this.used + n);
-    this.used += n;
-    return at;
   }
 
   /** `struct Params { ... }` plus the binding line. */
   declaration(): string {
-    const members = this.fields.map((f) => `  ${f.name}: ${f.type === 'vec8' ? 'array<vec4u, 2>' : f.type},`);
+    const members = this.names.map((n, i) => `  ${n}: ${this.types[i] === 'vec8' ? 'array<vec4u, 2>' : this.types[i]},`);
     return `struct Params {\n${members.join('\n')}\n}\n@group(0) @binding(0) var<uniform> P: Params;\n`;
   }
 
   bytes(): ArrayBuffer {
-    const size = Math.max(16, Math.ceil((this.used * 4) / 16) * 16);
-    return this.words.buffer.slice(0, size);
+    const n = Math.max(4, Math.ceil(this.words.length / 4) * 4); // whole 16-byte rows
+    const out = new Uint32Array(n);
+    for (let i = 0; i < this.words.length; i++) out[i] = this.words[i];
+    return out.buffer;
   }
 }
 

@@ -251,7 +251,7 @@ await section('ViT encode, D vs baseline', 60e3, async (rows) => {
       const model = new LlavaUHD(cfg, { device: 'webgpu', empty: true });
       fillModel(model, 11);
       const px = uhd.randn([3, side, side], { device: 'webgpu' });
-      const t = await timeIt(() => ag.noGrad(() => model.encodeViews([px]).features).dispose(), DRY ? 20 : 500);
+      const t = await timeIt(() => uhd.tidy(() => void ag.noGrad(() => model.encodeViews([px]).features)), DRY ? 20 : 500);
       times[variant] = t.gpuMs ?? t.wallMs;
       flops[variant] = 2 * viewFlops(cfg, { width: side, height: side }).visualEncoding;
       rows.push({ view: `${side}x${side}`, variant, width: cfg.vision_config.hidden_size, layers: cfg.vision_config.num_hidden_layers, k: cfg.insert_layer_id, ms: times[variant], wallMs: t.wallMs, gflop: flops[variant] / 1e9, tflops: flops[variant] / times[variant] / 1e9 });

@@ -154,9 +154,10 @@ export async function vitEncodeFixture(config: LlavaUHDConfig, side: number): Pr
   const label = `vit encode d=${config.vision_config.hidden_size} L=${config.vision_config.num_hidden_layers} ${config.insert_layer_id === null ? 'baseline' : `D k=${config.insert_layer_id}`} ${side}x${side}`;
   return {
     encode: () => measure(label, async () => {
-      const y = ag.noGrad(() => model.encodeViews([px]).features);
+      uhd.tidy(() => {
+        ag.noGrad(() => model.encodeViews([px]).features);
+      });
       await gpuContext().sync();
-      y.dispose();
       return undefined;
     }),
     dispose: () => {

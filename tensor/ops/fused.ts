@@ -47,14 +47,16 @@ export function linearForward(x: Tensor, weight: Tensor, bias: Tensor | null, op
   const keep = opts.keepPreact === true && act !== 'none';
   if (backend.linear) {
     const M = x.size / Math.max(K, 1);
-    const x2 = x.reshape([M, K]);
-    const r2 = residual ? residual.reshape([M, N]) : null;
+    const flat = x.rank === 2; // already [M, K]: no reshaped handles
+    const x2 = flat ? x : x.reshape([M, K]);
+    const r2 = residual && !flat ? residual.reshape([M, N]) : residual;
     const out = empty([M, N], x.dtype, x.device);
     const preact = keep ? empty([M, N], x.dtype, x.device) : null;
     const done = backend.linear(x2, weight, bias, r2, act, out, preact);
-    x2.dispose();
-    r2?.dispose();
+    if (x2 !== x) x2.dispose();
+    if (r2 !== residual) r2?.dispose();
     if (done) {
+      if (flat) return { out, preact };
       const shaped = { out: out.reshape(outShape), preact: preact ? preact.reshape(outShape) : null };
       out.dispose();
       preact?.dispose();
