@@ -5,6 +5,7 @@
 import './install.js';
 
 export * from './functions.js';
+export { linear } from './fused.js';
 export { backward, noGrad, enableGrad, isGradEnabled, detach, zeroGrad, record, type GradNode, type BackwardRule, type BackwardOptions } from './graph.js';
 export { gradcheck, type GradcheckOptions, type GradcheckResult } from './gradcheck.js';
 export { checkpoint } from './checkpoint.js';

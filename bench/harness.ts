@@ -9,7 +9,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import b from 'benny';
-import type { Tensor } from '../tensor/index.js';
+import { gpuContext } from '../kernels/index.js';
+import { hasBackend, type Tensor } from '../tensor/index.js';
+import { LabTimer, median } from './lab/timing.js';
 
 export interface BenchCase {
   /** e.g. 'matmul 512x512x512'. */
@@ -31,6 +33,8 @@ export interface BenchRow {
   gflops: number | null;
   gbps: number | null;
   samples: number;
+  /** GPU time per call by timestamp queries (median of 5), where the adapter has them. */
+  gpuMs?: number | null;
 }
 
 export interface SuiteOptions {
@@ -74,8 +78,30 @@ export async function runSuite(suite: string, cases: BenchCase[], opts: SuiteOpt
       samples: r.samples,
     };
   });
+  await gpuTimes(cases, rows);
   write(suite, rows, opts.adapter ?? '');
   return rows;
+}
+
+/**
+ * Where the adapter offers timestamp-query, each WebGPU case is also timed on the GPU's clock
+ * (bench/lab/timing.ts): the kernels alone, without host encoding, flush and read-back.
+ */
+async function gpuTimes(cases: BenchCase[], rows: BenchRow[]): Promise<void> {
+  if (!cases.some((c) => c.device === 'webgpu') || !hasBackend('webgpu')) return;
+  if (!gpuContext().device.features.has('timestamp-query')) return;
+  const timer = new LabTimer();
+  try {
+    for (const [i, c] of cases.entries()) {
+      if (c.device !== 'webgpu') continue;
+      const fn = await c.setup();
+      const samples: number[] = [];
+      for (let s = 0; s < 5; s++) samples.push(await timer.sample(() => fn().dispose(), 3));
+      rows[i].gpuMs = median(samples);
+    }
+  } finally {
+    timer.dispose();
+  }
 }
 
 function fmtNum(x: number | null, digits = 2): string {
@@ -83,8 +109,9 @@ function fmtNum(x: number | null, digits = 2): string {
 }
 
 export function table(rows: BenchRow[]): string {
-  const head = '| case | device | median ms | GFLOP/s | GB/s | samples |\n|---|---|---:|---:|---:|---:|';
-  const body = rows.map((r) => `| ${r.name} | ${r.device} | ${fmtNum(r.medianMs, 3)} | ${fmtNum(r.gflops)} | ${fmtNum(r.gbps)} | ${r.samples} |`);
+  const gpu = rows.some((r) => r.gpuMs != null);
+  const head = `| case | device | median ms | GFLOP/s | GB/s | samples |${gpu ? ' GPU ms (timestamps) |' : ''}\n|---|---|---:|---:|---:|---:|${gpu ? '---:|' : ''}`;
+  const body = rows.map((r) => `| ${r.name} | ${r.device} | ${fmtNum(r.medianMs, 3)} | ${fmtNum(r.gflops)} | ${fmtNum(r.gbps)} | ${r.samples} |${gpu ? ` ${fmtNum(r.gpuMs ?? null, 3)} |` : ''}`);
   return [head, ...body].join('\n');
 }
 

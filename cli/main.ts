@@ -9,8 +9,12 @@ const program = new Command('uhd').description('LLaVA-UHD v4 on a TypeScript + W
 
 program
   .command('info')
-  .description('show the chosen backend, adapter and limits')
+  .description('show the chosen backend, adapter and limits; with --model, the memory a model needs')
   .option('--json', 'print JSON')
+  .option('--model <name|path>', 'estimate the memory of this config for inference and each training stage (no GPU needed)')
+  .option('--dtype <bf16|f16|f32>', 'weight dtype for --model', 'bf16')
+  .option('--gpu-memory <size|card>', "say whether it fits: a size (80GiB, 141GB) or a card (h200, h100, a100-80gb, ...)")
+  .option('--recipe <file>', 'training stages for --model (default recipes/llava-uhd-v4.json)')
   .action(infoCommand);
 
 program

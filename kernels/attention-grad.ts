@@ -724,7 +724,8 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParam
       mask = Tensor.empty([(B * Sq) / 4], 'int32', 'webgpu');
       c.dispatch({
         label: 'attentionGrad (2x2 window segment mask)',
-        code: windowSegMaskWgsl(u.declaration()),
+        key: 'attentionGrad window mask',
+        code: () => windowSegMaskWgsl(u.declaration()),
         uniforms: u.bytes(),
         buffers: [bufferOf(segQ), bufferOf(segK), bufferOf(mask)],
         workgroups: grid((B * Sq) / 4, WINDOW_WG, maxWg),
@@ -732,7 +733,8 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParam
     }
     c.dispatch({
       label: 'attentionGrad (2x2 window)',
-      code: windowGradWgsl(seg, u.declaration()),
+      key: `attentionGrad window|${seg}`,
+      code: () => windowGradWgsl(seg, u.declaration()),
       uniforms: u.bytes(),
       buffers: [...io, ...outs, ...(mask ? [bufferOf(mask)] : [])],
       workgroups: grid(n, WINDOW_WG, maxWg),
@@ -760,7 +762,8 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParam
       }[pass];
       c.dispatch({
         label: `attentionGrad (${pass})`,
-        code: pass === 'dkv' ? dkvWgsl(tiles, u.declaration()) : queryRowsWgsl(pass, tiles, u.declaration()),
+        key: `attentionGrad ${pass}|${seg}|${JSON.stringify(tiles)}`,
+        code: () => (pass === 'dkv' ? dkvWgsl(tiles, u.declaration()) : queryRowsWgsl(pass, tiles, u.declaration())),
         uniforms: u.bytes(),
         buffers,
         workgroups: grid(groups, 1, maxWg),

@@ -487,7 +487,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, o
     u.u32('n', n).u32('w', p.window.w);
     c.dispatch({
       label: 'attention (2x2 window)',
-      code: windowWgsl(seg, u.declaration()),
+      key: `attention window|${seg}`,
+      code: () => windowWgsl(seg, u.declaration()),
       uniforms: u.bytes(),
       buffers: buffersOf(q, k, v, p, out),
       workgroups: grid(n, WINDOW_WG, maxWg),
@@ -501,7 +502,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, o
   u.u32('groups', groups);
   c.dispatch({
     label: 'attention',
-    code: flashWgsl(tiles, u.declaration()),
+    key: `attention|${seg}|${JSON.stringify(tiles)}`,
+    code: () => flashWgsl(tiles, u.declaration()),
     uniforms: u.bytes(),
     buffers: buffersOf(q, k, v, p, out),
     workgroups: grid(groups, 1, maxWg),

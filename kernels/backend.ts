@@ -1,12 +1,15 @@
 /** The WebGPU backend: every op family's kernel behind the Backend interface. */
 import type { Backend } from '../tensor/backend.js';
-import type { DType, TypedArray } from '../tensor/dtype.js';
+import { isHalf, type DType, type HalfDType, type TypedArray } from '../tensor/dtype.js';
+import type { Storage } from '../tensor/storage.js';
+import { halfToFloat32 } from './half.js';
 import { Tensor } from '../tensor/tensor.js';
 import { attention } from './attention.js';
 import { attentionGrad } from './attention-grad.js';
 import { binary, copy, fill, unary, unaryGrad, where } from './elementwise.js';
 import { gather, scatterAdd } from './indexing.js';
-import { matmul } from './matmul.js';
+import { linear, matmul } from './matmul.js';
+import { adamwMany, scaleMany, sumOfSquares } from './multi-tensor.js';
 import { layerNorm, rmsNorm } from './norm.js';
 import { layerNormGrad, rmsNormGrad, softmaxGrad } from './norm-grad.js';
 import { adamw } from './optim.js';
@@ -16,6 +19,14 @@ import { bufferOf, ctx } from './runtime.js';
 /** Reads a view back: dense views directly, others through a copy kernel first. */
 async function read(x: Tensor): Promise<TypedArray> {
   const c = ctx();
+  if (isHalf(x.dtype)) {
+    const f = halfToFloat32(x);
+    try {
+      return await read(f);
+    } finally {
+      f.dispose();
+    }
+  }
   const dense = isDenseWindow(x);
   let src = x;
   if (!dense) {
@@ -41,6 +52,8 @@ export const webgpuBackend: Backend = {
   device: 'webgpu',
   alloc: (numel: number, dtype: DType) => ctx().alloc(numel, dtype),
   upload: (data: TypedArray, dtype: DType) => ctx().upload(data, dtype),
+  uploadHalf: (bits: Uint16Array, dtype: HalfDType) => ctx().uploadHalf(bits, dtype),
+  writeBytes: (dst: Storage, byteOffset: number, bytes: Uint8Array) => ctx().writeBytes(dst, byteOffset, bytes),
   read,
   copy,
   fill,
@@ -61,5 +74,10 @@ export const webgpuBackend: Backend = {
   rmsNormGrad,
   attentionGrad,
   adamw,
+  // fused ops (optional in Backend): each returns false when it declines a call
+  linear,
+  adamwMany,
+  sumOfSquares,
+  scaleMany,
   sync: () => ctx().sync(),
 };

@@ -29,6 +29,21 @@ export interface GpuInfo {
   /** Every feature the adapter offers. */
   adapterFeatures: string[];
   limits: Record<string, number>;
+  /** Dawn toggles the instance was created with (`enable-dawn-features=...`), if any. */
+  toggles: string[];
+  /** Features opened beyond the standard wanted ones (experimental, e.g. subgroup matrices). */
+  experimental: string[];
+}
+
+/**
+ * What Dawn is asked beyond the defaults: toggles for its instance (the names of Dawn's
+ * Toggles.cpp, e.g. 'allow_unsafe_apis'), and extra features to request where the adapter
+ * offers them (e.g. 'chromium-experimental-subgroup-matrix', which needs allow_unsafe_apis).
+ */
+export interface DawnOptions {
+  enableToggles?: readonly string[];
+  disableToggles?: readonly string[];
+  features?: readonly string[];
 }
 
 export const PROBE_ORDER: readonly AdapterChoice[] = [
@@ -63,11 +78,13 @@ let dawn: DawnModule | null = null;
  * evaluated twice in one process (test runners) shares them too.
  */
 const INSTANCES_KEY = Symbol.for('uhd.dawn.instances');
-function instanceFor(create: DawnModule['create'], backend: string): GPU {
+function instanceFor(create: DawnModule['create'], backend: string, toggles: readonly string[]): GPU {
   const g = globalThis as { [INSTANCES_KEY]?: Map<string, GPU> };
   const instances = (g[INSTANCES_KEY] ??= new Map<string, GPU>());
-  let gpu = instances.get(backend);
-  if (!gpu) instances.set(backend, (gpu = create([`backend=${backend}`])));
+  const flags = [`backend=${backend}`, ...toggles];
+  const key = flags.join(' '); // one instance per backend and set of toggles
+  let gpu = instances.get(key);
+  if (!gpu) instances.set(key, (gpu = create(flags)));
   return gpu;
 }
 
@@ -169,12 +186,16 @@ export interface OpenedDevice {
 }
 
 /** Opens the first adapter that works among `order`; throws listing every attempt. */
-export function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER): Promise<OpenedDevice> {
-  return filteringDawnNotices(() => probe(order));
+export function openDevice(order: readonly AdapterChoice[] = PROBE_ORDER, dawnOpts: DawnOptions = {}): Promise<OpenedDevice> {
+  return filteringDawnNotices(() => probe(order, dawnOpts));
 }
 
-async function probe(order: readonly AdapterChoice[]): Promise<OpenedDevice> {
+async function probe(order: readonly AdapterChoice[], dawnOpts: DawnOptions): Promise<OpenedDevice> {
   const { create } = loadDawn();
+  const toggles: string[] = [];
+  if (dawnOpts.enableToggles?.length) toggles.push(`enable-dawn-features=${dawnOpts.enableToggles.join(',')}`);
+  if (dawnOpts.disableToggles?.length) toggles.push(`disable-dawn-features=${dawnOpts.disableToggles.join(',')}`);
+  const extra = (dawnOpts.features ?? []).filter((f) => !WANTED_FEATURES.includes(f));
   const tried: string[] = [];
   for (const choice of order) {
     const label = `${choice.backend}/${choice.featureLevel}`;
@@ -184,7 +205,7 @@ async function probe(order: readonly AdapterChoice[]): Promise<OpenedDevice> {
     }
     let gpu: GPU | null = null;
     try {
-      gpu = instanceFor(create, choice.backend);
+      gpu = instanceFor(create, choice.backend, toggles);
       const adapter = await gpu.requestAdapter({ featureLevel: choice.featureLevel } as GPURequestAdapterOptions);
       if (!adapter) {
         tried.push(`${label}: no adapter`);
@@ -195,7 +216,7 @@ async function probe(order: readonly AdapterChoice[]): Promise<OpenedDevice> {
         const v = (adapter.limits as unknown as Record<string, number>)[k];
         if (typeof v === 'number') requiredLimits[k] = v;
       }
-      const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+      const requiredFeatures = [...WANTED_FEATURES, ...extra].filter((f) => adapter.features.has(f)) as GPUFeatureName[];
       const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
       const limits: Record<string, number> = {};
       for (const k in device.limits) limits[k] = (device.limits as unknown as Record<string, number>)[k];
@@ -215,6 +236,8 @@ async function probe(order: readonly AdapterChoice[]): Promise<OpenedDevice> {
           features: [...device.features].sort(),
           adapterFeatures: [...adapter.features].sort(),
           limits,
+          toggles: [...(dawnOpts.enableToggles ?? []), ...(dawnOpts.disableToggles ?? []).map((t) => `-${t}`)],
+          experimental: extra.filter((f) => device.features.has(f)),
         },
       };
     } catch (e) {

@@ -3,7 +3,9 @@
  * One generated kernel per (op, dtypes, coalesced rank); shapes and strides go in uniforms.
  */
 import type { BinaryOp, UnaryOp } from '../tensor/backend.js';
+import { isHalf } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
+import { copyHalf } from './half.js';
 import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -115,27 +117,31 @@ export function mapKernel(label: string, inputs: Input[], out: Tensor, expr: (v:
   const names = [...inputs.map((i) => i.name), 'o'];
   const u = new Uniforms().u32('n', n);
   stridedUniforms(u, shape, names.map((name, k) => [name, strides[k], all[k].offset]));
-  const vals: Record<string, string> = {};
-  for (const i of inputs) vals[i.name] = `${i.name}[off_${i.name}]`;
-  const decls = inputs
-    .map((inp, k) => `@group(0) @binding(${k + 1}) var<storage, read> ${inp.name}: array<${wgslType(inp.t.dtype)}>;`)
-    .join('\n');
-  const code = /* wgsl */ `
+  // label names the expression: one pipeline per (label, dtypes, coalesced rank)
+  let key = `map|${label}|${shape.length}|${out.dtype}`;
+  for (const i of inputs) key += `|${i.name}:${i.t.dtype}`;
+  const code = () => {
+    const vals: Record<string, string> = {};
+    for (const i of inputs) vals[i.name] = `${i.name}[off_${i.name}]`;
+    const decls = inputs
+      .map((inp, k) => `@group(0) @binding(${k + 1}) var<storage, read> ${inp.name}: array<${wgslType(inp.t.dtype)}>;`)
+      .join('\n');
+    return /* wgsl */ `
 ${u.declaration()}
 ${decls}
 @group(0) @binding(${inputs.length + 1}) var<storage, read_write> o: array<${wgslType(out.dtype)}>;
 ${MATH_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
-  // every input stays in the bind group layout even when expr ignores it (neg's gradient)
-${inputs.map((i) => `  _ = arrayLength(&${i.name});`).join('\n')}
   let flat = ${flatIndex(WG)};
   if (flat >= P.n) { return; }
 ${offsetCode(shape.length, names)}
   o[off_o] = ${wgslType(out.dtype)}(${expr(vals)});
 }`;
+  };
   c.dispatch({
     label,
+    key,
     code,
     uniforms: u.bytes(),
     buffers: all.map(bufferOf),
@@ -163,6 +169,14 @@ export function where(cond: Tensor, a: Tensor, b: Tensor, out: Tensor): void {
 
 /** out (any view) = x, converting dtype (f32 -> i32 truncates toward zero). */
 export function copy(x: Tensor, out: Tensor): void {
+  if (isHalf(x.dtype) || isHalf(out.dtype)) {
+    if (isHalf(out.dtype) || out.isContiguous) return copyHalf(x, out);
+    const dense = Tensor.empty(x.shape, 'float32', 'webgpu'); // half -> f32 into a strided view
+    copyHalf(x, dense);
+    copy(dense, out);
+    dense.dispose();
+    return;
+  }
   if (bufferOf(x) === bufferOf(out)) {
     // A buffer cannot be read and written in one dispatch: go through a temporary.
     const dense = Tensor.empty(x.shape, x.dtype, 'webgpu');
@@ -184,7 +198,7 @@ export function fill(out: Tensor, value: number): void {
   if (t === 'i32') u.i32('value', value);
   else u.f32('value', value);
   stridedUniforms(u, shape, [['o', strides[0], out.offset]]);
-  const code = /* wgsl */ `
+  const code = () => /* wgsl */ `
 ${u.declaration()}
 @group(0) @binding(1) var<storage, read_write> o: array<${t}>;
 @compute @workgroup_size(${WG})
@@ -194,5 +208,5 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 ${offsetCode(shape.length, ['o'])}
   o[off_o] = P.value;
 }`;
-  c.dispatch({ label: 'fill', code, uniforms: u.bytes(), buffers: [bufferOf(out)], workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
+  c.dispatch({ label: 'fill', key: `fill|${t}|${shape.length}`, code, uniforms: u.bytes(), buffers: [bufferOf(out)], workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
 }

@@ -10,6 +10,9 @@ export const MAX_RANK = 8;
 
 export function wgslType(dtype: DType): 'f32' | 'i32' {
   if (dtype === 'float64') throw new Error('webgpu: float64 is CPU-only');
+  if (dtype === 'bfloat16' || dtype === 'float16') {
+    throw new Error(`webgpu: ${dtype} tensors are weight storage (matmul's b, linear's weight, gather/indexSelect's table, cast); cast to float32 for other ops`);
+  }
   return dtype === 'int32' ? 'i32' : 'f32';
 }
 
@@ -19,56 +22,58 @@ type Field = { name: string; type: 'u32' | 'i32' | 'f32' } | { name: string; typ
  * Builds a WGSL uniform struct and its bytes. Scalars take 4 bytes; `vec8` fields
  * (array<vec4u, 2>, 8 u32s, read as `P.name[d / 4][d % 4]`) align to 16 as WGSL requires.
  */
+const f32Bits = new Float32Array(1);
+const u32Bits = new Uint32Array(f32Bits.buffer);
+const i32Bits = new Int32Array(f32Bits.buffer);
+
 export class Uniforms {
-  private fields: Field[] = [];
-  private values: number[][] = [];
+  private names: string[] = [];
+  private types: Field['type'][] = [];
+  /** The struct's words as they are built: each field at its aligned offset (u32 bit patterns). */
+  private words: number[] = [];
 
   u32(name: string, v: number): this {
-    return this.add({ name, type: 'u32' }, [v]);
+    this.names.push(name);
+    this.types.push('u32');
+    this.words.push(v >>> 0);
+    return this;
   }
   i32(name: string, v: number): this {
-    return this.add({ name, type: 'i32' }, [v]);
+    this.names.push(name);
+    this.types.push('i32');
+    i32Bits[0] = v;
+    this.words.push(u32Bits[0]);
+    return this;
   }
   f32(name: string, v: number): this {
-    return this.add({ name, type: 'f32' }, [v]);
+    this.names.push(name);
+    this.types.push('f32');
+    f32Bits[0] = v;
+    this.words.push(u32Bits[0]);
+    return this;
   }
   /** Up to 8 unsigned integers (shape or strides of a view), zero padded. */
   vec8(name: string, v: readonly number[]): this {
     if (v.length > MAX_RANK) throw new Error(`webgpu: rank ${v.length} exceeds the kernel limit ${MAX_RANK}`);
-    return this.add({ name, type: 'vec8' }, [...v, ...new Array(MAX_RANK - v.length).fill(0)]);
-  }
-
-  private add(f: Field, v: number[]): this {
-    this.fields.push(f);
-    this.values.push(v);
+    this.names.push(name);
+    this.types.push('vec8');
+    const w = this.words;
+    while (w.length % 4) w.push(0); // array<vec4u, 2> aligns to 16 bytes
+    for (let i = 0; i < MAX_RANK; i++) w.push(i < v.length ? v[i] >>> 0 : 0);
     return this;
   }
 
   /** `struct Params { ... }` plus the binding line. */
   declaration(): string {
-    const members = this.fields.map((f) => `  ${f.name}: ${f.type === 'vec8' ? 'array<vec4u, 2>' : f.type},`);
+    const members = this.names.map((n, i) => `  ${n}: ${this.types[i] === 'vec8' ? 'array<vec4u, 2>' : this.types[i]},`);
     return `struct Params {\n${members.join('\n')}\n}\n@group(0) @binding(0) var<uniform> P: Params;\n`;
   }
 
   bytes(): ArrayBuffer {
-    let offset = 0;
-    const slots: [number, Field, number[]][] = [];
-    this.fields.forEach((f, i) => {
-      if (f.type === 'vec8') offset = Math.ceil(offset / 16) * 16;
-      slots.push([offset, f, this.values[i]]);
-      offset += f.type === 'vec8' ? 32 : 4;
-    });
-    const buf = new ArrayBuffer(Math.max(16, Math.ceil(offset / 16) * 16));
-    const view = new DataView(buf);
-    for (const [off, f, v] of slots) {
-      v.forEach((x, j) => {
-        const at = off + 4 * j;
-        if (f.type === 'f32') view.setFloat32(at, x, true);
-        else if (f.type === 'i32') view.setInt32(at, x, true);
-        else view.setUint32(at, x >>> 0, true);
-      });
-    }
-    return buf;
+    const n = Math.max(4, Math.ceil(this.words.length / 4) * 4); // whole 16-byte rows
+    const out = new Uint32Array(n);
+    for (let i = 0; i < this.words.length; i++) out[i] = this.words[i];
+    return out.buffer;
   }
 }
 

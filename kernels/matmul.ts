@@ -16,9 +16,13 @@
  * 4, with scalar loads otherwise. Sizes never appear in the WGSL, so one pipeline serves all.
  */
 import { availableParallelism } from 'node:os';
+import type { LinearActivation } from '../tensor/backend.js';
+import { isHalf, type HalfDType } from '../tensor/dtype.js';
+import { HALF_DECODE_WGSL } from './half.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
-import { bufferOf, ctx } from './runtime.js';
+import { bindWindow, bufferOf, ctx, type BufferBinding } from './runtime.js';
 
 /** Work split of one matmul pipeline. */
 export interface MatmulConfig {
@@ -40,6 +44,18 @@ export interface MatmulConfig {
  */
 export type PanelMode = 'x4' | 'k4' | 'scalar';
 
+/**
+ * What is done to each output value before it is stored (the fused linear layer):
+ * z = acc + bias[col]; optionally z is stored to a second output (the pre-activation, which a
+ * backward needs); then y = act(z) + residual[row, col].
+ */
+export interface MatmulEpilogue {
+  bias: boolean;
+  act: 'none' | 'gelu' | 'geluErf';
+  residual: boolean;
+  preact: boolean;
+}
+
 /** One compiled specialisation: tile config, how each operand is fetched, how out is stored. */
 export interface MatmulVariant {
   config: MatmulConfig;
@@ -47,6 +63,17 @@ export interface MatmulVariant {
   b: PanelMode;
   /** 'v4': out rows are a multiple of 4 long, stored as vec4s; 's': scalar stores. */
   out: 'v4' | 's';
+  /** Fused epilogue (none when absent). Only for single matrices (no batch dims). */
+  epilogue?: MatmulEpilogue;
+  /** b holds bfloat16 or float16 (weights), decoded to f32 as panels are staged. */
+  bHalf?: HalfMode;
+}
+
+/** The extra operands of an epilogue: bias [N], residual [M, N] (row stride any, cols unit), preact [M, N] contiguous. */
+export interface EpilogueOperands {
+  bias?: Tensor | null;
+  residual?: Tensor | null;
+  preact?: Tensor | null;
 }
 
 /** A tile config and its relative speed on whole tiles (output elements per second). */
@@ -70,6 +97,11 @@ export const CPU_TILES: readonly TileChoice[] = [
   { config: { bm: 16, bn: 128, bk: 16, tm: 16, tn: 16 }, speed: 0.6 },
   { config: { bm: 4, bn: 128, bk: 16, tm: 4, tn: 16 }, speed: 0.2 },
   { config: { bm: 128, bn: 4, bk: 16, tm: 16, tn: 4 }, speed: 0.06 },
+  // narrow outputs (widths 32-64: the tiny models' projections) without a 128-wide tile's
+  // 2-4x padding; speeds from interleaved runs at M 2048-4096, N 32-96 (load ~4, noisy):
+  // N=32 ran 1.7x faster on the 32-wide tile, N=48 and 64 1.1x on the 64-wide one
+  { config: { bm: 128, bn: 64, bk: 16, tm: 16, tn: 16 }, speed: 0.55 },
+  { config: { bm: 128, bn: 32, bk: 16, tm: 16, tn: 8 }, speed: 0.43 },
 ];
 
 /**
@@ -79,17 +111,29 @@ export const CPU_TILES: readonly TileChoice[] = [
 export const GPU_TILES: readonly TileChoice[] = [
   { config: { bm: 128, bn: 128, bk: 8, tm: 8, tn: 8 }, speed: 1 },
   { config: { bm: 64, bn: 64, bk: 8, tm: 4, tn: 4 }, speed: 0.5 },
+  // narrow outputs (N <= 48): guesses until bench/gpu measures them
+  { config: { bm: 64, bn: 32, bk: 8, tm: 4, tn: 4 }, speed: 0.3 },
 ];
+
+const cores = availableParallelism();
 
 /** Workgroups that run at once: CPU cores for a CPU rasteriser, a guess for a GPU. */
 function parallelism(cpu: boolean): number {
-  return cpu ? availableParallelism() : 256;
+  return cpu ? cores : 256;
 }
 
-/** True when the adapter is a CPU rasteriser rather than a GPU. */
+const cpuAdapter = new WeakMap<object, boolean>();
+
+/** True when the adapter is a CPU rasteriser rather than a GPU (asked once per device). */
 function isCpuAdapter(): boolean {
-  const { device, description, architecture } = ctx().info;
-  return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${device} ${description} ${architecture}`);
+  const c = ctx();
+  let cpu = cpuAdapter.get(c);
+  if (cpu === undefined) {
+    const { device, description, architecture } = c.info;
+    cpu = /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${device} ${description} ${architecture}`);
+    cpuAdapter.set(c, cpu);
+  }
+  return cpu;
 }
 
 /**
@@ -124,9 +168,18 @@ export function validateConfig(c: MatmulConfig): void {
 
 const wgslCache = new Map<string, string>();
 
+/** A short name of a variant (its config and modes). */
+function variantKey(v: MatmulVariant): string {
+  const c = v.config;
+  const e = v.epilogue;
+  const epi = e ? ',epilogue' : '';
+  const half = v.bHalf ? `,${v.bHalf.dtype}${v.bHalf.native ? '-native' : ''}` : '';
+  return `${c.bm},${c.bn},${c.bk},${c.tm},${c.tn},${v.a},${v.b},${v.out}${epi}${half}`;
+}
+
 /** The WGSL of one variant (generated once, then cached). Uniform names match `matmulUniforms`. */
 export function matmulWGSL(v: MatmulVariant): string {
-  const key = JSON.stringify(v);
+  const key = variantKey(v);
   let code = wgslCache.get(key);
   if (code === undefined) wgslCache.set(key, (code = generateWGSL(v)));
   return code;
@@ -156,7 +209,10 @@ function generateWGSL(v: MatmulVariant): string {
         const acc = `acc${i * 4 + c}_${j}`;
         accDecl.push(`var ${acc} = vec4f();`);
         fmas.push(`${acc} = fma(vec4f(a${i}[${c}]), b${j}, ${acc});`);
-        stores.push(`  store_out(o_base, r, col0 + (lid.x + ${j * tx}u) * 4u, ${acc});`);
+        const col = `col0 + (lid.x + ${j * tx}u) * 4u`;
+        stores.push(v.epilogue
+          ? `  { let c = ${col}; store_out(o_base, r, c, epilogue(r, c, ${acc})); }`
+          : `  store_out(o_base, r, ${col}, ${acc});`);
       }
       stores.push('}');
     }
@@ -164,11 +220,13 @@ function generateWGSL(v: MatmulVariant): string {
 
   const sizeA = (bk * bm) / 4; // vec4s per staged panel
   const sizeB = (bk * bn) / 4;
-  return /* wgsl */ `
+  return /* wgsl */ `${v.bHalf?.native ? 'enable f16;' : ''}
 ${UNIFORMS_WGSL}
 @group(0) @binding(1) var<storage, read> a: array<${arr(v.a)}>;
-@group(0) @binding(2) var<storage, read> b: array<${arr(v.b)}>;
+@group(0) @binding(2) var<storage, read> b: array<${v.bHalf ? halfArray(v.b, v.bHalf) : arr(v.b)}>;
+${v.bHalf && !v.bHalf.native ? HALF_DECODE_WGSL : ''}
 @group(0) @binding(3) var<storage, read_write> o: array<${v.out === 'v4' ? 'vec4f' : 'f32'}>;
+${v.epilogue ? epilogueWGSL(v.out) : ''}
 
 // Staged panels, k-major and double-buffered: As[buf * ${sizeA} + k * BM/4 + m/4][m % 4] holds
 // a[row0 + m, k0 + k]; Bs likewise holds b[k0 + k, col0 + n].
@@ -176,7 +234,7 @@ var<workgroup> As: array<vec4f, ${2 * sizeA}>;
 var<workgroup> Bs: array<vec4f, ${2 * sizeB}>;
 
 ${panelStage('a', 'As', v.a, bm, bk, nt, 'P.M', 'P.a_sx', 'P.a_sk')}
-${panelStage('b', 'Bs', v.b, bn, bk, nt, 'P.N', 'P.b_sx', 'P.b_sk')}
+${panelStage('b', 'Bs', v.b, bn, bk, nt, 'P.N', 'P.b_sx', 'P.b_sk', v.bHalf)}
 ${storeOutFn(v.out)}
 
 @compute @workgroup_size(${tx}, ${ty})
@@ -194,7 +252,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
     a_base += c * P.a_bstr[(d - 1u) / 4u][(d - 1u) % 4u];
     b_base += c * P.b_bstr[(d - 1u) / 4u][(d - 1u) % 4u];
   }
-  let o_base = P.o_off + batch * P.M * P.N;
+  let o_base = P.o_off + batch * P.M * P.o_rs;
   let row0 = (wid.y + P.tile_y0) * ${bm}u;
   let col0 = (wid.x + P.tile_x0) * ${bn}u;
 
@@ -228,16 +286,48 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 `;
 }
 
+/**
+ * The epilogue's bindings (4: bias, 5: residual, 6: preact) and `epilogue(r, c, v)`, which
+ * returns the value to store at out[r, c..c+3]. Which parts apply is read from the uniforms
+ * (P.epi: bit 0 bias, bit 1 residual, bit 2 preact, bits 3-4 the activation), so one pipeline
+ * per tile config serves every combination; an absent operand is bound to a buffer of the
+ * call (a, read-only, for bias and residual) or the context's scratch buffer (preact) and never read.
+ */
+function epilogueWGSL(mode: 'v4' | 's'): string {
+  return `@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> res: array<f32>;
+@group(0) @binding(6) var<storage, read_write> pre: array<${mode === 'v4' ? 'vec4f' : 'f32'}>;
+${MATH_WGSL}
+fn epilogue(r: u32, c: u32, v: vec4f) -> vec4f {
+  var z = v;
+  if ((P.epi & 1u) != 0u) {
+    for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { z[j] += bias[P.bias_off + c + j]; } }
+  }
+  if ((P.epi & 4u) != 0u) {
+    ${mode === 'v4'
+    ? 'if (r < P.M && c < P.N) { pre[(P.pre_off + r * P.o_rs + c) / 4u] = z; }'
+    : 'if (r < P.M) { for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { pre[P.pre_off + r * P.o_rs + c + j] = z[j]; } } }'}
+  }
+  let act = (P.epi >> 3u) & 3u;
+  if (act == 1u) { z = vec4f(gelu_tanh(z.x), gelu_tanh(z.y), gelu_tanh(z.z), gelu_tanh(z.w)); }
+  if (act == 2u) { z = vec4f(gelu_erf(z.x), gelu_erf(z.y), gelu_erf(z.z), gelu_erf(z.w)); }
+  if ((P.epi & 2u) != 0u && r < P.M) {
+    for (var j = 0u; j < 4u; j++) { if (c + j < P.N) { z[j] += res[P.res_off + r * P.res_rs + c + j]; } }
+  }
+  return z;
+}`;
+}
+
 /** `store_out(o_base, r, c, v)`: writes out[r, c..c+3] of one batch entry (those inside the matrix). */
 function storeOutFn(mode: 'v4' | 's'): string {
   if (mode === 'v4') {
     return /* wgsl */ `fn store_out(o_base: u32, r: u32, c: u32, v: vec4f) {
-  if (r < P.M && c < P.N) { o[(o_base + r * P.N + c) / 4u] = v; }
+  if (r < P.M && c < P.N) { o[(o_base + r * P.o_rs + c) / 4u] = v; }
 }`;
   }
   return /* wgsl */ `fn store_out(o_base: u32, r: u32, c: u32, v: vec4f) {
   if (r >= P.M) { return; }
-  let base = o_base + r * P.N;
+  let base = o_base + r * P.o_rs;
   for (var j = 0u; j < 4u; j++) {
     if (c + j < P.N) { o[base + c + j] = v[j]; }
   }
@@ -254,7 +344,10 @@ function storeOutFn(mode: 'v4' | 's'): string {
  * which keeps compile time down.
  */
 function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: number, nt: number,
-  X: string, sx: string, sk: string): string {
+  X: string, sx: string, sk: string, half?: HalfMode): string {
+  // a half operand reads through b_v4 (4 halves from 2 words, or one vec4<f16>) and b_s
+  const v4 = (i: string) => (half ? `${src}_v4(${i})` : `${src}[${i}]`);
+  const s1 = (i: string) => (half ? `${src}_s(${i})` : `${src}[${i}]`);
   const blocks = (bx / 4) * (bk / 4);
   // Block order: consecutive threads take blocks that are adjacent along the contiguous dim.
   const [xq, kq] = mode === 'k4'
@@ -263,10 +356,10 @@ function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: n
   let fetch: string;
   if (mode === 'x4') {
     // one vec4 along x per k
-    fetch = range(4).map((j) => `let r${j} = select(vec4f(), ${src}[(base + x + (k + ${j}u) * ${sk}) / 4u], x < ${X} && k + ${j}u < P.K);`).join('\n    ');
+    fetch = range(4).map((j) => `let r${j} = select(vec4f(), ${v4(`(base + x + (k + ${j}u) * ${sk}) / 4u`)}, x < ${X} && k + ${j}u < P.K);`).join('\n    ');
   } else if (mode === 'k4') {
     // one vec4 along k per x, then a 4x4 transpose in registers
-    fetch = range(4).map((i) => `let c${i} = select(vec4f(), ${src}[(base + (x + ${i}u) * ${sx} + k) / 4u], x + ${i}u < ${X} && k < P.K);`).join('\n    ');
+    fetch = range(4).map((i) => `let c${i} = select(vec4f(), ${v4(`(base + (x + ${i}u) * ${sx} + k) / 4u`)}, x + ${i}u < ${X} && k < P.K);`).join('\n    ');
     fetch += '\n    ' + range(4).map((j) => `let r${j} = vec4f(c0[${j}], c1[${j}], c2[${j}], c3[${j}]);`).join('\n    ');
   } else {
     const ld = (i: number, j: number) => `ld_${src}(base, x + ${i}u, k + ${j}u)`;
@@ -274,10 +367,10 @@ function panelStage(src: string, dst: string, mode: PanelMode, bx: number, bk: n
   }
   const scalarLoad = mode === 'scalar'
     ? `fn ld_${src}(base: u32, x: u32, k: u32) -> f32 {
-  return select(0.0, ${src}[base + x * ${sx} + k * ${sk}], x < ${X} && k < P.K);
+  return select(0.0, ${s1(`base + x * ${sx} + k * ${sk}`)}, x < ${X} && k < P.K);
 }
 ` : '';
-  return `${scalarLoad}fn stage_${src}(li: u32, x0: u32, base: u32, k0: u32, dst: u32) {
+  return `${half ? halfReaders(src, mode, half) : ''}${scalarLoad}fn stage_${src}(li: u32, x0: u32, base: u32, k0: u32, dst: u32) {
   for (var e = li; e < ${blocks}u; e += ${nt}u) {
     let xq = ${xq};
     let kq = ${kq};
@@ -290,6 +383,36 @@ ${range(4).map((j) => `    ${dst}[at + ${(j * bx) / 4}u] = r${j};`).join('\n')}
 }`;
 }
 
+/**
+ * How a half operand is stored and read: its dtype, and `native` when the adapter's shader-f16
+ * lets a float16 operand be declared array<vec4<f16>> (else two halves per u32, decoded).
+ */
+export interface HalfMode {
+  dtype: HalfDType;
+  native: boolean;
+}
+
+/** WGSL `<src>_v4(i)`: elements 4i..4i+3 as vec4f, and `<src>_s(e)`: element e. */
+function halfReaders(src: string, mode: PanelMode, h: HalfMode): string {
+  if (h.native) {
+    return mode === 'scalar'
+      ? `fn ${src}_s(e: u32) -> f32 { return f32(${src}[e]); }\n`
+      : `fn ${src}_v4(i: u32) -> vec4f { return vec4f(${src}[i]); }\n`;
+  }
+  if (mode === 'scalar') return `fn ${src}_s(e: u32) -> f32 { return half_${h.dtype}(${src}[e / 2u], (e & 1u) == 1u); }\n`;
+  return `fn ${src}_v4(i: u32) -> vec4f {
+  let w = ${src}[i];
+  return vec4f(half_${h.dtype}(w.x, false), half_${h.dtype}(w.x, true), half_${h.dtype}(w.y, false), half_${h.dtype}(w.y, true));
+}
+`;
+}
+
+/** The WGSL element type of a half operand's array. */
+function halfArray(mode: PanelMode, h: HalfMode): string {
+  if (h.native) return mode === 'scalar' ? 'f16' : 'vec4<f16>';
+  return mode === 'scalar' ? 'u32' : 'vec2u';
+}
+
 /** What one dispatch is told: sizes, operand views, the first tile and batch entry it covers. */
 interface MatmulParams {
   M: number;
@@ -299,10 +422,14 @@ interface MatmulParams {
   a: [number, number, number];
   b: [number, number, number];
   oOff: number;
+  /** Row stride of out (default N; larger when a dispatch writes a block of columns). */
+  oRow?: number;
   /** Coalesced batch dims and each operand's strides over them (0 where broadcast). */
   batch: { shape: number[]; a: number[]; b: number[] };
   /** First workgroup's tile along N, along M, and batch entry (for split dispatches). */
   tile: [number, number, number];
+  /** Element offsets of the epilogue's operands and the residual's row stride. */
+  epi?: { flags: number; bias: number; res: number; resRow: number; pre: number };
 }
 
 /** The uniform struct of every variant (the WGSL declaration does not depend on the values). */
@@ -311,9 +438,10 @@ function matmulUniforms(p: MatmulParams): Uniforms {
     .u32('M', p.M).u32('N', p.N).u32('K', p.K)
     .u32('a_off', p.a[0]).u32('a_sx', p.a[1]).u32('a_sk', p.a[2])
     .u32('b_off', p.b[0]).u32('b_sx', p.b[1]).u32('b_sk', p.b[2])
-    .u32('o_off', p.oOff)
+    .u32('o_off', p.oOff).u32('o_rs', p.oRow ?? p.N)
     .u32('nb', p.batch.shape.length)
     .u32('tile_x0', p.tile[0]).u32('tile_y0', p.tile[1]).u32('batch0', p.tile[2])
+    .u32('epi', p.epi?.flags ?? 0).u32('bias_off', p.epi?.bias ?? 0).u32('res_off', p.epi?.res ?? 0).u32('res_rs', p.epi?.resRow ?? 0).u32('pre_off', p.epi?.pre ?? 0)
     .vec8('bshape', p.batch.shape).vec8('a_bstr', p.batch.a).vec8('b_bstr', p.batch.b);
 }
 
@@ -332,12 +460,14 @@ function panelMode(X: number, K: number, sx: number, sk: number, off: number, bs
 /** The variant a call needs: the best tile config, vec4 fetches where the views allow them. */
 export function chooseVariant(a: Tensor, b: Tensor, out: Tensor): MatmulVariant {
   const g = geometry(a, b, out);
-  return {
+  const v: MatmulVariant = {
     config: chooseConfig(g.M, g.N, g.batches),
     a: panelMode(g.M, g.K, g.a[1], g.a[2], g.a[0], g.batch.a),
     b: panelMode(g.N, g.K, g.b[1], g.b[2], g.b[0], g.batch.b),
     out: g.N % 4 === 0 && g.oOff % 4 === 0 ? 'v4' : 's',
   };
+  if (isHalf(b.dtype)) v.bHalf = { dtype: b.dtype, native: b.dtype === 'float16' && ctx().hasFeature('shader-f16') };
+  return v;
 }
 
 /** Sizes, strides (size-1 dims get stride 0) and coalesced batch dims of a call. */
@@ -366,7 +496,7 @@ function geometry(a: Tensor, b: Tensor, out: Tensor): Omit<MatmulParams, 'tile'>
  * Queues `variant` for out = a @ b (shapes as in `matmul`), splitting past the per-dim
  * workgroup limit. `code` replaces the generated WGSL (for experiments in bench/lab).
  */
-export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code = matmulWGSL(variant)): void {
+export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code?: string, epi: EpilogueOperands = {}): void {
   if (out.size === 0) return;
   const c = ctx();
   const g = geometry(a, b, out);
@@ -374,18 +504,126 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
   const tilesX = Math.ceil(g.N / bn);
   const tilesY = Math.ceil(g.M / bm);
   const max = c.limits.maxComputeWorkgroupsPerDimension;
-  const buffers = [bufferOf(a), bufferOf(b), bufferOf(out)];
+  const limit = c.bindingLimit;
+  if ([a, b, out, epi.bias, epi.residual, epi.preact].some((t) => t && c.bufferSize(bufferOf(t)) > limit)) {
+    matmulSplit(variant, a, b, out, code, epi, g);
+    return;
+  }
+  const buffers: BufferBinding[] = [bufferOf(a), bufferOf(b), bufferOf(out)];
+  const e = variant.epilogue;
+  let epiOffsets: MatmulParams['epi'];
+  if (e) {
+    if (g.batch.shape.length > 0) throw new Error('matmul: a fused epilogue needs a single matrix (no batch dims)');
+    const need = (t: Tensor | null | undefined, what: string): Tensor => {
+      if (!t) throw new Error(`matmul: the epilogue needs ${what}`);
+      return t;
+    };
+    const bias = e.bias ? need(epi.bias, 'a bias') : null;
+    const res = e.residual ? need(epi.residual, 'a residual') : null;
+    const pre = e.preact ? need(epi.preact, 'a preact output') : null;
+    buffers.push(bias ? bufferOf(bias) : buffers[0], res ? bufferOf(res) : buffers[0], pre ? bufferOf(pre) : c.scratch);
+    const act = { none: 0, gelu: 1, geluErf: 2 }[e.act];
+    const flags = (bias ? 1 : 0) | (res ? 2 : 0) | (pre ? 4 : 0) | (act << 3);
+    epiOffsets = { flags, bias: bias?.offset ?? 0, res: res?.offset ?? 0, resRow: res ? res.strides[0] : 0, pre: pre?.offset ?? 0 };
+  }
+  const key = code === undefined ? `matmul|${variantKey(variant)}` : undefined;
+  const wgsl = code ?? (() => matmulWGSL(variant));
   for (let z0 = 0; z0 < g.batches; z0 += max) {
     for (let y0 = 0; y0 < tilesY; y0 += max) {
       for (let x0 = 0; x0 < tilesX; x0 += max) {
-        const u = matmulUniforms({ ...g, tile: [x0, y0, z0] });
+        const u = matmulUniforms({ ...g, tile: [x0, y0, z0], epi: epiOffsets });
         c.dispatch({
-          label: 'matmul',
-          code,
+          label: e ? 'linear' : 'matmul',
+          key,
+          code: wgsl,
           uniforms: u.bytes(),
           buffers,
           workgroups: [Math.min(max, tilesX - x0), Math.min(max, tilesY - y0), Math.min(max, g.batches - z0)],
         });
+      }
+    }
+  }
+}
+
+/**
+ * A matmul whose operands do not all fit one storage binding (a large weight such as
+ * Qwen3-8B's embedding used as the LM head, or long rows of activations): the output is cut
+ * into blocks of rows (when a row-major `a`, out, residual or preact is too large) and of
+ * columns (when the weight is), each one dispatch binding only its windows of the operands.
+ * b must then be a weight read transposed (the Linear layout: b = Wᵀ with W [N, K] dense) or
+ * fit whole; a must be row-major.
+ */
+function matmulSplit(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, code: string | undefined, epi: EpilogueOperands, g: ReturnType<typeof geometry>): void {
+  const c = ctx();
+  const { M, N, K } = g;
+  const limit = c.bindingLimit;
+  const align = c.limits.minStorageBufferOffsetAlignment;
+  const window = limit - align; // usable bytes of one windowed binding
+  const fits = (t: Tensor | null | undefined) => !t || c.bufferSize(bufferOf(t)) <= limit;
+  const name = (t: Tensor) => `${t.dtype} ${t.toString()}`;
+  if (g.batch.shape.length > 0) throw new Error(`matmul: operands over the binding limit ${limit} bytes need a single matrix, got batch dims ${JSON.stringify(g.batch.shape)}`);
+  const aRowMajor = g.a[2] === 1 && (g.a[1] === K || M === 1);
+  if (!aRowMajor && !fits(a)) throw new Error(`matmul: a (${name(a)}) is over the binding limit ${limit} bytes and not row-major; make it contiguous`);
+  const bRows = g.b[2] === 1 && (g.b[1] === K || N === 1); // b = Wᵀ, W's rows dense
+  if (!fits(b) && !bRows) throw new Error(`matmul: b (${name(b)}) is over the binding limit ${limit} bytes; only a transposed dense weight (b = Wᵀ, W [N, K]) can be split`);
+  const res = epi.residual ?? null;
+  const pre = epi.preact ?? null;
+  const bpeB = b.storage.bytes / Math.max(b.storage.numel, 1);
+  const rowBytes = Math.max(fits(a) ? 0 : K * 4, fits(out) ? 0 : N * 4, fits(res) ? 0 : (res?.strides[0] ?? 0) * 4, fits(pre) ? 0 : N * 4);
+  const { bm, bn } = variant.config;
+  let mb = M;
+  if (rowBytes > 0) {
+    mb = Math.floor(window / rowBytes / bm) * bm || Math.floor(window / rowBytes);
+    if (mb < 1) throw new Error(`matmul: one row of ${rowBytes} bytes is over the binding limit ${limit}`);
+  }
+  let nb = N;
+  if (!fits(b)) {
+    nb = Math.floor(window / (K * bpeB) / bn) * bn || Math.floor(window / (K * bpeB) / 4) * 4;
+    if (nb < 1) throw new Error(`matmul: one row of the weight (${K * bpeB} bytes) is over the binding limit ${limit}`);
+  }
+  const max = c.limits.maxComputeWorkgroupsPerDimension;
+  const wholeOrWindow = (t: Tensor, start: number, count: number) => (fits(t) ? { binding: bufferOf(t), elemOffset: t.offset + start } : bindWindow(t, start, count));
+  for (let m0 = 0; m0 < M; m0 += mb) {
+    const rows = Math.min(mb, M - m0);
+    const aw = wholeOrWindow(a, m0 * g.a[1], (rows - 1) * g.a[1] + K);
+    const ow = wholeOrWindow(out, m0 * N, rows * N);
+    const rw = res ? wholeOrWindow(res, m0 * res.strides[0], (rows - 1) * res.strides[0] + N) : null;
+    const pw = pre ? wholeOrWindow(pre, m0 * N, rows * N) : null;
+    for (let n0 = 0; n0 < N; n0 += nb) {
+      const cols = Math.min(nb, N - n0);
+      const bw = fits(b) ? { binding: bufferOf(b), elemOffset: b.offset + n0 * g.b[1] } : bindWindow(b, n0 * K, (cols - 1) * K + K);
+      const oOff = ow.elemOffset + n0;
+      const v: MatmulVariant = {
+        ...variant,
+        a: panelMode(rows, K, g.a[1], g.a[2], aw.elemOffset, []),
+        b: panelMode(cols, K, g.b[1], g.b[2], bw.elemOffset, []),
+        out: N % 4 === 0 && oOff % 4 === 0 && cols % 4 === 0 ? 'v4' : 's',
+      };
+      const buffers: BufferBinding[] = [aw.binding, bw.binding, ow.binding];
+      let epiOffsets: MatmulParams['epi'];
+      if (v.epilogue) {
+        const act = { none: 0, gelu: 1, geluErf: 2 }[v.epilogue.act];
+        const bias = epi.bias ?? null;
+        buffers.push(bias ? bufferOf(bias) : aw.binding, rw ? rw.binding : aw.binding, pw ? pw.binding : c.scratch);
+        const flags = (bias ? 1 : 0) | (rw ? 2 : 0) | (pw ? 4 : 0) | (act << 3);
+        epiOffsets = { flags, bias: (bias?.offset ?? 0) + n0, res: (rw?.elemOffset ?? 0) + n0, resRow: res ? res.strides[0] : 0, pre: (pw?.elemOffset ?? 0) + n0 };
+      }
+      const key = code === undefined ? `matmul|${variantKey(v)}` : undefined;
+      const wgsl = code ?? (() => matmulWGSL(v));
+      const tilesX = Math.ceil(cols / bn);
+      const tilesY = Math.ceil(rows / bm);
+      for (let y0 = 0; y0 < tilesY; y0 += max) {
+        for (let x0 = 0; x0 < tilesX; x0 += max) {
+          const u = matmulUniforms({
+            M: rows, N: cols, K, a: [aw.elemOffset, g.a[1], g.a[2]], b: [bw.elemOffset, g.b[1], g.b[2]], oOff, oRow: N,
+            batch: { shape: [], a: [], b: [] }, tile: [x0, y0, 0], epi: epiOffsets,
+          });
+          c.dispatch({
+            label: v.epilogue ? 'linear (split)' : 'matmul (split)',
+            key, code: wgsl, uniforms: u.bytes(), buffers,
+            workgroups: [Math.min(max, tilesX - x0), Math.min(max, tilesY - y0), 1],
+          });
+        }
       }
     }
   }
@@ -397,9 +635,31 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
  */
 export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
   for (const t of [a, b, out]) {
-    if (t.dtype !== 'float32') throw new Error(`matmul: webgpu supports float32 only, got ${t.dtype} ${t.toString()}`);
+    if (t.dtype !== 'float32' && !(t === b && isHalf(t.dtype))) throw new Error(`matmul: webgpu supports float32 (and half weights as b) only, got ${t.dtype} ${t.toString()}`);
   }
   matmulWith(chooseVariant(a, b, out), a, b, out);
+}
+
+/**
+ * The fused linear layer (Backend.linear): out = act(x @ wᵀ + bias) + residual, and preact =
+ * x @ wᵀ + bias when asked. x: [M, K], weight: [N, K], bias [N], residual [M, N] with unit
+ * column stride, out and preact contiguous [M, N]. Declines (returns false) when fusion is off.
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null, act: LinearActivation, out: Tensor, preact: Tensor | null): boolean {
+  const c = ctx();
+  if (!c.tuning.fused) return false;
+  if ([x, out, bias, residual, preact].some((t) => t && t.dtype !== 'float32')) return false;
+  if (weight.dtype !== 'float32' && !isHalf(weight.dtype)) return false;
+  if (residual && residual.rank === 2 && residual.strides[1] !== 1 && residual.shape[1] > 1) return false;
+  const wt = weight.transpose();
+  try {
+    const v = chooseVariant(x, wt, out);
+    v.epilogue = { bias: bias !== null, residual: residual !== null, preact: preact !== null, act };
+    matmulWith(v, x, wt, out, undefined, { bias, residual, preact });
+  } finally {
+    wt.dispose();
+  }
+  return true;
 }
 
 function range(n: number): number[] {

@@ -285,7 +285,8 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
   const inputs = [src, gy, weight].filter((t): t is Tensor => t !== null);
   ctx().dispatch({
     label,
-    code: rowGradWgsl(spec, u),
+    key: `${label}|${JSON.stringify({ ...spec, kernel: label })}`,
+    code: () => rowGradWgsl(spec, u),
     uniforms: u.bytes(),
     buffers: [...inputs, out].map(bufferOf),
     workgroups: tileGrid(rows, tiling),

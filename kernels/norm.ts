@@ -165,7 +165,8 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
   const inputs = [x, weight, bias].filter((t): t is Tensor => t !== null);
   ctx().dispatch({
     label: kind === 'layer' ? 'layerNorm' : 'rmsNorm',
-    code: normWgsl(spec, u),
+    key: `norm|${JSON.stringify(spec)}`,
+    code: () => normWgsl(spec, u),
     uniforms: u.bytes(),
     buffers: [...inputs, out].map(bufferOf),
     workgroups: tileGrid(rows, tiling),

@@ -22,7 +22,7 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: Adam
     .f32('c1', 1 - h.beta1 ** h.step)
     .f32('c2', 1 - h.beta2 ** h.step);
   stridedUniforms(u, shape, [['g', strides[0], grad.offset]]);
-  const code = /* wgsl */ `
+  const code = () => /* wgsl */ `
 ${u.declaration()}
 @group(0) @binding(1) var<storage, read_write> p: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
@@ -42,6 +42,7 @@ ${offsetCode(shape.length, ['g'])}
 }`;
   c.dispatch({
     label: 'adamw',
+    key: `adamw|${shape.length}`,
     code,
     uniforms: u.bytes(),
     buffers: [bufferOf(param), bufferOf(grad), bufferOf(m), bufferOf(v)],

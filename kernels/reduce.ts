@@ -164,7 +164,24 @@ interface ReduceSpec {
   outIdx: boolean;
   /** Rows (and chunks) are contiguous, 16-byte aligned, multiples of 4: read x as vec4 (sum, max). */
   vec4: boolean;
+  /**
+   * A sum whose workgroup is one row, on a device with `subgroups`: subgroupAdd within each
+   * subgroup, then one lane adds the subgroups' partials (in the order the subgroups finish:
+   * not bitwise deterministic, unlike the shared-memory tree). Compiled only where offered.
+   */
+  subgroups?: boolean;
 }
+
+/** The subgroup path's combine (see ReduceSpec.subgroups): one row per workgroup, lane 0 = thread 0. */
+const SUBGROUP_SUM = `
+  let part = subgroupAdd(acc);
+  if (sg_inv == 0u) { sh_v[atomicAdd(&sg_count, 1u)] = part; }
+  workgroupBarrier();
+  if (lid.x == 0u) {
+    let n = atomicLoad(&sg_count);
+    acc = sh_v[0];
+    for (var k = 1u; k < n; k++) { acc += sh_v[k]; }
+  }`;
 
 function reduceWgsl(s: ReduceSpec, u: Uniforms): string {
   const T = s.dtype;
@@ -221,7 +238,7 @@ function reduceWgsl(s: ReduceSpec, u: Uniforms): string {
     }
     ${['x', 'y', 'z', 'w'].map(fold).join('\n    ')}`;
   const result = s.divide ? `select(acc / P.count, nan_f32(), P.count == 0.0)` : 'acc';
-  return /* wgsl */ `
+  return /* wgsl */ `${s.subgroups ? 'enable subgroups;\nvar<workgroup> sg_count: atomic<u32>;' : ''}
 ${u.declaration()}
 ${decls.join('\n')}
 ${FLOAT_CONSTS}
@@ -232,7 +249,7 @@ ${offsetFn('outer_offset', s.outerRank, 'oshape', 'ostr')}
 ${offsetFn('inner_offset', s.innerRank, 'ishape', 'istr')}
 
 @compute @workgroup_size(${threads})
-fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u${s.subgroups ? ', @builtin(subgroup_invocation_id) sg_inv: u32' : ''}) {
 ${tilePrelude(s.tiling)}
   var acc: ${T} = ${identity};
   var at: u32 = NONE;
@@ -244,9 +261,9 @@ ${tilePrelude(s.tiling)}
     let end = min(P.len, start + P.chunk);
 ${s.vec4 ? loop4 : loop}
   }
-${lanes > 1 ? `  sh_v[slot] = acc;${isArg ? '\n  sh_i[slot] = at;' : ''}` : ''}
+${s.subgroups ? SUBGROUP_SUM : `${lanes > 1 ? `  sh_v[slot] = acc;${isArg ? '\n  sh_i[slot] = at;' : ''}` : ''}
 ${laneTree(lanes, merge)}
-${lanes > 1 ? `  acc = sh_v[slot];${isArg ? '\n  at = sh_i[slot];' : ''}` : ''}
+${lanes > 1 ? `  acc = sh_v[slot];${isArg ? '\n  at = sh_i[slot];' : ''}` : ''}`}
   if (live && lane == 0u) {
     ${s.outVal ? `o[P.o_off + row] = ${result};` : ''}
     ${s.outIdx ? `oi[${s.outVal ? '' : 'P.o_off + '}row] = i32(at);` : ''}
@@ -284,8 +301,10 @@ export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor
     op !== 'argmax' && len % 4 === 0 && inner.shape.length === 1 && inner.strides[0] === 1 && x.offset % 4 === 0 &&
     outer.shape.every((n, d) => n === 1 || outer.strides[d] % 4 === 0);
   const spec = { op: base, dtype: T, outerRank: outer.shape.length, innerRank: inner.shape.length, inIdx: false, vec4 } as const;
+  const c = ctx();
+  const subgroups = (t: RowTiling) => base === 'sum' && t.cols === 1 && t.lanes > 1 && c.tuning.subgroups && c.hasFeature('subgroups');
   if (splits <= 1) {
-    const final = { ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax' };
+    const final = { ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax', subgroups: subgroups(tiling) };
     dispatchReduce(final, x, null, outer, inner, { rows, orows: rows, chunk: len, len, count: len }, [out]);
     return;
   }
@@ -332,7 +351,8 @@ function dispatchReduce(
     .vec8('istr', inner.strides);
   ctx().dispatch({
     label: `reduce ${spec.op}`,
-    code: reduceWgsl(spec, u),
+    key: `reduce|${JSON.stringify(spec)}`,
+    code: () => reduceWgsl(spec, u),
     uniforms: u.bytes(),
     buffers: [x, ...(xi ? [xi] : []), ...outs].map(bufferOf),
     workgroups: tileGrid(sizes.rows, spec.tiling),
@@ -429,7 +449,8 @@ export function softmax(x: Tensor, log: boolean, out: Tensor): void {
     .vec8('ostr', outer.strides);
   ctx().dispatch({
     label: log ? 'logSoftmax' : 'softmax',
-    code: softmaxWgsl(t, outer.shape.length, log, rowsAsVec4(x, outer, out), u),
+    key: `softmax|${JSON.stringify(t)}|${outer.shape.length}|${log}|${rowsAsVec4(x, outer, out)}`,
+    code: () => softmaxWgsl(t, outer.shape.length, log, rowsAsVec4(x, outer, out), u),
     uniforms: u.bytes(),
     buffers: [bufferOf(x), bufferOf(out)],
     workgroups: tileGrid(rows, t),

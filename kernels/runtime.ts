@@ -3,15 +3,16 @@
  * into one command encoder that is submitted only on a flush (a read-back, a sync, or when
  * the batch grows large). Ops never submit-and-wait.
  */
-import { bytesPerElement, typedArrayFor, type DType, type TypedArray } from '../tensor/dtype.js';
+import { bytesPerElement, encodeHalf, isHalf, typedArrayFor, type DType, type HalfDType, type TypedArray } from '../tensor/dtype.js';
+import { halfBytes, packHalfBits } from './half.js';
 import { Storage } from '../tensor/storage.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { openDevice, type AdapterChoice, type GpuInfo, type OpenedDevice } from './device.js';
+import { openDevice, type AdapterChoice, type DawnOptions, type GpuInfo, type OpenedDevice } from './device.js';
 
 const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_DST */
 /** Dispatches per batch before an automatic submit. */
 const MAX_DISPATCHES_PER_BATCH = 512;
-const UNIFORM_ARENA_BYTES = 1 << 16;
+const UNIFORM_ARENA_BYTES = 1 << 18;
 
 /** Size classes: powers of two up to 64 KiB, then quarter-octave steps. */
 export function bucketSize(bytes: number): number {
@@ -35,20 +36,91 @@ export class GpuStorage extends Storage {
   }
 }
 
+/** One compiled pipeline and what a dispatch of it needs to bind. */
 interface PipelineEntry {
+  /** Small integer naming the pipeline in bind-group cache keys. */
+  id: number;
   pipeline: GPUComputePipeline;
   layout: GPUBindGroupLayout;
+  /** Storage bindings declared by the WGSL (at 1, 2, ...). */
+  storageBindings: number;
+  hasUniforms: boolean;
 }
 
 export interface DispatchArgs {
   /** For error messages and profiling. */
   label: string;
-  /** WGSL: uniforms (if any) at @binding(0), then the storage buffers at 1, 2, ... in order. */
-  code: string;
+  /**
+   * WGSL: uniforms (if any) at @binding(0), then the storage buffers at 1, 2, ... in order.
+   * A function is called only when `key` names a pipeline not compiled yet.
+   */
+  code: string | (() => string);
+  /**
+   * Names the WGSL in the pipeline cache (kernel family and specialisation, e.g. 'add|f32|r2').
+   * Without it the code string itself is the key. With it, a repeated dispatch neither builds
+   * nor hashes the WGSL.
+   */
+  key?: string;
   uniforms?: ArrayBuffer;
-  buffers: GPUBuffer[];
+  /** Whole buffers, or byte ranges of them (a window of a tensor larger than one binding). */
+  buffers: readonly BufferBinding[];
   workgroups: readonly [number, number?, number?];
   entryPoint?: string;
+}
+
+/** A byte range of a buffer, bound as one storage binding (offset aligned to minStorageBufferOffsetAlignment). */
+export interface BufferRange {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+export type BufferBinding = GPUBuffer | BufferRange;
+
+/** The range when `b` is one, else null (a whole buffer). */
+function asRange(b: BufferBinding): BufferRange | null {
+  return (b as BufferRange).buffer !== undefined ? (b as BufferRange) : null;
+}
+
+/** `var<storage, read>` / `read_write` declarations at @binding(n), for the explicit layouts. */
+const BINDING_RE = /@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g;
+
+/** Bind groups cached at most (cleared when full, and whenever a pooled buffer is destroyed). */
+const MAX_BIND_GROUPS = 8192;
+
+/** Counters for benchmarks and tests (cheap: integers and two clock reads per submit). */
+export interface GpuStats {
+  dispatches: number;
+  /** Buffer-to-buffer copies queued (read-backs' staging copies included). */
+  copies: number;
+  submits: number;
+  /** Milliseconds spent inside queue.submit (on Dawn's GL backend the kernels run there). */
+  submitMs: number;
+  /** Milliseconds awaiting read-backs and syncs after their flush. */
+  waitMs: number;
+  /** Bind groups created (cache misses) and GPU buffers created (pool misses). */
+  bindGroupsCreated: number;
+  buffersCreated: number;
+  /** Dispatches and copies per label, when `countLabels` is on (bench/host-cost). */
+  byLabel: Map<string, number> | null;
+}
+
+/**
+ * Runtime switches (all on by default). Benchmarks turn them off to measure what they save in
+ * one interleaved run; tests turn them off to check the fused kernels against the plain ops.
+ */
+export interface GpuTuning {
+  /** Offer fused ops (matmul epilogues, multi-tensor AdamW); off: the front ends compose plain ops. */
+  fused: boolean;
+  /** Reuse bind groups for repeated (pipeline, buffers) combinations. */
+  cacheBindGroups: boolean;
+  /**
+   * Index kernels (gather, scatterAdd) record an out-of-range index, and the next read-back or
+   * sync throws naming it, as the CPU does at once. Off by default (it adds a binding and a
+   * small read-back per sync); on when UHD_CHECK_INDICES=1, and in the tests.
+   */
+  checkIndices: boolean;
+  /** Use subgroup operations where the device has `subgroups` (reductions whose workgroup is one row). */
+  subgroups: boolean;
 }
 
 export class GpuContext {
@@ -59,6 +131,27 @@ export class GpuContext {
   /** Buffers released since the last submit: reusable by kernels, not yet by uploads. */
   private recent = new Map<number, GPUBuffer[]>();
   private pipelines = new Map<string, PipelineEntry>();
+  private bindGroups = new Map<string, GPUBindGroup>();
+  private bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
+  /** The pipeline last set on the open pass (a repeat needs no setPipeline). */
+  private passPipeline: GPUComputePipeline | null = null;
+  private readonly dynamicOffset = new Uint32Array(1);
+  private readonly maxWorkgroups: number;
+  private readonly maxBinding: number;
+  /**
+   * The largest storage binding kernels may use: the adapter's maxStorageBufferBindingSize,
+   * or lower when set (tests lower it to exercise the kernels that split a large tensor into
+   * several bindings). Values above the adapter's are clamped.
+   */
+  get bindingLimit(): number {
+    return this.bindingLimitSet ?? this.maxBinding;
+  }
+  set bindingLimit(bytes: number | null) {
+    if (bytes !== null && !(Number.isInteger(bytes) && bytes >= 256)) throw new Error(`webgpu: bindingLimit must be an integer >= 256 bytes, got ${bytes}`);
+    this.bindingLimitSet = bytes === null ? null : Math.min(bytes, this.maxBinding);
+  }
+  private bindingLimitSet: number | null = null;
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private dispatches = 0;
@@ -67,8 +160,12 @@ export class GpuContext {
   private arenaUsed = 0;
   private readonly uniformAlign: number;
   private errors: string[] = [];
+  readonly tuning: GpuTuning = { fused: true, cacheBindGroups: true, checkIndices: process.env.UHD_CHECK_INDICES === '1', subgroups: true };
+  readonly stats: GpuStats = { dispatches: 0, copies: 0, submits: 0, submitMs: 0, waitMs: 0, bindGroupsCreated: 0, buffersCreated: 0, byLabel: null };
   /** Count of submits, for tests and profiling. */
-  submits = 0;
+  get submits(): number {
+    return this.stats.submits;
+  }
   /**
    * Opt-in profiling hook (bench/lab/timing.ts): when set, every compute pass the runtime
    * begins asks it for timestamp writes. Null in normal use.
@@ -80,16 +177,30 @@ export class GpuContext {
     this.device = opened.device;
     this.info = opened.info;
     this.gpu = opened.gpu;
+    const limits: Record<string, number> = {};
+    for (const k in this.device.limits) limits[k] = (this.device.limits as unknown as Record<string, number>)[k];
+    this.limitsCopy = Object.freeze(limits) as unknown as GPUSupportedLimits;
+    this.featureSet = new Set([...this.device.features]);
     this.uniformAlign = this.device.limits.minUniformBufferOffsetAlignment;
+    this.maxWorkgroups = this.device.limits.maxComputeWorkgroupsPerDimension;
+    this.maxBinding = this.device.limits.maxStorageBufferBindingSize;
     this.arena = this.device.createBuffer({ size: UNIFORM_ARENA_BYTES, usage: 0x40 /* UNIFORM */ | 0x08 });
     this.device.addEventListener('uncapturederror', (ev) => {
       this.errors.push((ev as GPUUncapturedErrorEvent).error.message);
     });
   }
 
+  /** The device's limits as a plain object (reading GPUSupportedLimits crosses into Dawn each time). */
   get limits(): GPUSupportedLimits {
-    return this.device.limits;
+    return this.limitsCopy;
   }
+  private readonly limitsCopy: GPUSupportedLimits;
+
+  /** Whether the device was opened with `feature` (cached: the setlike lookup crosses into Dawn). */
+  hasFeature(feature: string): boolean {
+    return this.featureSet.has(feature);
+  }
+  private readonly featureSet: ReadonlySet<string>;
 
   // ---- buffers ----------------------------------------------------------------------
 
@@ -107,7 +218,9 @@ export class GpuContext {
       throw new Error(`webgpu: a buffer of ${bytes} bytes exceeds the device's maxBufferSize ${this.device.limits.maxBufferSize}`);
     }
     const reused = this.takeFrom(this.pool, size) ?? (forUpload ? undefined : this.takeFrom(this.recent, size));
-    return reused ?? this.device.createBuffer({ size, usage: STORAGE_USAGE });
+    if (reused) return reused;
+    this.stats.buffersCreated++;
+    return this.device.createBuffer({ size, usage: STORAGE_USAGE });
   }
 
   releaseBuffer(buffer: GPUBuffer): void {
@@ -116,12 +229,38 @@ export class GpuContext {
     const map = this.encoder ? this.recent : this.pool;
     let list = map.get(size);
     if (!list) map.set(size, (list = []));
-    list.push(buffer);
+    this.insertById(list, buffer);
     this.pooledBytes += size;
   }
 
+  /**
+   * Free lists are kept sorted by buffer id, largest first, so `pop` hands out the oldest free
+   * buffer of a size. The choice then depends on which buffers are free, not on the order they
+   * were released in: a training step that allocates as the previous one did gets the same
+   * buffers back, and with them the same (cached) bind groups.
+   */
+  private insertById(list: GPUBuffer[], buffer: GPUBuffer): void {
+    const id = this.bufferId(buffer);
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.bufferId(list[mid]) > id) lo = mid + 1;
+      else hi = mid;
+    }
+    list.splice(lo, 0, buffer);
+  }
+
+  /** A 16-byte storage buffer that kernels bind where an optional writable operand is absent. */
+  get scratch(): GPUBuffer {
+    this.scratchBuffer ??= this.device.createBuffer({ size: 16, usage: STORAGE_USAGE });
+    return this.scratchBuffer;
+  }
+  private scratchBuffer: GPUBuffer | null = null;
+
   /** Frees every pooled buffer (live tensors keep theirs). */
   trimPool(): void {
+    this.bindGroups.clear();
     for (const map of [this.pool, this.recent]) {
       for (const list of map.values()) for (const b of list) b.destroy();
       map.clear();
@@ -131,11 +270,30 @@ export class GpuContext {
 
   alloc(numel: number, dtype: DType): GpuStorage {
     if (dtype === 'float64') throw new Error('webgpu: float64 is CPU-only; cast to float32');
-    return new GpuStorage(this, dtype, numel, this.acquireBuffer(numel * 4));
+    return new GpuStorage(this, dtype, numel, this.acquireBuffer(isHalf(dtype) ? halfBytes(numel) : numel * 4));
+  }
+
+  /** A half tensor's storage from its bits (two per word on the device). */
+  uploadHalf(bits: Uint16Array, dtype: HalfDType): GpuStorage {
+    const words = packHalfBits(bits);
+    const buffer = this.acquireBuffer(words.byteLength, true);
+    if (words.byteLength > 0) this.device.queue.writeBuffer(buffer, 0, words.buffer, 0, words.byteLength);
+    return new GpuStorage(this, dtype, bits.length, buffer);
+  }
+
+  /** Writes raw bytes (little-endian element data) into a storage at `byteOffset` (both multiples of 4). */
+  writeBytes(dst: Storage, byteOffset: number, bytes: Uint8Array): void {
+    if (byteOffset % 4 || bytes.byteLength % 4) throw new Error(`webgpu: writeBytes needs 4-byte aligned offset and length, got ${byteOffset} and ${bytes.byteLength}`);
+    const buffer = (dst as GpuStorage).buffer;
+    if (byteOffset + bytes.byteLength > buffer.size) throw new Error(`webgpu: writeBytes past the end of a ${buffer.size}-byte buffer`);
+    // ordered before the open batch's dispatches: flush first so earlier reads see the old bytes
+    if (this.encoder) this.flush();
+    this.device.queue.writeBuffer(buffer, byteOffset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
   upload(data: TypedArray, dtype: DType): GpuStorage {
     if (dtype === 'float64') throw new Error('webgpu: float64 is CPU-only; cast to float32');
+    if (isHalf(dtype)) return this.uploadHalf(encodeHalf(data, dtype), dtype);
     const arr = data instanceof (dtype === 'int32' ? Int32Array : Float32Array) ? data : convert(data, dtype);
     const buffer = this.acquireBuffer(arr.byteLength, true);
     if (arr.byteLength > 0) {
@@ -146,14 +304,39 @@ export class GpuContext {
 
   // ---- pipelines and dispatch -------------------------------------------------------
 
-  pipeline(code: string, entryPoint = 'main'): PipelineEntry {
-    const key = `${entryPoint}\n${code}`;
-    let entry = this.pipelines.get(key);
+  /**
+   * The pipeline of `code` (compiled on first use, then cached under `key`, default the code).
+   * Its layout is explicit, read off the WGSL's declarations: the uniforms at binding 0 take a
+   * dynamic offset into the uniform arena, so one bind group serves every dispatch of the same
+   * buffers whatever their uniforms.
+   */
+  pipeline(code: string | (() => string), entryPoint = 'main', key?: string): PipelineEntry {
+    const k = key ?? (code as string);
+    const cacheKey = entryPoint === 'main' ? k : `${entryPoint}\n${k}`;
+    let entry = this.pipelines.get(cacheKey);
     if (!entry) {
-      const module = this.device.createShaderModule({ code });
-      const pipeline = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint } });
-      entry = { pipeline, layout: pipeline.getBindGroupLayout(0) };
-      this.pipelines.set(key, entry);
+      const wgsl = typeof code === 'function' ? code() : code;
+      const entries: GPUBindGroupLayoutEntry[] = [];
+      let storageBindings = 0;
+      let hasUniforms = false;
+      for (const m of wgsl.matchAll(BINDING_RE)) {
+        const binding = Number(m[1]);
+        if (m[2] === 'uniform') {
+          hasUniforms = true;
+          entries.push({ binding, visibility: 4 /* COMPUTE */, buffer: { type: 'uniform', hasDynamicOffset: true } });
+        } else {
+          storageBindings++;
+          entries.push({ binding, visibility: 4, buffer: { type: m[3] === 'read_write' ? 'storage' : 'read-only-storage' } });
+        }
+      }
+      const layout = this.device.createBindGroupLayout({ entries });
+      const module = this.device.createShaderModule({ code: wgsl });
+      const pipeline = this.device.createComputePipeline({
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        compute: { module, entryPoint },
+      });
+      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, hasUniforms };
+      this.pipelines.set(cacheKey, entry);
     }
     return entry;
   }
@@ -162,11 +345,53 @@ export class GpuContext {
     return this.pipelines.size;
   }
 
+  /** A small id per buffer, for bind-group cache keys. */
+  private bufferId(b: GPUBuffer): number {
+    let id = this.bufferIds.get(b);
+    if (id === undefined) this.bufferIds.set(b, (id = this.nextBufferId++));
+    return id;
+  }
+
+  /** A buffer's size (cached: GPUBuffer.size crosses into Dawn). */
+  bufferSize(b: GPUBuffer): number {
+    let n = this.bufferSizes.get(b);
+    if (n === undefined) this.bufferSizes.set(b, (n = b.size));
+    return n;
+  }
+  private bufferSizes = new WeakMap<GPUBuffer, number>();
+
+  private bindGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
+    let key = '';
+    if (this.tuning.cacheBindGroups) {
+      key = `${entry.id}:${uniformSize}`;
+      for (const b of buffers) {
+        const r = asRange(b);
+        key += r ? `,${this.bufferId(r.buffer)}@${r.offset}+${r.size}` : `,${this.bufferId(b as GPUBuffer)}`;
+      }
+      const hit = this.bindGroups.get(key);
+      if (hit) return hit;
+    }
+    const entries: GPUBindGroupEntry[] = [];
+    if (entry.hasUniforms) entries.push({ binding: 0, resource: { buffer: this.arena, offset: 0, size: uniformSize } });
+    buffers.forEach((b, i) => {
+      const r = asRange(b);
+      entries.push({ binding: i + 1, resource: r ? { buffer: r.buffer, offset: r.offset, size: r.size } : { buffer: b as GPUBuffer } });
+    });
+    const group = this.device.createBindGroup({ layout: entry.layout, entries, label });
+    this.stats.bindGroupsCreated++;
+    if (this.tuning.cacheBindGroups) {
+      if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
+      this.bindGroups.set(key, group);
+    }
+    return group;
+  }
+
   private ensurePass(): GPUComputePassEncoder {
     if (!this.encoder) this.encoder = this.device.createCommandEncoder();
     if (!this.pass) {
       const timestampWrites = this.passTimestamps?.();
       this.pass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
+      this.passPipeline = null;
     }
     return this.pass;
   }
@@ -183,38 +408,57 @@ export class GpuContext {
 
   /** Queues one compute dispatch; nothing runs until the next flush. */
   dispatch(args: DispatchArgs): void {
-    const [x, y = 1, z = 1] = args.workgroups;
+    const wg = args.workgroups;
+    const x = wg[0];
+    const y = wg[1] ?? 1;
+    const z = wg[2] ?? 1;
     if (x === 0 || y === 0 || z === 0) return;
-    const maxWg = this.device.limits.maxComputeWorkgroupsPerDimension;
+    const maxWg = this.maxWorkgroups;
     if (x > maxWg || y > maxWg || z > maxWg) {
       throw new Error(`${args.label}: ${x}x${y}x${z} workgroups exceed the limit ${maxWg} per dimension`);
     }
-    const { pipeline, layout } = this.pipeline(args.code, args.entryPoint);
-    const entries: GPUBindGroupEntry[] = [];
-    if (args.uniforms) {
-      const size = Math.ceil(args.uniforms.byteLength / 16) * 16;
-      if (this.arenaUsed + size > UNIFORM_ARENA_BYTES) this.flush();
-      this.arenaHost.set(new Uint8Array(args.uniforms), this.arenaUsed);
-      entries.push({ binding: 0, resource: { buffer: this.arena, offset: this.arenaUsed, size } });
-      this.arenaUsed += Math.ceil(size / this.uniformAlign) * this.uniformAlign;
-    }
-    const maxBinding = this.device.limits.maxStorageBufferBindingSize;
-    args.buffers.forEach((buffer, i) => {
-      if (buffer.size > maxBinding) {
-        throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${buffer.size} bytes, over this adapter's maxStorageBufferBindingSize ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
+    const maxBinding = this.bindingLimit;
+    for (let i = 0; i < args.buffers.length; i++) {
+      const b = args.buffers[i];
+      const size = asRange(b)?.size ?? this.bufferSize(b as GPUBuffer);
+      if (size > maxBinding) {
+        throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${size} bytes, over ${maxBinding === this.maxBinding ? "this adapter's maxStorageBufferBindingSize" : 'the binding limit set (gpuContext().bindingLimit)'} ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
       }
-      entries.push({ binding: i + 1, resource: { buffer } });
-    });
-    const bindGroup = this.device.createBindGroup({ layout, entries, label: args.label });
+    }
+    const entry = this.pipeline(args.code, args.entryPoint, args.key);
+    if (entry.storageBindings !== args.buffers.length) {
+      throw new Error(`${args.label}: the kernel declares ${entry.storageBindings} storage bindings but ${args.buffers.length} buffers were given`);
+    }
+    let offset = -1;
+    let uniformSize = 0;
+    if (entry.hasUniforms) {
+      if (!args.uniforms) throw new Error(`${args.label}: the kernel declares uniforms but none were given`);
+      uniformSize = Math.ceil(args.uniforms.byteLength / 16) * 16;
+      if (this.arenaUsed + uniformSize > UNIFORM_ARENA_BYTES) this.flush();
+      this.arenaHost.set(new Uint8Array(args.uniforms), this.arenaUsed);
+      offset = this.arenaUsed;
+      this.arenaUsed += Math.ceil(uniformSize / this.uniformAlign) * this.uniformAlign;
+    }
+    const group = this.bindGroup(entry, args.buffers, uniformSize, args.label);
     const pass = this.ensurePass();
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
+    if (this.passPipeline !== entry.pipeline) {
+      pass.setPipeline(entry.pipeline);
+      this.passPipeline = entry.pipeline;
+    }
+    if (offset >= 0) {
+      this.dynamicOffset[0] = offset;
+      pass.setBindGroup(0, group, this.dynamicOffset, 0, 1);
+    } else pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
+    this.stats.dispatches++;
+    if (this.stats.byLabel) this.stats.byLabel.set(args.label, (this.stats.byLabel.get(args.label) ?? 0) + 1);
     if (++this.dispatches >= MAX_DISPATCHES_PER_BATCH) this.flush();
   }
 
   /** Queues a buffer-to-buffer copy in order with the dispatches. */
-  copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+  copyBuffer(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number, label = 'copyBuffer'): void {
+    this.stats.copies++;
+    if (this.stats.byLabel) this.stats.byLabel.set(label, (this.stats.byLabel.get(label) ?? 0) + 1);
     this.ensureEncoderForCopy().copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
@@ -224,8 +468,10 @@ export class GpuContext {
       if (this.pass) this.pass.end();
       this.pass = null;
       if (this.arenaUsed > 0) this.device.queue.writeBuffer(this.arena, 0, this.arenaHost.buffer, 0, this.arenaUsed);
+      const t0 = performance.now();
       this.device.queue.submit([this.encoder.finish()]);
-      this.submits++;
+      this.stats.submitMs += performance.now() - t0;
+      this.stats.submits++;
       this.encoder = null;
       this.dispatches = 0;
       this.arenaUsed = 0;
@@ -234,7 +480,7 @@ export class GpuContext {
     for (const [size, list] of this.recent) {
       let dst = this.pool.get(size);
       if (!dst) this.pool.set(size, (dst = []));
-      dst.push(...list);
+      for (const b of list) this.insertById(dst, b);
     }
     this.recent.clear();
     this.throwErrors();
@@ -253,26 +499,76 @@ export class GpuContext {
     const size = Math.max(4, Math.ceil(bytes / 4) * 4);
     const staging = this.device.createBuffer({ size, usage: 0x01 /* MAP_READ */ | 0x08 });
     this.ensureEncoderForCopy().copyBufferToBuffer(buffer, offset, staging, 0, size);
+    this.stats.copies++;
+    if (this.stats.byLabel) this.stats.byLabel.set('readBuffer', (this.stats.byLabel.get('readBuffer') ?? 0) + 1);
+    const indexCheck = this.queueIndexCheck();
     this.flush();
+    const t0 = performance.now();
     await staging.mapAsync(0x01 /* GPUMapMode.READ */);
+    this.stats.waitMs += performance.now() - t0;
     const out = staging.getMappedRange().slice(0, bytes);
     staging.unmap();
     staging.destroy();
     this.throwErrors();
+    await this.finishIndexCheck(indexCheck);
     return out;
   }
 
   async sync(): Promise<void> {
+    const indexCheck = this.queueIndexCheck();
     this.flush();
+    const t0 = performance.now();
     await this.device.queue.onSubmittedWorkDone();
+    this.stats.waitMs += performance.now() - t0;
     this.throwErrors();
+    await this.finishIndexCheck(indexCheck);
+  }
+
+  // ---- index checks (tuning.checkIndices) ----------------------------------------------
+
+  /**
+   * The buffer index kernels write an out-of-range index into: [flag, index, dim size, op].
+   * Binding it marks a check as due at the next read-back or sync.
+   */
+  indexErrorBuffer(): GPUBuffer {
+    this.indexErrors ??= this.device.createBuffer({ size: 16, usage: STORAGE_USAGE });
+    this.indexCheckDue = true;
+    return this.indexErrors;
+  }
+  private indexErrors: GPUBuffer | null = null;
+  private indexCheckDue = false;
+
+  /** Queues a copy of the error record (and its reset) when a check is due. */
+  private queueIndexCheck(): GPUBuffer | null {
+    if (!this.indexCheckDue || !this.indexErrors) return null;
+    this.indexCheckDue = false;
+    const staging = this.device.createBuffer({ size: 16, usage: 0x01 | 0x08 });
+    const enc = this.ensureEncoderForCopy();
+    enc.copyBufferToBuffer(this.indexErrors, 0, staging, 0, 16);
+    enc.clearBuffer(this.indexErrors, 0, 16);
+    return staging;
+  }
+
+  private async finishIndexCheck(staging: GPUBuffer | null): Promise<void> {
+    if (!staging) return;
+    await staging.mapAsync(0x01);
+    const rec = new Uint32Array(staging.getMappedRange().slice(0));
+    staging.unmap();
+    staging.destroy();
+    if (rec[0] !== 0) {
+      const op = ['gather', 'scatterAdd'][rec[3]] ?? 'an index op';
+      throw new Error(`${op}: index ${rec[1] | 0} is out of range for a dim of size ${rec[2]} (found on the GPU, reported at the read-back or sync that followed)`);
+    }
   }
 
   destroy(): void {
     if (!this.gpu) return;
     this.trimPool();
     this.arena.destroy();
+    this.scratchBuffer?.destroy();
+    this.indexErrors?.destroy();
     this.pipelines.clear();
+    this.bindGroups.clear();
     this.device.destroy();
     this.gpu = null;
   }
@@ -287,8 +583,8 @@ function convert(data: TypedArray, dtype: DType): TypedArray {
 
 let context: GpuContext | null = null;
 
-export async function createContext(order?: readonly AdapterChoice[]): Promise<GpuContext> {
-  context = new GpuContext(await openDevice(order));
+export async function createContext(order?: readonly AdapterChoice[], dawn?: DawnOptions): Promise<GpuContext> {
+  context = new GpuContext(await openDevice(order, dawn));
   return context;
 }
 
@@ -305,4 +601,29 @@ export function destroyContext(): void {
 /** The GPU buffer behind a webgpu tensor. */
 export function bufferOf(t: Tensor): GPUBuffer {
   return (t.storage as GpuStorage).buffer;
+}
+
+/**
+ * The binding of elements [start, start + count) of a tensor `t` that is dense from its offset
+ * on: a byte range of its buffer beginning at the aligned address at or below the first element,
+ * and that element's index within the range. With `count` at most `windowElements(...)` the
+ * range fits the binding limit.
+ */
+export function bindWindow(t: Tensor, start: number, count: number): { binding: BufferBinding; elemOffset: number } {
+  const c = ctx();
+  const bpe = t.storage.bytes / Math.max(t.storage.numel, 1) || 4;
+  const buffer = bufferOf(t);
+  if (c.bufferSize(buffer) <= c.bindingLimit) return { binding: buffer, elemOffset: t.offset + start };
+  const first = (t.offset + start) * bpe;
+  const align = c.limits.minStorageBufferOffsetAlignment;
+  const offset = Math.floor(first / align) * align;
+  const size = Math.min(buffer.size - offset, Math.ceil((first - offset + count * bpe) / 4) * 4);
+  return { binding: { buffer, offset, size: Math.max(size, 4) }, elemOffset: (first - offset) / bpe };
+}
+
+/** Elements of `bytesPerElement` a window may hold so that `bindWindow` stays within the binding limit. */
+export function windowElements(bytesPerElement = 4): number {
+  const c = ctx();
+  const align = c.limits.minStorageBufferOffsetAlignment;
+  return Math.floor((c.bindingLimit - align) / bytesPerElement / 64) * 64;
 }

@@ -344,7 +344,8 @@ export function windowMerge(a: WindowMergeArgs, tiles?: WindowMergeTiles): { z: 
   const c = ctx();
   c.dispatch({
     label: 'windowMerge',
-    code: windowMergeWgsl(tiles),
+    key: `windowMerge|${JSON.stringify(tiles)}`,
+    code: () => windowMergeWgsl(tiles),
     uniforms: u.bytes(),
     buffers: [x, a.q, a.k, a.v, a.outWeight, a.outBias, a.normWeight, a.normBias, z, mean].map(bufferOf),
     workgroups: grid(Math.ceil(windows / tiles.wb), 1, c.limits.maxComputeWorkgroupsPerDimension),

@@ -90,7 +90,7 @@ export class Compressor extends Module {
         means.push(ag.reshape(mean, [1, (count * n) / 4, d]));
       } else {
         // Y = X + Attn(LN1 X), attention restricted to the 4 tokens of each 2x2 window
-        const y = ag.add(batch(x), this.self_attn.forward(batch(normed), { window: { h: g.h, w: g.w } }));
+        const y = this.self_attn.forward(batch(normed), { window: { h: g.h, w: g.w }, residual: batch(x) });
         merged.push(ag.reshape(ag.pixelUnshuffle(y, g.h, g.w, 2), [1, (count * n) / 4, 4 * d]));
         means.push(ag.reshape(ag.avgPool2x2(y, g.h, g.w), [1, (count * n) / 4, d]));
       }
@@ -99,8 +99,7 @@ export class Compressor extends Module {
     const z = merged.length === 1 ? merged[0] : ag.concat(merged, 1);
     const residual = means.length === 1 ? means[0] : ag.concat(means, 1);
     const normedZ = fused ? z : this.pre_norm.forward(z); // the fused kernel applied pre_norm
-    const mlp = this.linear_2.forward(ag.gelu(this.linear_1.forward(normedZ), 'tanh'));
-    return ag.add(residual, mlp);
+    return this.linear_2.forward(this.linear_1.forward(normedZ, { activation: 'gelu' }), { residual });
   }
 
   /**

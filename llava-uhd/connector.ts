@@ -30,7 +30,7 @@ class MergeRound extends Module {
   /** x: [1, sum(h*w), d] over `grids` -> [1, sum(h*w)/4, out]. */
   forward(x: Tensor, grids: ViewGrid[]): Tensor {
     const z = unshuffleViews(x, grids);
-    return this.linear_2.forward(ag.gelu(this.linear_1.forward(this.pre_norm.forward(z)), 'none'));
+    return this.linear_2.forward(this.linear_1.forward(this.pre_norm.forward(z), { activation: 'geluErf' }));
   }
 }
 

@@ -4,7 +4,6 @@
  * sequence; attention stays within each view (segment ids), and D merges each view's 2x2
  * windows so the layers after k see a quarter of the tokens.
  */
-import * as ag from '../autograd/index.js';
 import { LayerNorm, MLP, Module, MultiHeadAttention, PatchEmbed, Embedding } from '../nn/index.js';
 import { tensor, type Device, type Tensor } from '../tensor/index.js';
 import type { InitOptions } from '../nn/init.js';
@@ -96,12 +95,12 @@ export class EncoderLayer extends Module {
   }
   /** x: [1, N, d]; segmentIds [1, N] keep attention within each view. */
   forward(x: Tensor, segmentIds: Tensor): Tensor {
-    const y = ag.add(x, this.self_attn.forward(this.layer_norm1.forward(x), { segmentIds }));
-    return ag.add(y, this.mlp.forward(this.layer_norm2.forward(y)));
+    const y = this.self_attn.forward(this.layer_norm1.forward(x), { segmentIds, residual: x });
+    return this.mlp.forward(this.layer_norm2.forward(y), y);
   }
   /** The MLP sub-block alone: x + fc2(gelu(fc1(LN2 x))) (what D's initialisation reproduces). */
   mlpBlock(x: Tensor): Tensor {
-    return ag.add(x, this.mlp.forward(this.layer_norm2.forward(x)));
+    return this.mlp.forward(this.layer_norm2.forward(x), x);
   }
 }
 
@@ -140,19 +139,13 @@ export class VisionTower extends Module {
   embed(pixels: Tensor[]): { x: Tensor; grids: ViewGrid[] } {
     const p = this.config.patch_size;
     const side = this.config.position_embedding_side ?? 70;
-    const grids: ViewGrid[] = [];
-    const parts = pixels.map((px) => {
-      const [, H, W] = px.shape;
-      const grid = { h: H / p, w: W / p };
-      grids.push(grid);
-      const batch = ag.unsqueeze(px, 0);
-      const tokens = this.embeddings.patch_embedding.forward(batch); // [1, h*w, d]
-      const ids = tensor(positionIds(grid, side), { dtype: 'int32', device: px.device });
-      const pos = this.embeddings.position_embedding.forward(ids); // [h*w, d]
-      ids.dispose();
-      return ag.add(tokens, pos);
-    });
-    return { x: parts.length === 1 ? parts[0] : ag.concat(parts, 1), grids };
+    const grids = pixels.map((px) => ({ h: px.shape[1] / p, w: px.shape[2] / p }));
+    // every view's patches in one linear layer, every view's position rows in one lookup
+    const ids = tensor(grids.flatMap((g) => positionIds(g, side)), { dtype: 'int32', device: pixels[0].device });
+    const pos = this.embeddings.position_embedding.forward(ids); // [sum(h*w), d]
+    ids.dispose();
+    const x = this.embeddings.patch_embedding.forwardViews(pixels, pos); // [1, sum(h*w), d]
+    return { x, grids };
   }
 
   /**

@@ -97,6 +97,8 @@ export interface AttentionCall {
   /** Position of the first token (for RoPE); defaults to the cache length. */
   start?: number;
   cache?: KVCache;
+  /** Added to the output (a block's skip connection), fused into the output projection. */
+  residual?: Tensor;
 }
 
 /**
@@ -150,7 +152,7 @@ export class MultiHeadAttention extends Module {
     if (!Number.isInteger(this.headDim) || this.heads % this.kvHeads) {
       throw new Error(`MultiHeadAttention: dim ${cfg.dim}, heads ${cfg.heads}, kvHeads ${this.kvHeads}, headDim ${this.headDim} are inconsistent`);
     }
-    const lin = { bias: cfg.bias ?? true, device: cfg.device, dtype: cfg.dtype };
+    const lin = { bias: cfg.bias ?? true, device: cfg.device, dtype: cfg.dtype, empty: cfg.empty, weightDtype: cfg.weightDtype };
     this.q_proj = this.module('q_proj', new Linear(cfg.dim, this.heads * this.headDim, lin));
     this.k_proj = this.module('k_proj', new Linear(cfg.dim, this.kvHeads * this.headDim, lin));
     this.v_proj = this.module('v_proj', new Linear(cfg.dim, this.kvHeads * this.headDim, lin));
@@ -205,6 +207,6 @@ export class MultiHeadAttention extends Module {
       padSegments.k.dispose();
     }
     const merged = ag.reshape(ag.permute(o, [0, 2, 1, 3]), [B, S, this.heads * this.headDim]);
-    return this.out.forward(merged);
+    return this.out.forward(merged, { residual: call.residual ?? null });
   }
 }

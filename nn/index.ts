@@ -10,3 +10,4 @@ export { AdamW, SGD, LRScheduler, warmupCosine, constant, clipGradNorm, clipGrad
 export * from './safetensors.js';
 export { saveCheckpoint, loadCheckpoint, CHECKPOINT_FORMAT, type TrainingState, type ResumeTargets } from './checkpoint.js';
 export { DecoderLayer, DecoderModel, CausalLM, type DecoderConfig } from './transformer.js';
+export * from './half-weights.js';

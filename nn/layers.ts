@@ -1,7 +1,8 @@
 /** The basic layers: Linear, LayerNorm, RMSNorm, Embedding, PatchEmbed, Dropout. */
 import * as ag from '../autograd/index.js';
 import { fmt } from '../tensor/shape.js';
-import { rand, type Tensor } from '../tensor/index.js';
+import { assign, rand, Tensor } from '../tensor/index.js';
+import type { LinearOptions as LinearCall } from '../tensor/ops/fused.js';
 import { normalInit, onesInit, zerosInit, type InitOptions } from './init.js';
 import { Module } from './module.js';
 
@@ -20,12 +21,16 @@ export class Linear extends Module {
     this.weight = this.param('weight', normalInit([outFeatures, inFeatures], opts.std ?? 1 / Math.sqrt(inFeatures), opts));
     this.bias = opts.bias === false ? null : this.param('bias', zerosInit([outFeatures], opts));
   }
-  forward(x: Tensor): Tensor {
+  /**
+   * One fused op where the backend has it (matmul with bias, activation and residual in its
+   * epilogue): `opts.activation` applies after the bias, `opts.residual` is added last (a
+   * block's skip connection), so `fc1.forward(x, { activation: 'gelu' })` is gelu(fc1(x)).
+   */
+  forward(x: Tensor, opts: LinearCall = {}): Tensor {
     if (x.shape[x.rank - 1] !== this.inFeatures) {
       throw new Error(`Linear: input ${fmt(x.shape)} has last dim ${x.shape[x.rank - 1]}, expected ${this.inFeatures}`);
     }
-    const y = ag.matmul(x, ag.transpose(this.weight));
-    return this.bias ? ag.add(y, this.bias) : y;
+    return ag.linear(x, this.weight, this.bias, opts);
   }
 }
 
@@ -95,7 +100,47 @@ export class PatchEmbed extends Module {
     const grid = ag.reshape(pixels, [B, C, H / p, p, W / p, p]);
     const patches = ag.reshape(ag.permute(grid, [0, 2, 4, 1, 3, 5]), [B, (H / p) * (W / p), C * p * p]);
     const w = ag.reshape(this.weight, [this.dim, C * p * p]);
-    return ag.add(ag.matmul(patches, ag.transpose(w)), this.bias);
+    return ag.linear(patches, w, this.bias);
+  }
+
+  /**
+   * Several views [C, H, W] (sizes may differ) at once: their patches become the rows of one
+   * matrix (one copy per view, no gradient needed for pixels), then one linear layer over all
+   * of them, with `residual` [sum(h*w), dim] (the position embeddings) added in its epilogue.
+   * Returns [1, sum(h*w), dim], views in order, each row-major over its patch grid. Pixels
+   * that require a gradient take the per-view path.
+   */
+  forwardViews(views: readonly Tensor[], residual: Tensor | null = null): Tensor {
+    const p = this.patch;
+    const C = this.channels;
+    for (const v of views) {
+      if (v.rank !== 3 || v.shape[0] !== C || v.shape[1] % p || v.shape[2] % p) {
+        throw new Error(`PatchEmbed: each view must be [${C}, H, W] with H, W multiples of ${p}, got ${fmt(v.shape)}`);
+      }
+    }
+    if (views.some((v) => v.requiresGrad)) {
+      const parts = views.map((v) => ag.reshape(this.forward(ag.unsqueeze(v, 0)), [-1, this.dim]));
+      const x = parts.length === 1 ? parts[0] : ag.concat(parts, 0);
+      const y = residual ? ag.add(x, residual) : x;
+      return ag.unsqueeze(y, 0);
+    }
+    const rows = views.reduce((n, v) => n + (v.shape[1] / p) * (v.shape[2] / p), 0);
+    const patches = Tensor.empty([rows, C * p * p], views[0].dtype, views[0].device);
+    let at = 0;
+    for (const v of views) {
+      const [, H, W] = v.shape;
+      const [h, w] = [H / p, W / p];
+      const region = patches.narrow(0, at, h * w).reshape([h, w, C, p, p]);
+      const grid = v.reshape([C, h, p, w, p]).permute([1, 3, 0, 2, 4]);
+      assign(region, grid);
+      region.dispose();
+      grid.dispose();
+      at += h * w;
+    }
+    const weight = ag.reshape(this.weight, [this.dim, C * p * p]);
+    const y = ag.linear(patches, weight, this.bias, { residual });
+    patches.dispose();
+    return ag.unsqueeze(y, 0);
   }
 }
 

@@ -13,8 +13,10 @@ export class MLP extends Module {
     this.fc1 = this.module('fc1', new Linear(dim, hidden, opts));
     this.fc2 = this.module('fc2', new Linear(hidden, dim, opts));
   }
-  forward(x: Tensor): Tensor {
-    return this.fc2.forward(ag.gelu(this.fc1.forward(x), this.approximate));
+  /** fc2(gelu(fc1 x)) (+ residual, fused into fc2 where the backend can). */
+  forward(x: Tensor, residual: Tensor | null = null): Tensor {
+    const h = this.fc1.forward(x, { activation: this.approximate === 'tanh' ? 'gelu' : 'geluErf' });
+    return this.fc2.forward(h, { residual });
   }
 }
 
@@ -30,7 +32,8 @@ export class SwiGLU extends Module {
     this.up_proj = this.module('up_proj', new Linear(dim, hidden, o));
     this.down_proj = this.module('down_proj', new Linear(hidden, dim, o));
   }
-  forward(x: Tensor): Tensor {
-    return this.down_proj.forward(ag.mul(ag.silu(this.gate_proj.forward(x)), this.up_proj.forward(x)));
+  /** down(silu(gate x) * up x) (+ residual, fused into down_proj where the backend can). */
+  forward(x: Tensor, residual: Tensor | null = null): Tensor {
+    return this.down_proj.forward(ag.mul(ag.silu(this.gate_proj.forward(x)), this.up_proj.forward(x)), { residual });
   }
 }

@@ -21,7 +21,7 @@
  * `memory()` flat.
  */
 import { noGrad, zeroGrad as clearGrads } from '../autograd/index.js';
-import { add, adamwStep, assign, cast, clone, div, keep, minimum, mul, sqrt, sub, sum, tidy, Tensor, zeros } from '../tensor/index.js';
+import { add, adamwStep, adamwSteps, assign, cast, clone, div, keep, minimum, mul, scaleMany, sqrt, sub, sumOfSquares, tidy, Tensor, zeros, type AdamWItem } from '../tensor/index.js';
 import { fmt, shapesEqual } from '../tensor/shape.js';
 
 // ---- the LLaVA-UHD recipe ------------------------------------------------------------------
@@ -372,8 +372,9 @@ export interface AdamWState extends ParamState {
 
 /**
  * AdamW as torch.optim.AdamW: p <- p(1 - lr wd) - lr m̂ / (sqrt(v̂) + eps), with bias-corrected
- * moments m̂ = m / (1 - b1^t), v̂ = v / (1 - b2^t), t counted per parameter. Each update is
- * one fused kernel (`adamwStep`): one dispatch per parameter, no allocation after the first.
+ * moments m̂ = m / (1 - b1^t), v̂ = v / (1 - b2^t), t counted per parameter. A step is one
+ * multi-tensor call (`adamwSteps`): on WebGPU a dispatch per few parameters, no allocation
+ * after the first.
  */
 export class AdamW extends Optimizer<AdamWState> {
   readonly beta1: number;
@@ -393,6 +394,20 @@ export class AdamW extends Optimizer<AdamWState> {
     checkNonNegative('AdamW', 'eps', this.eps);
   }
 
+  /** Every parameter's update in one multi-tensor call (a few dispatches on WebGPU, not one per parameter). */
+  override step(): void {
+    this.pending = [];
+    try {
+      super.step();
+      adamwSteps(this.pending);
+    } finally {
+      this.pending = null;
+    }
+  }
+
+  /** Items collected by `update` during `step` (null outside it: update steps at once). */
+  private pending: AdamWItem[] | null = null;
+
   protected update(p: Tensor, grad: Tensor, group: ParamGroup): void {
     let s = this.state.get(p);
     if (!s) {
@@ -401,14 +416,16 @@ export class AdamW extends Optimizer<AdamWState> {
       this.state.set(p, s);
     }
     s.step++;
-    adamwStep(p, grad, s.m, s.v, {
+    const h = {
       lr: group.lr,
       beta1: this.beta1,
       beta2: this.beta2,
       eps: this.eps,
       weightDecay: group.weightDecay,
       step: s.step,
-    });
+    };
+    if (this.pending) this.pending.push({ param: p, grad, m: s.m, v: s.v, h });
+    else adamwStep(p, grad, s.m, s.v, h);
   }
 
   protected groupHyper(): Record<string, unknown> {
@@ -550,23 +567,28 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): Tensor 
   }
   return noGrad(() => {
     const norm = tidy(() => {
-      let total: Tensor | null = null;
+      // one multi-tensor reduction per dtype (a few dispatches on WebGPU, not three per grad)
+      const byDtype = new Map<string, Tensor[]>();
       for (const p of withGrad) {
         const g = p.grad!;
-        let sq = sum(mul(g, g));
+        let list = byDtype.get(g.dtype);
+        if (!list) byDtype.set(g.dtype, (list = []));
+        list.push(g);
+      }
+      let total: Tensor | null = null;
+      for (const grads of byDtype.values()) {
+        let sq = sumOfSquares(grads);
         if (sq.dtype !== first.dtype) sq = cast(sq, first.dtype);
         total = total ? add(total, sq) : sq;
       }
       return sqrt(total!);
     });
     const scale = tidy(() => minimum(div(maxNorm, add(norm, 1e-6)), 1));
-    for (const p of withGrad) {
-      const g = p.grad!;
-      const s = scale.dtype === g.dtype ? scale : cast(scale, g.dtype);
-      p.grad = keep(mul(g, s));
-      if (s !== scale) s.dispose();
-      g.dispose();
-    }
+    const scaled = scaleMany(withGrad.map((p) => p.grad!), scale);
+    withGrad.forEach((p, i) => {
+      p.grad!.dispose();
+      p.grad = keep(scaled[i]);
+    });
     scale.dispose();
     return norm;
   });

@@ -54,8 +54,8 @@ export class DecoderLayer extends Module {
   }
   /** h: [B, S, hidden]; causal self-attention (segment ids restrict it further for packed samples). */
   forward(h: Tensor, call: { cache?: KVCache; segmentIds?: Tensor } = {}): Tensor {
-    const a = ag.add(h, this.self_attn.forward(this.input_layernorm.forward(h), { causal: true, ...call }));
-    return ag.add(a, this.mlp.forward(this.post_attention_layernorm.forward(a)));
+    const a = this.self_attn.forward(this.input_layernorm.forward(h), { causal: true, ...call, residual: h });
+    return this.mlp.forward(this.post_attention_layernorm.forward(a), a);
   }
 }
 

@@ -1,4 +1,4 @@
-import type { DType, TypedArray } from './dtype.js';
+import type { DType, HalfDType, TypedArray } from './dtype.js';
 import type { Device, Storage } from './storage.js';
 import type { Tensor } from './tensor.js';
 
@@ -42,13 +42,47 @@ export interface AdamWHyper {
   step: number;
 }
 
+/** Activations a fused linear layer applies (GELU tanh form, GELU erf form). */
+export type LinearActivation = 'none' | 'gelu' | 'geluErf';
+
+/** One parameter's AdamW step, for the multi-tensor update. */
+export interface AdamWItem {
+  param: Tensor;
+  grad: Tensor;
+  m: Tensor;
+  v: Tensor;
+  h: AdamWHyper;
+}
+
+/**
+ * Fused ops, all optional. A backend with a kernel for one implements the method and returns
+ * true; without one (or declining a call: a dtype, a view, fusion switched off) it leaves the
+ * method out or returns false, and the front end in tensor/ops/fused.ts composes plain ops,
+ * which is also the op's reference. Adding one: a method here, its front end (validation, then
+ * `backend.op?.(...) || composition`), a kernel, and a test comparing kernel and composition.
+ */
+export interface FusedOps {
+  /**
+   * out = act(x @ weightᵀ + bias) + residual; preact (when given) = x @ weightᵀ + bias.
+   * x: [M, K], weight: [N, K], bias: [N] or null, residual: [M, N] or null (unit column stride),
+   * out and preact fresh contiguous [M, N].
+   */
+  linear?(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null, act: LinearActivation, out: Tensor, preact: Tensor | null): boolean;
+  /** Every item's AdamW step (as `adamw`), in as few dispatches as the device allows. */
+  adamwMany?(items: readonly AdamWItem[]): boolean;
+  /** out (0-d) = the sum of the squares of every element of every x (dense tensors, one dtype). */
+  sumOfSquares?(xs: readonly Tensor[], out: Tensor): boolean;
+  /** outs[i] = xs[i] * scale (scale 0-d; outs fresh, contiguous). */
+  scaleMany?(xs: readonly Tensor[], scale: Tensor, outs: readonly Tensor[]): boolean;
+}
+
 /**
  * What a device must implement. Every method receives tensors that may be strided views
  * and writes into `out`, a fresh contiguous tensor the front end allocated with `alloc`.
  * Validation happens in the front end (tensor/ops/*), so a backend may assume
  * shapes, dtypes and devices are consistent.
  */
-export interface Backend {
+export interface Backend extends FusedOps {
   readonly device: Device;
   alloc(numel: number, dtype: DType): Storage;
   /** A new storage holding a copy of `data`. */
@@ -97,6 +131,11 @@ export interface Backend {
   attentionGrad(q: Tensor, k: Tensor, v: Tensor, params: AttentionParams, gOut: Tensor, gq: Tensor, gk: Tensor, gv: Tensor): void;
   /** One AdamW step in place on contiguous param, m, v (grad may be a view). */
   adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, h: AdamWHyper): void;
+
+  /** A half tensor's storage from its raw bits (optional: backends with half storage). */
+  uploadHalf?(bits: Uint16Array, dtype: HalfDType): Storage;
+  /** Writes raw little-endian bytes into a storage at a byte offset (streamed checkpoint loading). */
+  writeBytes?(dst: Storage, byteOffset: number, bytes: Uint8Array): void;
 
   /** Waits for all queued work (no-op on the CPU). */
   sync(): Promise<void>;

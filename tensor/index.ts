@@ -10,7 +10,7 @@ export * as ops from './ops/index.js';
 export * from './ops/index.js';
 export { manualSeed, getRngState, setRngState } from './random.js';
 export { tidy, keep, memory, type MemoryInfo } from './memory.js';
-export { registerBackend, getBackend, hasBackend, type Backend, type AttentionParams, type AdamWHyper, type UnaryOp, type BinaryOp, type ReduceOp, UNARY_OPS, BINARY_OPS } from './backend.js';
+export { registerBackend, getBackend, hasBackend, type Backend, type AttentionParams, type AdamWHyper, type AdamWItem, type FusedOps, type LinearActivation, type UnaryOp, type BinaryOp, type ReduceOp, UNARY_OPS, BINARY_OPS } from './backend.js';
 export type { DType, TypedArray } from './dtype.js';
 export type { Device } from './storage.js';
 export { Storage } from './storage.js';

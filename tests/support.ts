@@ -4,14 +4,18 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect } from 'vitest';
-import { initWebGPU, shutdown } from '../kernels/index.js';
+import { gpuContext, initWebGPU, shutdown } from '../kernels/index.js';
 import * as uhd from '../tensor/index.js';
 import type { DType, Tensor, TypedArray } from '../tensor/index.js';
 
-/** Opens the device before the file's tests and destroys it after (so the process can exit). */
+/**
+ * Opens the device before the file's tests and destroys it after (so the process can exit).
+ * Index checks are on, so an out-of-range gather fails on WebGPU as it does on the CPU.
+ */
 export function useWebGPU(): void {
   beforeAll(async () => {
     await initWebGPU();
+    gpuContext().tuning.checkIndices = true;
   });
   afterAll(() => {
     shutdown();

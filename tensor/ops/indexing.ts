@@ -1,6 +1,7 @@
 /** Gathering, scattering and joining. */
 import { fmt, normalizeDim } from '../shape.js';
 import type { Tensor } from '../tensor.js';
+import { isHalf } from '../dtype.js';
 import { backendFor, empty, requireDtype, requireSameDtype } from './common.js';
 
 function checkIndex(op: string, x: Tensor, dim: number, index: Tensor): void {
@@ -24,7 +25,8 @@ export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   const backend = backendFor('gather', x, index);
   const d = normalizeDim('gather', dim, x.rank);
   checkIndex('gather', x, d, index);
-  const out = empty(index.shape, x.dtype, x.device);
+  // a half table (bfloat16 embeddings) gathers into float32
+  const out = empty(index.shape, isHalf(x.dtype) ? 'float32' : x.dtype, x.device);
   backend.gather(x, d, index, out);
   return out;
 }

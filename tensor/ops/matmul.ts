@@ -1,6 +1,7 @@
 /** Batched matrix multiply with NumPy broadcasting over the batch dims. */
 import { broadcastShapes, fmt } from '../shape.js';
 import type { Tensor } from '../tensor.js';
+import { isHalf } from '../dtype.js';
 import { backendFor, empty, requireDtype, requireSameDtype } from './common.js';
 
 /**
@@ -10,7 +11,8 @@ import { backendFor, empty, requireDtype, requireSameDtype } from './common.js';
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   const backend = backendFor('matmul', a, b);
-  requireSameDtype('matmul', a, b);
+  // half weights (bfloat16, float16) on the b side, with float32 a and out
+  if (!(isHalf(b.dtype) && a.dtype === 'float32')) requireSameDtype('matmul', a, b);
   requireDtype('matmul', 'a', a, ['float32', 'float64']);
   if (a.rank === 0 || b.rank === 0) throw new Error(`matmul: operands must have rank >= 1, got ${fmt(a.shape)} and ${fmt(b.shape)}`);
   const a2 = a.rank === 1 ? a.unsqueeze(0) : a;

@@ -53,6 +53,14 @@ export const CASES: OpCase[] = [
     arb: fc.record({ shapes: fc.tuple(dim(), dim(), dim(), dim(3)).map(([m, k, n, b]) => [[b, m, k], [n, k]]), p }),
     fn: ([a, b]) => ag.matmul(a, ag.transpose(b)),
   },
+  {
+    name: 'linear (bias, activation, residual: fused on WebGPU)',
+    arb: fc.record({ shapes: fc.tuple(dim(), dim(), dim(), dim(3)).map(([m, k, n, b]) => [[b, m, k], [n, k], [n], [b, m, n]]), p }),
+    fn: ([x, w, b, r], k) => ag.linear(x, w, k % 2 ? b : null, {
+      activation: (['none', 'gelu', 'geluErf'] as const)[k % 3],
+      residual: (k >> 2) % 2 ? r : null,
+    }),
+  },
   { name: 'matmul (vector)', arb: fc.record({ shapes: fc.tuple(dim(), dim()).map(([k, n]) => [[k], [k, n]]), p }), fn: ([a, b]) => ag.matmul(a, b) },
   {
     name: 'attention (GQA, causal or segments)',

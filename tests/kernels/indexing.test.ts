@@ -5,6 +5,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { gpuContext } from '../../kernels/index.js';
 import * as uhd from '../../tensor/index.js';
 import type { DType, Tensor } from '../../tensor/index.js';
 import { agree, arbShape, arbView, expectClose, makeView, PROP, useWebGPU, type Tolerance, type ViewRecipe } from '../support.js';
@@ -186,14 +187,37 @@ describe('out-of-range indices', () => {
     for (const t of [x, bad, neg]) t.dispose();
   });
 
-  it('on WebGPU, gather writes 0 and scatterAdd drops the contribution', async () => {
+  it('on WebGPU with index checks (as the tests run), the next read-back throws naming the index, as the CPU does', async () => {
+    const c = gpuContext();
+    expect(c.tuning.checkIndices).toBe(true);
     const x = uhd.tensor([[1, 2, 3], [4, 5, 6]], { device: 'webgpu' });
-    const idx = uhd.tensor([[7, -1, 1]], { dtype: 'int32', device: 'webgpu' });
+    const idx = uhd.tensor([[7, 0, 1]], { dtype: 'int32', device: 'webgpu' });
     const g = uhd.gather(x, 0, idx);
+    await expect(g.data()).rejects.toThrow('gather: index 7 is out of range for a dim of size 2');
+    const emb = uhd.indexSelect(x, 1, uhd.tensor([0, -1], { dtype: 'int32', device: 'webgpu' }));
+    await expect(c.sync()).rejects.toThrow('gather: index -1 is out of range for a dim of size 3');
     const s = uhd.scatterAdd(x, 0, idx, x);
-    expect(Array.from(await g.data())).toEqual([0, 0, 6]);
-    expect(Array.from(await s.data())).toEqual([1, 2, 3, 4, 5, 9]);
-    for (const t of [x, idx, g, s]) t.dispose();
+    await expect(s.data()).rejects.toThrow('scatterAdd: index 7 is out of range for a dim of size 2');
+    // reported once: the record is reset, and in-range work reads back normally after
+    const ok = uhd.gather(x, 0, uhd.tensor([[1, 0, 1]], { dtype: 'int32', device: 'webgpu' }));
+    expect(Array.from(await ok.data())).toEqual([4, 2, 6]);
+    for (const t of [x, idx, g, emb, s, ok]) t.dispose();
+  });
+
+  it('without index checks, gather writes 0 and scatterAdd drops the contribution, never touching memory outside the dim', async () => {
+    const c = gpuContext();
+    c.tuning.checkIndices = false;
+    try {
+      const x = uhd.tensor([[1, 2, 3], [4, 5, 6]], { device: 'webgpu' });
+      const idx = uhd.tensor([[7, -1, 1]], { dtype: 'int32', device: 'webgpu' });
+      const g = uhd.gather(x, 0, idx);
+      const s = uhd.scatterAdd(x, 0, idx, x);
+      expect(Array.from(await g.data())).toEqual([0, 0, 6]);
+      expect(Array.from(await s.data())).toEqual([1, 2, 3, 4, 5, 9]);
+      for (const t of [x, idx, g, s]) t.dispose();
+    } finally {
+      c.tuning.checkIndices = true;
+    }
   });
 });
 

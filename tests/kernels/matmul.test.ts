@@ -210,6 +210,11 @@ describe('kernel variants', () => {
     expect(chooseConfig(1, 4096, 1, true).bm).toBe(4);
     expect(chooseConfig(4096, 1, 1, true).bn).toBe(4);
     expect(chooseConfig(1024, 1024, 1, true)).toEqual(CPU_TILES[0].config);
+    // narrow outputs: no 128-wide tile padded 2-4x
+    expect(chooseConfig(2048, 32, 1, true).bn).toBe(32);
+    expect(chooseConfig(2048, 48, 1, true).bn).toBe(64);
+    expect(chooseConfig(2048, 64, 1, true).bn).toBe(64);
+    expect(chooseConfig(2048, 96, 1, true).bn).toBe(128);
     expect(chooseConfig(4096, 4096, 1, false)).toEqual(GPU_TILES[0].config);
   });
 });

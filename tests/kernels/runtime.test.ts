@@ -111,6 +111,67 @@ describe('webgpu runtime', () => {
     c.releaseBuffer(big);
   });
 
+  it('a repeated dispatch reuses its pipeline and bind group: the WGSL is neither rebuilt nor bound anew', async () => {
+    const c = gpuContext();
+    const x = uhd.randn([300], { device: 'webgpu' });
+    const y = uhd.randn([300], { device: 'webgpu' });
+    const step = () => uhd.tidy(() => x.mul(y).add(1).exp().sum());
+    for (let i = 0; i < 2; i++) {
+      const s = step();
+      await s.data();
+      s.dispose();
+    }
+    const before = { ...c.stats };
+    const pipelines = c.pipelineCount;
+    for (let i = 0; i < 20; i++) {
+      const s = step();
+      await s.data(); // as a training step reads its loss
+      s.dispose();
+    }
+    expect(c.stats.dispatches - before.dispatches).toBeGreaterThanOrEqual(80);
+    expect(c.pipelineCount).toBe(pipelines);
+    // the same sizes come back from the pool in the same order, so the same bind groups serve
+    expect(c.stats.bindGroupsCreated - before.bindGroupsCreated).toBe(0);
+    expect(c.stats.buffersCreated - before.buffersCreated).toBe(0);
+    let built = 0;
+    const code = () => {
+      built++;
+      return '@group(0) @binding(1) var<storage, read_write> o: array<f32>;\n@compute @workgroup_size(1) fn main() { o[0] = 7.0; }';
+    };
+    const out = uhd.zeros([4], { device: 'webgpu' });
+    const buffer = (out.storage as unknown as { buffer: GPUBuffer }).buffer;
+    for (let i = 0; i < 3; i++) c.dispatch({ label: 'keyed', key: 'test|keyed-seven', code, buffers: [buffer], workgroups: [1] });
+    expect(built).toBe(1);
+    expect((await out.data())[0]).toBe(7);
+    for (const t of [x, y, out]) t.dispose();
+  });
+
+  it('a kernel given more or fewer buffers than it declares is refused by name', () => {
+    const c = gpuContext();
+    const buf = c.acquireBuffer(16);
+    const code = '@group(0) @binding(1) var<storage, read_write> o: array<f32>;\n@compute @workgroup_size(1) fn main() { o[0] = 1.0; }';
+    expect(() => c.dispatch({ label: 'miscounted', code, buffers: [buf, buf], workgroups: [1] })).toThrow(/miscounted: the kernel declares 1 storage bindings but 2 buffers/);
+    c.releaseBuffer(buf);
+  });
+
+  it('Dawn toggles and extra features pass through initWebGPU and are reported', () => {
+    const script = `
+      import { initWebGPU, shutdown } from './kernels/index.ts';
+      import * as uhd from './tensor/index.ts';
+      const info = await initWebGPU({ dawn: { enableToggles: ['allow_unsafe_apis'], features: ['chromium-experimental-subgroup-matrix'] } });
+      const x = uhd.ones([4], { device: 'webgpu' });
+      console.log(JSON.stringify({ toggles: info.toggles, experimental: info.experimental, offered: info.adapterFeatures.includes('chromium-experimental-subgroup-matrix'), sum: await x.sum().item() }));
+      shutdown();`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: process.cwd(), timeout: 60_000, encoding: 'utf8' });
+    const line = r.stdout.split('\n').find((l) => l.startsWith('{'));
+    expect(line, r.stderr).toBeDefined();
+    const got = JSON.parse(line!) as { toggles: string[]; experimental: string[]; offered: boolean; sum: number };
+    expect(got.toggles).toEqual(['allow_unsafe_apis']);
+    expect(got.sum).toBe(4);
+    // opened only where the adapter offers it (llvmpipe does not)
+    expect(got.experimental).toEqual(got.offered ? ['chromium-experimental-subgroup-matrix'] : []);
+  });
+
   it('a process that uses the GPU and calls shutdown() exits by itself', () => {
     const script = `
       import { initWebGPU, shutdown } from './kernels/index.ts';

@@ -1,0 +1,99 @@
+/**
+ * `npm run bench:host [-- --steps N]`: dispatches, copies, submits and host µs per dispatch for
+ * training steps of the main job's tiny model and for a ViT encode, on WebGPU. Writes
+ * bench/results/host-cost.{md,json} with the load average beside the numbers.
+ *
+ * The first step of each setting compiles pipelines and is left out; the median of the rest
+ * is reported. With `--ab`, steps alternate between the runtime as shipped and with its
+ * host-side shortcuts and fused ops switched off (`gpuContext().tuning`), in one process, so
+ * both see the same load.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
+import { CONFIGS } from '../../llava-uhd/config.js';
+import { median } from '../lab/timing.js';
+import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, dflt: number) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const STEPS = flag('--steps', 4);
+const AB = args.includes('--ab');
+const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+
+const info = await initWebGPU();
+const c = gpuContext();
+const load0 = os.loadavg();
+
+type Mode = 'shipped' | 'plain';
+const modes: Mode[] = AB ? ['shipped', 'plain'] : ['shipped'];
+function setMode(m: Mode): void {
+  const t = c.tuning;
+  t.fused = m === 'shipped';
+  t.cacheBindGroups = m === 'shipped';
+}
+
+const results: { setting: string; mode: Mode; runs: HostCost[] }[] = [];
+async function bench(setting: string, run: () => Promise<HostCost>): Promise<void> {
+  const rows = new Map<Mode, HostCost[]>(modes.map((m) => [m, []]));
+  for (const m of modes) {
+    setMode(m);
+    await run(); // warm: pipelines compile
+  }
+  for (let i = 0; i < STEPS; i++) {
+    for (const m of modes) {
+      setMode(m);
+      rows.get(m)!.push(await run());
+    }
+  }
+  setMode('shipped');
+  for (const m of modes) results.push({ setting, mode: m, runs: rows.get(m)! });
+}
+
+try {
+  const train = await trainStepFixture();
+  let i = 0;
+  await bench('train step (tiny-demo stage 2, batch 8, 9 slices)', () => train.step(i++));
+  train.dispose();
+  const vit = await vitEncodeFixture(CONFIGS.tiny, 448);
+  await bench('ViT encode (tiny d=32 L=4, D k=1, one 448x448 view)', () => vit.encode());
+  vit.dispose();
+} finally {
+  shutdown();
+}
+const load1 = os.loadavg();
+
+const summary = results.map(({ setting, mode, runs }) => {
+  const m = (f: (r: HostCost) => number) => median(runs.map(f));
+  return {
+    setting, mode, samples: runs.length,
+    wallMs: m((r) => r.wallMs), hostMs: m((r) => r.hostMs), submitMs: m((r) => r.submitMs), waitMs: m((r) => r.waitMs),
+    dispatches: m((r) => r.dispatches), copies: m((r) => r.copies), submits: m((r) => r.submits),
+    hostUsPerDispatch: m((r) => r.hostUsPerDispatch),
+    byLabel: runs[runs.length - 1].byLabel.slice(0, 12),
+  };
+});
+const date = new Date().toISOString();
+const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}`;
+const adapter = `${info.backend}/${info.featureLevel}: ${info.description}`;
+const loadText = `load average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after`;
+const lines = [
+  '# host-cost', '',
+  `${date} · ${machine} · adapter: ${adapter} · ${loadText}`, '',
+  'Host µs per dispatch = (wall − time inside queue.submit − waits for read-backs) / dispatches: our JavaScript and',
+  "Dawn's encoding on the main thread. Median of the steps after a warm-up one." + (AB ? ' `plain`: the same run with fused ops and bind-group caching off (interleaved).' : ''), '',
+  '| setting | mode | dispatches | copies | submits | wall ms | host ms | submit ms | host µs/dispatch |',
+  '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+  ...summary.map((s) => `| ${s.setting} | ${s.mode} | ${s.dispatches} | ${s.copies} | ${s.submits} | ${s.wallMs.toFixed(0)} | ${s.hostMs.toFixed(0)} | ${s.submitMs.toFixed(0)} | ${s.hostUsPerDispatch.toFixed(1)} |`),
+  '',
+  ...summary.map((s) => `- ${s.setting}, ${s.mode}: ${s.byLabel.map(([k, v]) => `${k} ${v}`).join(', ')}`),
+];
+mkdirSync(OUT, { recursive: true });
+writeFileSync(join(OUT, 'host-cost.md'), lines.join('\n') + '\n');
+writeFileSync(join(OUT, 'host-cost.json'), JSON.stringify({ date, machine, adapter, loadavg: { before: load0, after: load1 }, summary, results }, null, 1) + '\n');
+console.log(lines.join('\n'));

@@ -1,0 +1,373 @@
+/**
+ * Multi-tensor kernels: one dispatch walks several tensors, each bound on its own (WGSL cannot
+ * index across bindings, so a `switch` on the slot picks the binding). A workgroup covers
+ * CHUNK consecutive elements of one slot; the uniforms hold each slot's element count, its
+ * first workgroup and its element offsets. Slots per dispatch are bounded by the adapter's
+ * storage bindings (16 on llvmpipe, 8 by WebGPU's default), at most MAX_SLOTS.
+ *
+ * A tensor larger than one binding (`gpuContext().bindingLimit`) is cut into windows of
+ * `windowElements()` elements, each a slot of its own bound to a byte range of the buffer:
+ * nothing here is limited by maxStorageBufferBindingSize.
+ *
+ *   - adamwMany: the AdamW step of many parameters (p, g, m, v per slot);
+ *   - sumOfSquares: partial sums of x² per workgroup, then one workgroup adds the partials;
+ *   - scaleMany: out_i = x_i * s (the gradient clipping's rescale).
+ */
+import type { AdamWItem } from '../tensor/backend.js';
+import { Tensor } from '../tensor/tensor.js';
+import { adamw } from './optim.js';
+import { bindWindow, bufferOf, ctx, windowElements, type BufferBinding } from './runtime.js';
+
+const WG = 256;
+/** Elements per workgroup (4 per thread). */
+const CHUNK = WG * 4;
+const MAX_SLOTS = 8;
+
+/** A piece of work for one slot: `count` elements of each of its tensors, from `start`. */
+interface Piece<T> {
+  item: T;
+  tensors: Tensor[];
+  start: number;
+  count: number;
+}
+
+/** True when `t` is a dense row-major block of its storage (at any offset). */
+function isDense(t: Tensor): boolean {
+  let expected = 1;
+  for (let d = t.rank - 1; d >= 0; d--) {
+    if (t.shape[d] !== 1 && t.strides[d] !== expected) return false;
+    expected *= t.shape[d];
+  }
+  return true;
+}
+
+/** Cuts every item into windows that fit one binding each. */
+function piecesOf<T>(items: readonly T[], tensorsOf: (it: T) => Tensor[]): Piece<T>[] {
+  const w = windowElements();
+  const limit = ctx().bindingLimit;
+  const out: Piece<T>[] = [];
+  for (const item of items) {
+    const tensors = tensorsOf(item);
+    const n = tensors[0].size;
+    // a tensor whose whole buffer fits one binding is bound whole (one slot, one bind group)
+    const step = tensors.every((t) => ctx().bufferSize(bufferOf(t)) <= limit) ? n : w;
+    for (let start = 0; start < n; start += step) out.push({ item, tensors, start, count: Math.min(step, n - start) });
+  }
+  return out;
+}
+
+/** Slots per dispatch when each slot binds `perSlot` buffers and `shared` more are bound once. */
+function slotsPerDispatch(perSlot: number, shared: number): number {
+  const limit = ctx().limits.maxStorageBuffersPerShaderStage;
+  return Math.max(1, Math.min(MAX_SLOTS, Math.floor((limit - shared) / perSlot)));
+}
+
+/**
+ * Uniforms: per slot a vec4u (count, first workgroup, -, -) and a vec4u of element offsets
+ * (one per tensor of the slot), then a vec4f of per-slot floats, then 4 shared floats.
+ */
+function uniforms(slots: { count: number; wg0: number; offs: number[]; floats: number[] }[], shared: number[], extraU32: number[] = []): ArrayBuffer {
+  const buf = new ArrayBuffer(MAX_SLOTS * 48 + 32);
+  const u = new Uint32Array(buf);
+  const f = new Float32Array(buf);
+  slots.forEach((s, i) => {
+    u[i * 4] = s.count;
+    u[i * 4 + 1] = s.wg0;
+    s.offs.forEach((o, j) => (u[MAX_SLOTS * 4 + i * 4 + j] = o));
+    s.floats.forEach((x, j) => (f[MAX_SLOTS * 8 + i * 4 + j] = x));
+  });
+  shared.forEach((x, j) => (f[MAX_SLOTS * 12 + j] = x));
+  extraU32.forEach((x, j) => (u[MAX_SLOTS * 12 + 4 + j] = x));
+  return buf;
+}
+
+const UNIFORMS_WGSL = /* wgsl */ `
+struct Params {
+  slot: array<vec4u, ${MAX_SLOTS}>,   // count, first workgroup
+  offs: array<vec4u, ${MAX_SLOTS}>,   // element offsets of the slot's tensors
+  hyper: array<vec4f, ${MAX_SLOTS}>,  // per-slot floats
+  glob: vec4f,
+  extra: vec4u,
+}
+@group(0) @binding(0) var<uniform> P: Params;
+`;
+
+/** WGSL that finds this workgroup's slot `s` and its chunk's first element `base` within the slot. */
+function slotLookup(slots: number): string {
+  return `
+  let w = wid.y * nwg.x + wid.x;
+  var s = 0u;
+  for (var i = 1u; i < ${slots}u; i++) { if (w >= P.slot[i].y && P.slot[i].x > 0u) { s = i; } }
+  let base = (w - P.slot[s].y) * ${CHUNK}u;
+  let count = P.slot[s].x;`;
+}
+
+const MAIN_ARGS = '@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u';
+
+/** Groups pieces into dispatches of at most `per` slots and queues each. */
+function run<T>(pieces: Piece<T>[], per: number, queue: (group: Piece<T>[], wg0: number[], workgroups: number) => void): void {
+  for (let i = 0; i < pieces.length; i += per) {
+    const group = pieces.slice(i, i + per);
+    const wg0: number[] = [];
+    let total = 0;
+    for (const p of group) {
+      wg0.push(total);
+      total += Math.ceil(p.count / CHUNK);
+    }
+    if (total > 0) queue(group, wg0, total);
+  }
+}
+
+/** 2-d grid for `total` workgroups. */
+function gridOf(total: number): [number, number] {
+  const max = ctx().limits.maxComputeWorkgroupsPerDimension;
+  if (total <= max) return [total, 1];
+  const y = Math.ceil(total / max);
+  return [Math.ceil(total / y), y];
+}
+
+// ---- AdamW ---------------------------------------------------------------------------------
+
+function adamwWgsl(slots: number): string {
+  const decls: string[] = [];
+  const cases: string[] = [];
+  for (let s = 0; s < slots; s++) {
+    const b = 1 + 4 * s;
+    decls.push(`@group(0) @binding(${b}) var<storage, read_write> p${s}: array<f32>;
+@group(0) @binding(${b + 1}) var<storage, read> g${s}: array<f32>;
+@group(0) @binding(${b + 2}) var<storage, read_write> m${s}: array<f32>;
+@group(0) @binding(${b + 3}) var<storage, read_write> v${s}: array<f32>;`);
+    cases.push(`    case ${s}u: {
+      let gi = g${s}[o.y + i];
+      let mi = b1 * m${s}[o.z + i] + (1.0 - b1) * gi;
+      let vi = b2 * v${s}[o.w + i] + (1.0 - b2) * gi * gi;
+      m${s}[o.z + i] = mi;
+      v${s}[o.w + i] = vi;
+      p${s}[o.x + i] = p${s}[o.x + i] * h.y - h.x * (mi / h.z) / (sqrt(vi / h.w) + eps);
+    }`);
+  }
+  return /* wgsl */ `${UNIFORMS_WGSL}
+${decls.join('\n')}
+
+// per slot: hyper = (lr, 1 - lr * weight decay, 1 - beta1^t, 1 - beta2^t); glob = (beta1, beta2, eps)
+@compute @workgroup_size(${WG})
+fn main(${MAIN_ARGS}) {
+${slotLookup(slots)}
+  let o = P.offs[s];
+  let h = P.hyper[s];
+  let b1 = P.glob.x;
+  let b2 = P.glob.y;
+  let eps = P.glob.z;
+  for (var k = 0u; k < 4u; k++) {
+    let i = base + k * ${WG}u + lid.x;
+    if (i >= count) { break; }
+    switch s {
+${cases.join('\n')}
+      default: {}
+    }
+  }
+}`;
+}
+
+/**
+ * AdamW for many parameters: float32, param/m/v contiguous, grad dense (at any offset). Items
+ * that share beta1, beta2 and eps run together; others (or a grad that is a strided view)
+ * fall back to the one-parameter kernel.
+ */
+export function adamwMany(items: readonly AdamWItem[]): boolean {
+  const c = ctx();
+  if (!c.tuning.fused) return false;
+  const groups = new Map<string, AdamWItem[]>();
+  for (const it of items) {
+    if (it.param.size === 0) continue;
+    if (it.param.dtype !== 'float32' || !isDense(it.grad)) {
+      adamw(it.param, it.grad, it.m, it.v, it.h);
+      continue;
+    }
+    const key = `${it.h.beta1},${it.h.beta2},${it.h.eps}`;
+    let g = groups.get(key);
+    if (!g) groups.set(key, (g = []));
+    g.push(it);
+  }
+  const per = slotsPerDispatch(4, 0);
+  for (const list of groups.values()) {
+    const { beta1, beta2, eps } = list[0].h;
+    const pieces = piecesOf(list, (it) => [it.param, it.grad, it.m, it.v]);
+    run(pieces, per, (group, wg0, total) => {
+      const buffers: BufferBinding[] = [];
+      const slots = group.map((p, i) => {
+        const w = p.tensors.map((t) => bindWindow(t, p.start, p.count));
+        buffers.push(...w.map((x) => x.binding));
+        const h = p.item.h;
+        return { count: p.count, wg0: wg0[i], offs: w.map((x) => x.elemOffset), floats: [h.lr, 1 - h.lr * h.weightDecay, 1 - h.beta1 ** h.step, 1 - h.beta2 ** h.step] };
+      });
+      c.dispatch({
+        label: 'adamwMany',
+        key: `adamwMany|${group.length}`,
+        code: () => adamwWgsl(group.length),
+        uniforms: uniforms(slots, [beta1, beta2, eps]),
+        buffers,
+        workgroups: gridOf(total),
+      });
+    });
+  }
+  return true;
+}
+
+// ---- sum of squares ------------------------------------------------------------------------
+
+function sumSquaresWgsl(slots: number): string {
+  const decls: string[] = [];
+  const cases: string[] = [];
+  for (let s = 0; s < slots; s++) {
+    decls.push(`@group(0) @binding(${s + 1}) var<storage, read> x${s}: array<f32>;`);
+    cases.push(`      case ${s}u: { let v = x${s}[o + i]; acc += v * v; }`);
+  }
+  return /* wgsl */ `${UNIFORMS_WGSL}
+${decls.join('\n')}
+@group(0) @binding(${slots + 1}) var<storage, read_write> partials: array<f32>;
+var<workgroup> sh: array<f32, ${WG}>;
+
+// extra.x: where this dispatch's partials begin
+@compute @workgroup_size(${WG})
+fn main(${MAIN_ARGS}) {
+${slotLookup(slots)}
+  let o = P.offs[s].x;
+  var acc = 0.0;
+  for (var k = 0u; k < 4u; k++) {
+    let i = base + k * ${WG}u + lid.x;
+    if (i >= count) { break; }
+    switch s {
+${cases.join('\n')}
+      default: {}
+    }
+  }
+  sh[lid.x] = acc;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lid.x < stride) { sh[lid.x] += sh[lid.x + stride]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { partials[P.extra.x + w] = sh[0]; }
+}`;
+}
+
+const FINAL_SUM_WGSL = /* wgsl */ `
+struct Params { n: u32, o_off: u32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> partials: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o: array<f32>;
+var<workgroup> sh: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_id) lid: vec3u) {
+  var acc = 0.0;
+  for (var i = lid.x; i < P.n; i += ${WG}u) { acc += partials[i]; }
+  sh[lid.x] = acc;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride / 2u) {
+    if (lid.x < stride) { sh[lid.x] += sh[lid.x + stride]; }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { o[P.o_off] = sh[0]; }
+}`;
+
+/** out (0-d, float32) = Σ x² over every element of every x (dense float32 tensors). */
+export function sumOfSquares(xs: readonly Tensor[], out: Tensor): boolean {
+  const c = ctx();
+  if (!c.tuning.fused || xs.some((x) => x.dtype !== 'float32' || !isDense(x))) return false;
+  const pieces = piecesOf(xs.filter((x) => x.size > 0), (x) => [x]);
+  const per = slotsPerDispatch(1, 1);
+  let totalGroups = 0;
+  for (const p of pieces) totalGroups += Math.ceil(p.count / CHUNK);
+  const partials = Tensor.empty([Math.max(totalGroups, 1)], 'float32', 'webgpu');
+  try {
+    let at = 0;
+    run(pieces, per, (group, wg0, total) => {
+      const buffers: BufferBinding[] = [];
+      const slots = group.map((p, i) => {
+        const w = bindWindow(p.tensors[0], p.start, p.count);
+        buffers.push(w.binding);
+        return { count: p.count, wg0: wg0[i], offs: [w.elemOffset], floats: [] };
+      });
+      buffers.push(bufferOf(partials));
+      c.dispatch({
+        label: 'sumOfSquares',
+        key: `sumOfSquares|${group.length}`,
+        code: () => sumSquaresWgsl(group.length),
+        uniforms: uniforms(slots, [], [at]),
+        buffers,
+        workgroups: gridOf(total),
+      });
+      at += total;
+    });
+    const u = new Uint32Array([totalGroups, out.offset, 0, 0]);
+    c.dispatch({
+      label: 'sumOfSquares (final)',
+      key: 'sumOfSquares final',
+      code: FINAL_SUM_WGSL,
+      uniforms: u.buffer,
+      buffers: [bufferOf(partials), bufferOf(out)],
+      workgroups: [1],
+    });
+  } finally {
+    partials.dispose();
+  }
+  return true;
+}
+
+// ---- scaling many tensors ------------------------------------------------------------------
+
+function scaleWgsl(slots: number): string {
+  const decls: string[] = [];
+  const cases: string[] = [];
+  for (let s = 0; s < slots; s++) {
+    decls.push(`@group(0) @binding(${2 * s + 2}) var<storage, read> x${s}: array<f32>;
+@group(0) @binding(${2 * s + 3}) var<storage, read_write> o${s}: array<f32>;`);
+    cases.push(`      case ${s}u: { o${s}[o.y + i] = x${s}[o.x + i] * k; }`);
+  }
+  return /* wgsl */ `${UNIFORMS_WGSL}
+@group(0) @binding(1) var<storage, read> scale: array<f32>;
+${decls.join('\n')}
+// extra.x: the scale's element offset
+@compute @workgroup_size(${WG})
+fn main(${MAIN_ARGS}) {
+${slotLookup(slots)}
+  let o = P.offs[s];
+  let k = scale[P.extra.x];
+  for (var j = 0u; j < 4u; j++) {
+    let i = base + j * ${WG}u + lid.x;
+    if (i >= count) { break; }
+    switch s {
+${cases.join('\n')}
+      default: {}
+    }
+  }
+}`;
+}
+
+/** outs[i] = xs[i] * scale (dense float32 tensors; scale a float32 0-d tensor). */
+export function scaleMany(xs: readonly Tensor[], scale: Tensor, outs: readonly Tensor[]): boolean {
+  const c = ctx();
+  if (!c.tuning.fused || scale.dtype !== 'float32' || xs.some((x) => x.dtype !== 'float32' || !isDense(x))) return false;
+  const pairs = xs.map((x, i) => ({ x, out: outs[i] })).filter((p) => p.x.size > 0);
+  const pieces = piecesOf(pairs, (p) => [p.x, p.out]);
+  const per = slotsPerDispatch(2, 1);
+  const scaleBuf = bufferOf(scale);
+  run(pieces, per, (group, wg0, total) => {
+    const buffers: BufferBinding[] = [scaleBuf];
+    const slots = group.map((p, i) => {
+      const w = p.tensors.map((t) => bindWindow(t, p.start, p.count));
+      buffers.push(...w.map((x) => x.binding));
+      return { count: p.count, wg0: wg0[i], offs: w.map((x) => x.elemOffset), floats: [] };
+    });
+    c.dispatch({
+      label: 'scaleMany',
+      key: `scaleMany|${group.length}`,
+      code: () => scaleWgsl(group.length),
+      uniforms: uniforms(slots, [], [scale.offset]),
+      buffers,
+      workgroups: gridOf(total),
+    });
+  });
+  return true;
+}
