@@ -56,7 +56,7 @@ export async function demoCommand(): Promise<void> {
       console.log(`cpu vs webgpu: max |difference| ${maxDiff.toExponential(2)} ${maxDiff < 1e-3 ? '(agree)' : '(DISAGREE)'}`);
       if (maxDiff >= 1e-3) process.exitCode = 1;
     }
-    console.log(`live tensors after the run: cpu ${uhd.memory().cpu.tensors}, webgpu ${uhd.memory().webgpu.tensors}`);
+    console.log(`live tensors after the run: ${devices.map((d) => `${d} ${uhd.memory(d).tensors}`).join(', ')}`);
   } finally {
     shutdown();
   }

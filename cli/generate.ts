@@ -1,11 +1,10 @@
 /** `uhd generate`: answer a question about an image, streaming the answer. */
-import { shutdown } from '../kernels/index.js';
+import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { loadImage } from '../llava-uhd/image.js';
 import { buildPrompt } from '../llava-uhd/layout.js';
 import { generate } from '../llava-uhd/generate.js';
 import { loadModel } from '../llava-uhd/load.js';
 import { prepareImage, viewPixels } from '../llava-uhd/preprocess.js';
-import type { Device } from '../tensor/index.js';
 
 export interface GenerateCliOptions {
   config: string;
@@ -22,11 +21,11 @@ export interface GenerateCliOptions {
 }
 
 export async function generateCommand(o: GenerateCliOptions): Promise<void> {
-  if (o.device !== 'cpu' && o.device !== 'webgpu') throw new Error(`--device: '${o.device}' is not cpu or webgpu`);
+  const device = parseDevice('--device', o.device);
   const maxNewTokens = Number(o.maxNewTokens);
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw new Error(`--max-new-tokens: '${o.maxNewTokens}' is not a positive integer`);
   try {
-    const { model, tok, config, device } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device: o.device as Device });
+    const { model, tok, config } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device });
     const img = await loadImage(o.image);
     const prepared = prepareImage(img, config, o.maxSlices ? Number(o.maxSlices) : undefined);
     const plan = prepared.plan;

@@ -2,7 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { shutdown } from '../kernels/index.js';
+import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { loadDatasets, validateData, type Datasets } from '../llava-uhd/datasets.js';
 import { evaluate, type EvalResult } from '../llava-uhd/evaluate.js';
 import { loadModel } from '../llava-uhd/load.js';
@@ -80,7 +80,7 @@ export async function trainCommand(o: TrainCliOptions): Promise<void> {
   const data = await loadDatasets(recipe.data!, baseDir);
   for (const p of data.problems) console.error(`skipped ${p}`);
   try {
-    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, randomInit: !o.weights, device: o.device as Device });
+    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, randomInit: !o.weights, device: parseDevice('--device', o.device) });
     console.error(`training ${o.config} with recipe ${recipe.name} on ${device}: ${data.train.size} training samples -> ${o.out}`);
     const r = await trainWithProgress(model, tok, recipe, data, { device, out: o.out, resume: o.resume });
     console.log(JSON.stringify({ seconds: Math.round(r.seconds), final_loss: r.finalLoss }, null, 2));
@@ -110,7 +110,7 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
   for (const p of data.problems) console.error(`skipped ${p}`);
   const test = o.data ? data.train : (data.test ?? data.train);
   try {
-    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: o.device as Device });
+    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: parseDevice('--device', o.device) });
     const r = await evaluateWithProgress(model, tok, test, { device, limit: o.n ? Number(o.n) : undefined });
     if (o.json) {
       console.log(JSON.stringify({ ...r, answers: r.answers.slice(0, 20) }, null, 2));

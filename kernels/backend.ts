@@ -12,6 +12,14 @@ import { layerNormGrad, rmsNormGrad, softmaxGrad } from './norm-grad.js';
 import { adamw } from './optim.js';
 import { reduce, softmax } from './reduce.js';
 import { bufferOf, ctx } from './runtime.js';
+import { windowMerge, windowMergeFits } from './window-merge.js';
+
+declare module '../tensor/device.js' {
+  interface DeviceNames {
+    /** WGSL compute kernels through Dawn (kernels/). */
+    webgpu: true;
+  }
+}
 
 /** Reads a view back: dense views directly, others through a copy kernel first. */
 async function read(x: Tensor): Promise<TypedArray> {
@@ -39,6 +47,14 @@ function isDenseWindow(x: Tensor): boolean {
 
 export const webgpuBackend: Backend = {
   device: 'webgpu',
+  capabilities: {
+    dtypes: ['float32', 'int32'],
+    syncRead: false,
+    describe: () => {
+      const i = ctx().info;
+      return `WGSL through Dawn ${i.backend}: ${i.description || i.device || 'unknown adapter'}`;
+    },
+  },
   alloc: (numel: number, dtype: DType) => ctx().alloc(numel, dtype),
   upload: (data: TypedArray, dtype: DType) => ctx().upload(data, dtype),
   read,
@@ -61,5 +77,7 @@ export const webgpuBackend: Backend = {
   rmsNormGrad,
   attentionGrad,
   adamw,
+  // the fused middle of D, where the kernel tiles this width on this device
+  windowMerge: (a) => (windowMergeFits(a.x.shape[2], a.heads) ? windowMerge(a) : null),
   sync: () => ctx().sync(),
 };

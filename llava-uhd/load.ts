@@ -1,6 +1,6 @@
 /** Building a ready model: config, tokenizer, weights (or an explicit random init), device. */
 import { totalmem } from 'node:os';
-import { initWebGPU } from '../kernels/index.js';
+import { openDevice } from '../backends/index.js';
 import type { Device } from '../tensor/index.js';
 import { resolveConfig, type LlavaUHDConfig } from './config.js';
 import { LlavaUHD } from './model.js';
@@ -50,7 +50,7 @@ export async function loadModel(opts: LoadModelOptions): Promise<{ model: LlavaU
   if (bytes > 0.8 * totalmem()) {
     throw new Error(`${opts.config}: about ${(bytes / 2 ** 30).toFixed(1)} GiB of float32 weights, more than this machine's ${(totalmem() / 2 ** 30).toFixed(0)} GiB allows`);
   }
-  if (device === 'webgpu') await initWebGPU();
+  await openDevice(device);
   const model = new LlavaUHD(config, { device });
   if (opts.weights) await loadWeights(model, opts.weights);
   return { model, tok: await tokenizerFor(config), config, device };

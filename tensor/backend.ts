@@ -1,5 +1,29 @@
+/**
+ * The Backend interface and the registry of open backends.
+ *
+ * A backend is one folder (tensor/cpu, kernels/ for WebGPU, backends/wasm) that implements
+ * `Backend`, adds its device name to `DeviceNames` (tensor/device.ts) by declaration merging,
+ * and registers itself with `registerBackend` when opened; backends/index.ts holds one line per
+ * backend saying how to open it. A backend imports only tensor/.
+ *
+ * Capabilities, not device names, decide what callers may do: `capabilities.dtypes` (float64
+ * lives where the reference is), `capabilities.syncRead` (`readSync` exists: `to()` needs no
+ * await), and the fused ops a backend offers (optional methods of `FusedOps`).
+ *
+ * Adding a fused op (one Backend method, one front end, one test):
+ *   1. add its method to `FusedOps` below, with its arguments' contract; a backend that has it
+ *      returns the outputs, or null to decline a call (a shape its kernel does not tile);
+ *   2. add its front end in tensor/ops/: validate, then `backend.foo?.(args)` unless a gradient
+ *      is being recorded through the inputs (`recording(...)` from tensor/dispatch.ts: a fused
+ *      kernel has no backward rule), else compose it from plain ops called through `ops()`
+ *      (so the composition records gradients when autograd is loaded). The composition is
+ *      also the fused kernel's reference;
+ *   3. a test that the fused path equals the composition on each backend that offers it
+ *      (tests/tensor/fused.test.ts), and that it declines what it cannot run.
+ */
 import type { DType, TypedArray } from './dtype.js';
-import type { Device, Storage } from './storage.js';
+import type { Device } from './device.js';
+import type { Storage } from './storage.js';
 import type { Tensor } from './tensor.js';
 
 export type UnaryOp =
@@ -42,19 +66,74 @@ export interface AdamWHyper {
   step: number;
 }
 
+/** What a backend can hold and do, checked by callers instead of its name. */
+export interface Capabilities {
+  /** Element types its storages hold (float64 only where gradient checks run: the CPU). */
+  readonly dtypes: readonly DType[];
+  /** Tensors can be read back synchronously (`readSync`): host memory, no queued work. */
+  readonly syncRead: boolean;
+  /** One line for `uhd info`: threads, instruction set, adapter. */
+  describe?(): string;
+}
+
+/** The compressor's window-merge middle: D from its q/k/v projections to pre_norm. */
+export interface WindowMergeArgs {
+  /** D's input, the residual: [B, h*w, d]. */
+  x: Tensor;
+  /** The projections, [B, h*w, d] each (heads side by side, as a Linear produces them). */
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  /** out_proj weight [d, d] (Linear's [out, in]) and bias [d]. */
+  outWeight: Tensor;
+  outBias: Tensor;
+  /** pre_norm weight and bias [4d]. */
+  normWeight: Tensor;
+  normBias: Tensor;
+  /** The token grid of each of the B views (row-major, h*w tokens, even sides). */
+  grid: { h: number; w: number };
+  heads: number;
+  /** pre_norm's epsilon. */
+  eps: number;
+}
+
+/**
+ * Optional fused kernels. Each returns fresh outputs, or null when it declines the call (the
+ * front end in tensor/ops then composes the op from plain ones, which is also its reference).
+ * Inputs reach it validated, on this backend, dense and float32.
+ */
+export interface FusedOps {
+  /**
+   * z = pre_norm(pixelUnshuffle(y)) [B, h*w/4, 4d] and mean = avgPool2x2(y) [B, h*w/4, d] with
+   * y = x + WindowAttn(q, k, v) · outWeightᵀ + outBias (tensor/ops/window-merge.ts).
+   */
+  windowMerge(args: WindowMergeArgs): { z: Tensor; mean: Tensor } | null;
+}
+
+/** The names of the fused ops, for `fusedOpsOf` and `uhd info`. */
+export const FUSED_OPS: readonly (keyof FusedOps)[] = ['windowMerge'];
+
+/** The fused ops `backend` offers. */
+export function fusedOpsOf(backend: Backend): (keyof FusedOps)[] {
+  return FUSED_OPS.filter((name) => typeof backend[name] === 'function');
+}
+
 /**
  * What a device must implement. Every method receives tensors that may be strided views
  * and writes into `out`, a fresh contiguous tensor the front end allocated with `alloc`.
  * Validation happens in the front end (tensor/ops/*), so a backend may assume
  * shapes, dtypes and devices are consistent.
  */
-export interface Backend {
+export interface Backend extends Partial<FusedOps> {
   readonly device: Device;
+  readonly capabilities: Capabilities;
   alloc(numel: number, dtype: DType): Storage;
   /** A new storage holding a copy of `data`. */
   upload(data: TypedArray, dtype: DType): Storage;
   /** The elements of `x` in row-major order of its (view) shape. */
   read(x: Tensor): Promise<TypedArray>;
+  /** The same, at once: present exactly when `capabilities.syncRead`. */
+  readSync?(x: Tensor): TypedArray;
 
   /** out[i] = x[i] elementwise over the same shape; `out` may be a strided view; converts dtype. */
   copy(x: Tensor, out: Tensor): void;
@@ -116,9 +195,8 @@ export function getBackend(device: Device): Backend {
   const b = backends.get(device);
   if (!b) {
     throw new Error(
-      device === 'webgpu'
-        ? 'webgpu backend not initialised: call `await initWebGPU()` first'
-        : `no backend registered for device '${device}'`,
+      `device '${device}' is not open (open: ${[...backends.keys()].join(', ')}); ` +
+        `open it first with \`await openDevice('${device}')\` (backends/index.ts)`,
     );
   }
   return b;
@@ -126,4 +204,17 @@ export function getBackend(device: Device): Backend {
 
 export function hasBackend(device: Device): boolean {
   return backends.has(device);
+}
+
+/** The devices open now, in the order they were registered. */
+export function openDevices(): Device[] {
+  return [...backends.keys()];
+}
+
+/** Throws naming `op` when `device` cannot hold `dtype`. */
+export function requireDeviceDtype(op: string, device: Device, dtype: DType): void {
+  const { dtypes } = getBackend(device).capabilities;
+  if (!dtypes.includes(dtype)) {
+    throw new Error(`${op}: ${dtype} is not a dtype of device '${device}' (it holds ${dtypes.join(', ')}); cast first`);
+  }
 }

@@ -12,9 +12,15 @@ import { CpuStorage, readCpu, upload } from './storage.js';
 
 export const cpuBackend: Backend = {
   device: 'cpu',
+  capabilities: {
+    dtypes: ['float32', 'float64', 'int32'],
+    syncRead: true,
+    describe: () => 'plain TypeScript, one thread: the reference (float32, float64, int32)',
+  },
   alloc: (numel: number, dtype: DType) => new CpuStorage(dtype, typedArrayFor(dtype, numel)),
   upload: (data: TypedArray, dtype: DType) => upload(data, dtype),
   read: async (x: Tensor) => readCpu(x),
+  readSync: readCpu,
   copy,
   fill,
   unary,

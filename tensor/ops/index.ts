@@ -6,3 +6,4 @@ export * from './norm.js';
 export * from './indexing.js';
 export * from './grid.js';
 export * from './grad.js';
+export * from './window-merge.js';

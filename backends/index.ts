@@ -1,0 +1,80 @@
+/**
+ * The backends beyond the CPU reference, one line each in `BACKENDS`: how to open and close
+ * it. Adding a backend is its folder (implementing tensor/backend.ts's `Backend`, adding its
+ * name to `DeviceNames` in tensor/device.ts by declaration merging, registering itself when
+ * opened) and one line here; the table's type requires a line for every declared device.
+ */
+import { gpuInfo, initWebGPU, shutdown as shutdownWebGPU } from '../kernels/index.js';
+import { getBackend, hasBackend, openDevices } from '../tensor/backend.js';
+import type { Device } from '../tensor/device.js';
+
+interface BackendEntry {
+  /** Opens the device and registers its backend (safe to call when open). */
+  open(): Promise<void>;
+  /** Frees what it holds so that Node can exit; its live tensors become unusable. */
+  close(): void;
+  /** What it is, before opening (for `--help` and errors). */
+  summary: string;
+}
+
+const BACKENDS: Record<Exclude<Device, 'cpu'>, BackendEntry> = {
+  webgpu: { open: async () => void (await initWebGPU()), close: shutdownWebGPU, summary: 'WGSL kernels through Dawn (a GPU, or llvmpipe without one)' },
+};
+
+/** Every device name, the CPU reference first. */
+export const DEVICES: readonly Device[] = ['cpu', ...(Object.keys(BACKENDS) as Exclude<Device, 'cpu'>[])];
+
+export function isDevice(name: string): name is Device {
+  return (DEVICES as readonly string[]).includes(name);
+}
+
+/** `name` as a Device, or an error naming `what` (a flag, a variable) and the choices. */
+export function parseDevice(what: string, name: string, extra: readonly string[] = []): Device {
+  if (!isDevice(name)) throw new Error(`${what}: '${name}' is not one of ${[...extra, ...DEVICES].join(', ')}`);
+  return name;
+}
+
+/** Opens `device` (the CPU is always open). */
+export async function openDevice(device: Device): Promise<void> {
+  if (device === 'cpu' || hasBackend(device)) return;
+  await BACKENDS[device].open();
+}
+
+/** Closes `device`, or every open device but the CPU. */
+export function closeDevice(device?: Device): void {
+  for (const d of device ? [device] : openDevices()) if (d !== 'cpu') BACKENDS[d].close();
+}
+
+/** One line per open device, from its capabilities. */
+export function describeDevices(): string[] {
+  return openDevices().map((d) => {
+    const b = getBackend(d);
+    return `${d}: ${b.capabilities.describe?.() ?? ''} (dtypes ${b.capabilities.dtypes.join(', ')}; ${b.capabilities.syncRead ? 'synchronous' : 'asynchronous'} read-back)`;
+  });
+}
+
+/** Adapters that rasterise on the CPU: a WebGPU device on one is not a GPU. */
+const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|softpipe|swiftshader|basic render/i;
+
+/** Whether the open WebGPU adapter is a software one (Mesa llvmpipe and the like). */
+export function webgpuIsSoftware(): boolean {
+  const i = gpuInfo();
+  return SOFTWARE_ADAPTER.test(`${i.description} ${i.device} ${i.vendor} ${i.architecture}`);
+}
+
+/**
+ * `--device auto`: WebGPU on a real GPU adapter; on a software adapter (llvmpipe) the faster
+ * CPU path when one is registered, saying so; the CPU reference when nothing else opens.
+ * Returns the device, opened, and why it was chosen.
+ */
+export async function autoDevice(): Promise<{ device: Device; reason: string }> {
+  try {
+    await initWebGPU();
+  } catch (e) {
+    return { device: 'cpu', reason: `webgpu unavailable: ${(e as Error).message.split('\n')[0]}` };
+  }
+  const i = gpuInfo();
+  const adapter = `${i.backend}: ${i.description || i.device}`;
+  if (!webgpuIsSoftware()) return { device: 'webgpu', reason: `a GPU adapter (${adapter})` };
+  return { device: 'webgpu', reason: `a software adapter (${adapter}), faster here than the CPU reference` };
+}
