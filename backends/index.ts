@@ -6,6 +6,7 @@
  */
 import { gpuInfo, initWebGPU, shutdown as shutdownWebGPU } from '../kernels/index.js';
 import { getBackend, hasBackend, openDevices } from '../tensor/backend.js';
+import { initWasm, shutdownWasm } from './wasm/index.js';
 import type { Device } from '../tensor/device.js';
 
 interface BackendEntry {
@@ -19,6 +20,7 @@ interface BackendEntry {
 
 const BACKENDS: Record<Exclude<Device, 'cpu'>, BackendEntry> = {
   webgpu: { open: async () => void (await initWebGPU()), close: shutdownWebGPU, summary: 'WGSL kernels through Dawn (a GPU, or llvmpipe without one)' },
+  wasm: { open: async () => void (await initWasm()), close: shutdownWasm, summary: 'WebAssembly SIMD kernels generated at run time, on every core' },
 };
 
 /** Every device name, the CPU reference first. */
