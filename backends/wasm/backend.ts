@@ -9,7 +9,9 @@ import { cpuBackend } from '../../tensor/cpu/backend.js';
 import { readCpu } from '../../tensor/cpu/storage.js';
 import { convertArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { attention, attentionGrad } from './kernels/attention.js';
 import { matmul } from './kernels/matmul.js';
+import { rowOp } from './kernels/rows.js';
 import { WasmStorage } from './memory.js';
 import { runtime } from './runtime.js';
 
@@ -32,6 +34,8 @@ function upload(data: TypedArray, dtype: DType): WasmStorage {
 }
 
 const cpu = cpuBackend;
+/** The generated kernels are float32; int32 runs the reference's loops on the same memory. */
+const f32 = (t: Tensor) => t.dtype === 'float32';
 
 export const wasmBackend: Backend = {
   device: 'wasm',
@@ -54,18 +58,18 @@ export const wasmBackend: Backend = {
   binary: cpu.binary,
   where: cpu.where,
   reduce: cpu.reduce,
-  softmax: cpu.softmax,
+  softmax: (x, log, out) => f32(x) ? rowOp(log ? 'logSoftmax' : 'softmax', x, out) : cpu.softmax(x, log, out),
   matmul: (a, b, out) => (a.dtype === 'float32' ? matmul(a, b, out) : cpu.matmul(a, b, out)),
-  attention: cpu.attention,
-  layerNorm: cpu.layerNorm,
-  rmsNorm: cpu.rmsNorm,
+  attention: (q, k, v, p, out) => (q.dtype === 'float32' ? attention(q, k, v, p, out) : cpu.attention(q, k, v, p, out)),
+  layerNorm: (x, weight, bias, eps, out) => f32(x) ? rowOp('layerNorm', x, out, { weight, bias, eps }) : cpu.layerNorm(x, weight, bias, eps, out),
+  rmsNorm: (x, weight, eps, out) => f32(x) ? rowOp('rmsNorm', x, out, { weight, eps }) : cpu.rmsNorm(x, weight, eps, out),
   gather: cpu.gather,
   scatterAdd: cpu.scatterAdd,
   unaryGrad: cpu.unaryGrad,
-  softmaxGrad: cpu.softmaxGrad,
-  layerNormGrad: cpu.layerNormGrad,
-  rmsNormGrad: cpu.rmsNormGrad,
-  attentionGrad: cpu.attentionGrad,
+  softmaxGrad: (y, gy, log, out) => f32(y) ? rowOp(log ? 'logSoftmaxGrad' : 'softmaxGrad', y, out, { gy }) : cpu.softmaxGrad(y, gy, log, out),
+  layerNormGrad: (x, weight, gy, eps, out) => f32(x) ? rowOp('layerNormGrad', x, out, { weight, gy, eps }) : cpu.layerNormGrad(x, weight, gy, eps, out),
+  rmsNormGrad: (x, weight, gy, eps, out) => f32(x) ? rowOp('rmsNormGrad', x, out, { weight, gy, eps }) : cpu.rmsNormGrad(x, weight, gy, eps, out),
+  attentionGrad: (q, k, v, p, g, gq, gk, gv) => (q.dtype === 'float32' ? attentionGrad(q, k, v, p, g, gq, gk, gv) : cpu.attentionGrad(q, k, v, p, g, gq, gk, gv)),
   adamw: cpu.adamw,
   sync: async () => {},
 };

@@ -265,6 +265,7 @@ export class Func {
   f32x4_nearest(): this { return this.simd(0x6a); }
   i32x4_shl(): this { return this.simd(0xab); }
   i32x4_shr_s(): this { return this.simd(0xac); }
+  i32x4_shr_u(): this { return this.simd(0xad); }
   i32x4_add(): this { return this.simd(0xae); }
   i32x4_sub(): this { return this.simd(0xb1); }
   i32x4_mul(): this { return this.simd(0xb5); }
@@ -279,6 +280,11 @@ export class Func {
   f32x4_div(): this { return this.simd(0xe7); }
   f32x4_min(): this { return this.simd(0xe8); }
   f32x4_max(): this { return this.simd(0xe9); }
+  /** b < a ? b : a (no NaN propagation from b). */
+  f32x4_pmin(): this { return this.simd(0xea); }
+  /** a < b ? b : a. */
+  f32x4_pmax(): this { return this.simd(0xeb); }
+  i32x4_replace_lane(l: number): this { return this.simd(0x1c, l); }
   i32x4_trunc_sat_f32x4_s(): this { return this.simd(0xf8); }
   f32x4_convert_i32x4_s(): this { return this.simd(0xfa); }
   /** Relaxed SIMD: a * b + c, fused or not (the hardware's choice). Only where the probe passed. */
