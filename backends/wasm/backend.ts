@@ -8,8 +8,10 @@ import type { Backend } from '../../tensor/backend.js';
 import { cpuBackend } from '../../tensor/cpu/backend.js';
 import { readCpu } from '../../tensor/cpu/storage.js';
 import { convertArray, type DType, type TypedArray } from '../../tensor/dtype.js';
+import { isContiguous } from '../../tensor/shape.js';
 import type { Tensor } from '../../tensor/tensor.js';
 import { attention, attentionGrad } from './kernels/attention.js';
+import * as E from './kernels/elementwise.js';
 import { matmul } from './kernels/matmul.js';
 import { rowOp } from './kernels/rows.js';
 import { WasmStorage } from './memory.js';
@@ -34,6 +36,13 @@ function upload(data: TypedArray, dtype: DType): WasmStorage {
 }
 
 const cpu = cpuBackend;
+
+/** A dense block fills natively; other views through the reference. */
+function fill(out: Tensor, value: number): void {
+  if (isContiguous(out.shape, out.strides)) {
+    (out.storage as WasmStorage).data.fill(out.dtype === 'int32' ? Math.trunc(value) : value, out.offset, out.offset + out.size);
+  } else cpu.fill(out, value);
+}
 /** The generated kernels are float32; int32 runs the reference's loops on the same memory. */
 const f32 = (t: Tensor) => t.dtype === 'float32';
 
@@ -52,11 +61,19 @@ export const wasmBackend: Backend = {
   upload,
   read: async (x: Tensor) => readCpu(x),
   readSync: readCpu,
-  copy: cpu.copy,
-  fill: cpu.fill,
-  unary: cpu.unary,
-  binary: cpu.binary,
-  where: cpu.where,
+  copy: (x, out) => {
+    if (!(x.dtype !== 'float64' && E.copy(x, out))) cpu.copy(x, out);
+  },
+  fill,
+  unary: (op, x, out) => {
+    if (!(f32(x) && E.unary(op, x, out))) cpu.unary(op, x, out);
+  },
+  binary: (op, a, b, out) => {
+    if (!E.binary(op, a, b, out)) cpu.binary(op, a, b, out);
+  },
+  where: (cond, a, b, out) => {
+    if (!E.where(cond, a, b, out)) cpu.where(cond, a, b, out);
+  },
   reduce: cpu.reduce,
   softmax: (x, log, out) => f32(x) ? rowOp(log ? 'logSoftmax' : 'softmax', x, out) : cpu.softmax(x, log, out),
   matmul: (a, b, out) => (a.dtype === 'float32' ? matmul(a, b, out) : cpu.matmul(a, b, out)),
@@ -65,7 +82,9 @@ export const wasmBackend: Backend = {
   rmsNorm: (x, weight, eps, out) => f32(x) ? rowOp('rmsNorm', x, out, { weight, eps }) : cpu.rmsNorm(x, weight, eps, out),
   gather: cpu.gather,
   scatterAdd: cpu.scatterAdd,
-  unaryGrad: cpu.unaryGrad,
+  unaryGrad: (op, x, gy, out) => {
+    if (!(f32(x) && E.unaryGrad(op, x, gy, out))) cpu.unaryGrad(op, x, gy, out);
+  },
   softmaxGrad: (y, gy, log, out) => f32(y) ? rowOp(log ? 'logSoftmaxGrad' : 'softmaxGrad', y, out, { gy }) : cpu.softmaxGrad(y, gy, log, out),
   layerNormGrad: (x, weight, gy, eps, out) => f32(x) ? rowOp('layerNormGrad', x, out, { weight, gy, eps }) : cpu.layerNormGrad(x, weight, gy, eps, out),
   rmsNormGrad: (x, weight, gy, eps, out) => f32(x) ? rowOp('rmsNormGrad', x, out, { weight, gy, eps }) : cpu.rmsNormGrad(x, weight, gy, eps, out),

@@ -83,3 +83,46 @@ export function log4(f: Func, x: Local, t: MathTemps, u: Local): void {
   f.get(u).f32x4(NaN).get(x).f32x4(0).f32x4_ge().v128_bitselect().set(u);
   f.get(x).get(u).get(x).f32x4(Infinity).f32x4_eq().v128_bitselect();
 }
+
+const TANH_P = [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1];
+
+/** tanh x (Cephes' tanhf): x + x^3 P(x^2) for |x| < 0.625, else sign(x) (1 - t) / (1 + t) with t = e^(-2|x|). Needs `u` and `w` besides t. */
+export function tanh4(f: Func, x: Local, t: MathTemps, u: Local, w: Local): void {
+  // large: (1 - e) / (1 + e), e = exp(-2|x|), sign restored
+  f.get(x).f32x4_abs().f32x4(-2).f32x4_mul().set(w);
+  exp4(f, w, t);
+  f.set(w);
+  f.f32x4(1).get(w).f32x4_sub().f32x4(1).get(w).f32x4_add().f32x4_div().set(w);
+  f.get(w).get(x).i32x4(0x80000000).v128_and().v128_or().set(w);
+  // small: x + x z P(z), z = x^2
+  f.get(x).get(x).f32x4_mul().set(u);
+  f.f32x4(TANH_P[0]);
+  for (let i = 1; i < TANH_P.length; i++) f.get(u).f32x4_mul().f32x4(TANH_P[i]).f32x4_add();
+  f.get(u).f32x4_mul().get(x).f32x4_mul().get(x).f32x4_add();
+  f.get(w).get(x).f32x4_abs().f32x4(0.625).f32x4_lt().v128_bitselect();
+}
+
+/** 1 / (1 + e^-x). Needs `u` besides t. */
+export function sigmoid4(f: Func, x: Local, t: MathTemps, u: Local): void {
+  f.get(x).f32x4_neg().set(u);
+  exp4(f, u, t);
+  f.set(u);
+  f.f32x4(1).f32x4(1).get(u).f32x4_add().f32x4_div();
+}
+
+const ERF_A = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592];
+
+/**
+ * erf x (Abramowitz and Stegun 7.1.26, |error| < 1.5e-7): 1 - t P(t) e^(-x^2) with
+ * t = 1 / (1 + 0.3275911 |x|), sign restored. Needs `u` and `w` besides t.
+ */
+export function erf4(f: Func, x: Local, t: MathTemps, u: Local, w: Local): void {
+  f.get(x).get(x).f32x4_mul().f32x4_neg().set(w);
+  exp4(f, w, t);
+  f.set(w);
+  f.f32x4(1).f32x4(1).get(x).f32x4_abs().f32x4(0.3275911).f32x4_mul().f32x4_add().f32x4_div().set(u);
+  f.f32x4(ERF_A[0]);
+  for (let i = 1; i < ERF_A.length; i++) f.get(u).f32x4_mul().f32x4(ERF_A[i]).f32x4_add();
+  f.get(u).f32x4_mul().get(w).f32x4_mul().set(w);
+  f.f32x4(1).get(w).f32x4_sub().get(x).i32x4(0x80000000).v128_and().v128_or();
+}
