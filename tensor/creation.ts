@@ -65,6 +65,7 @@ export function tensor(data: NestedInput | TypedArray, opts: TensorOptions = {})
 export function full(shape: Shape, value: number, opts: Omit<TensorOptions, 'shape'> = {}): Tensor {
   checkShape('full', shape);
   const dtype = opts.dtype ?? 'float32';
+  requireDeviceDtype('full', opts.device ?? 'cpu', dtype);
   const t = Tensor.empty(shape, dtype, opts.device ?? 'cpu');
   getBackend(t.device).fill(t, value);
   return t;

@@ -10,9 +10,11 @@ import { readCpu } from '../../tensor/cpu/storage.js';
 import { convertArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { isContiguous } from '../../tensor/shape.js';
 import type { Tensor } from '../../tensor/tensor.js';
+import { adamw } from './kernels/adamw.js';
 import { attention, attentionGrad } from './kernels/attention.js';
 import * as E from './kernels/elementwise.js';
 import { matmul } from './kernels/matmul.js';
+import { reduce } from './kernels/reduce.js';
 import { rowOp } from './kernels/rows.js';
 import { WasmStorage } from './memory.js';
 import { runtime } from './runtime.js';
@@ -74,7 +76,9 @@ export const wasmBackend: Backend = {
   where: (cond, a, b, out) => {
     if (!E.where(cond, a, b, out)) cpu.where(cond, a, b, out);
   },
-  reduce: cpu.reduce,
+  reduce: (op, x, rank, out) => {
+    if (!reduce(op, x, rank, out)) cpu.reduce(op, x, rank, out);
+  },
   softmax: (x, log, out) => f32(x) ? rowOp(log ? 'logSoftmax' : 'softmax', x, out) : cpu.softmax(x, log, out),
   matmul: (a, b, out) => (a.dtype === 'float32' ? matmul(a, b, out) : cpu.matmul(a, b, out)),
   attention: (q, k, v, p, out) => (q.dtype === 'float32' ? attention(q, k, v, p, out) : cpu.attention(q, k, v, p, out)),
@@ -89,6 +93,6 @@ export const wasmBackend: Backend = {
   layerNormGrad: (x, weight, gy, eps, out) => f32(x) ? rowOp('layerNormGrad', x, out, { weight, gy, eps }) : cpu.layerNormGrad(x, weight, gy, eps, out),
   rmsNormGrad: (x, weight, gy, eps, out) => f32(x) ? rowOp('rmsNormGrad', x, out, { weight, gy, eps }) : cpu.rmsNormGrad(x, weight, gy, eps, out),
   attentionGrad: (q, k, v, p, g, gq, gk, gv) => (q.dtype === 'float32' ? attentionGrad(q, k, v, p, g, gq, gk, gv) : cpu.attentionGrad(q, k, v, p, g, gq, gk, gv)),
-  adamw: cpu.adamw,
+  adamw: (param, grad, m, v, h) => (f32(param) ? adamw(param, grad, m, v, h) : cpu.adamw(param, grad, m, v, h)),
   sync: async () => {},
 };

@@ -299,6 +299,8 @@ export interface ModuleSpec {
   funcs: readonly { name: string; func: Func }[];
   /** The imported memory is shared (threads) with this maximum in 64 KiB pages. */
   maxPages: number;
+  /** A name for profiles (the "name" custom section: the functions show as name.export). */
+  name?: string;
 }
 
 /** Encodes a module that imports env.memory (shared) and the named i32 globals. */
@@ -327,5 +329,14 @@ export function encodeModule(spec: ModuleSpec): Uint8Array {
     ...section(3, vec(funcTypes.map((t) => uleb(t)))),
     ...section(7, vec(exports)),
     ...section(10, vec(spec.funcs.map(({ func }) => func.body()))),
+    ...(spec.name ? nameSection(spec.name, spec.funcs.map((x) => x.name)) : []),
   ]);
+}
+
+/** The custom "name" section's function-name subsection, so profilers show kernel names. */
+function nameSection(module: string, funcs: readonly string[]): number[] {
+  const names = vec(funcs.map((n, i) => [...uleb(i), ...uleb(utf8(`${module}.${n}`).length), ...utf8(`${module}.${n}`)]));
+  const sub = [0x01, ...uleb(names.length), ...names];
+  const body = [...uleb(4), ...utf8('name'), ...sub];
+  return [0x00, ...uleb(body.length), ...body];
 }

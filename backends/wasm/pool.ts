@@ -118,7 +118,7 @@ export class Pool {
   kernel(key: string, build: () => ModuleSpec): Kernel {
     const have = this.kernels.get(key);
     if (have) return have;
-    const bytes = encodeModule(build());
+    const bytes = encodeModule({ ...build(), name: key });
     let module: WebAssembly.Module;
     try {
       module = new WebAssembly.Module(bytes);

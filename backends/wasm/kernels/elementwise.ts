@@ -2,7 +2,7 @@
  * Elementwise kernels over strided views with broadcasting: unary maps and their gradients,
  * binary ops and comparisons, where, and copies (with dtype conversion). Dims that are
  * contiguous relative to each other in every operand are merged first (a dense tensor is one
- * dim), leaving at most 4; an item is a chunk of the innermost dim of one row, and each
+ * dim), leaving at most 6; an item is a chunk of the innermost dim of one row, and each
  * operand's innermost dim is read by its stride class, chosen when the kernel is generated:
  * dense (v128 loads), broadcast (one splat) or strided (four lane loads). No per-element
  * index arrays. The last partial vector clamps its lanes to the row's end and stores only the
@@ -17,7 +17,7 @@ import { erf4, exp4, log4, mathTemps, sigmoid4, tanh4, type MathTemps } from './
 
 const spec = (f: Func) => ({ funcs: [{ name: 'run', func: f }], maxPages: MAX_PAGES, globals: ['tid', 'scratch'] });
 const CHUNK = 4096;
-const RANK = 4;
+const RANK = 6;
 
 type Stride = 'c' | 'b' | 's';
 type Kind = 'f32' | 'i32';
@@ -142,38 +142,39 @@ const I32_BINARY: Partial<Record<BinaryOp, Body>> = {
 };
 
 /**
- * The map kernel: out = body(inputs) over [n0, n1, n2, n3]. args: 0..3 sizes, 4 chunks per
- * row, then per operand (output first) its byte address and 4 element strides.
+ * The map kernel: out = body(inputs) over [n0, ..., n5]. args: RANK sizes, chunks per row,
+ * then per operand (output first) its byte address and RANK element strides.
  */
 function mapKernel(classes: readonly Stride[], body: Body): Func {
   const f = new Func(['i32', 'i32', 'i32']);
   const [args, lo, hi] = f.params;
   const nOps = classes.length; // output, then inputs
-  const n = [0, 1, 2, 3].map(() => f.local('i32'));
+  const n = Array.from({ length: RANK }, () => f.local('i32'));
   const per = f.local('i32');
   const ptr = Array.from({ length: nOps }, () => f.local('i32'));
-  const st = Array.from({ length: nOps }, () => [0, 1, 2, 3].map(() => f.local('i32')));
+  const st = Array.from({ length: nOps }, () => Array.from({ length: RANK }, () => f.local('i32')));
   const base = Array.from({ length: nOps }, () => f.local('i32'));
   const [item, row, c0, c1, j, idx, r] = Array.from({ length: 7 }, () => f.local('i32'));
   const ins = Array.from({ length: nOps - 1 }, () => f.local('v128'));
   const out = f.local('v128');
   const m: MathScratch = { t: mathTemps(f), u: f.local('v128'), w: f.local('v128'), y: f.local('v128') };
   n.forEach((l, d) => f.get(args).i32_load(4 * d).set(l));
-  f.get(args).i32_load(16).set(per);
+  f.get(args).i32_load(4 * RANK).set(per);
+  const W = RANK + 1; // words per operand: address, then RANK strides
   for (let k = 0; k < nOps; k++) {
-    f.get(args).i32_load(20 + 20 * k).set(ptr[k]);
+    f.get(args).i32_load(4 * (RANK + 1 + W * k)).set(ptr[k]);
     // strides in bytes
-    st[k].forEach((l, d) => f.get(args).i32_load(24 + 20 * k + 4 * d).i32(2).i32_shl().set(l));
+    st[k].forEach((l, d) => f.get(args).i32_load(4 * (RANK + 2 + W * k + d)).i32(2).i32_shl().set(l));
   }
   f.for(item, lo, hi, 1, () => {
     f.get(item).get(per).i32_div_u().set(row);
     f.get(item).get(per).i32_rem_u().i32(CHUNK).i32_mul().set(c0);
     f.get(c0).i32(CHUNK).i32_add().set(c1);
-    f.get(c1).get(n[3]).i32_gt_s().if(() => void f.get(n[3]).set(c1));
-    // row -> (i0, i1, i2); base_k = ptr_k + i0 s0 + i1 s1 + i2 s2 + c0 s3
-    for (let k = 0; k < nOps; k++) f.get(ptr[k]).set(base[k]);
+    f.get(c1).get(n[RANK - 1]).i32_gt_s().if(() => void f.get(n[RANK - 1]).set(c1));
+    // row -> (i0, ..., i4); base_k = ptr_k + sum_d i_d s_d + c0 s_inner
+    for (let k = 0; k < nOps; k++) f.get(ptr[k]).get(c0).get(st[k][RANK - 1]).i32_mul().i32_add().set(base[k]);
     f.get(row).set(r);
-    for (const d of [2, 1, 0]) {
+    for (let d = RANK - 2; d >= 0; d--) {
       for (let k = 0; k < nOps; k++) f.get(base[k]).get(r).get(n[d]).i32_rem_u().get(st[k][d]).i32_mul().i32_add().set(base[k]);
       f.get(r).get(n[d]).i32_div_u().set(r);
     }
@@ -193,7 +194,7 @@ function mapKernel(classes: readonly Stride[], body: Body): Func {
         f.f32x4(0).set(ins[k - 1]);
         for (let l = 0; l < 4; l++) {
           f.get(j).i32(l).i32_add().get(c1).i32(1).i32_sub().get(j).i32(l).i32_add().get(c1).i32(1).i32_sub().i32_lt_s().select().set(idx);
-          f.get(ins[k - 1]).get(base[k]).get(idx).get(st[k][3]).i32_mul().i32_add().f32_load().f32x4_replace_lane(l).set(ins[k - 1]);
+          f.get(ins[k - 1]).get(base[k]).get(idx).get(st[k][RANK - 1]).i32_mul().i32_add().f32_load().f32x4_replace_lane(l).set(ins[k - 1]);
         }
       }
       body(f, ins, out, m);
@@ -202,13 +203,14 @@ function mapKernel(classes: readonly Stride[], body: Body): Func {
         return;
       }
       for (let l = 0; l < 4; l++) {
-        const store = () => void f.get(base[0]).get(j).i32(l).i32_add().get(st[0][3]).i32_mul().i32_add().get(out).f32x4_extract_lane(l).f32_store();
+        const store = () => void f.get(base[0]).get(j).i32(l).i32_add().get(st[0][RANK - 1]).i32_mul().i32_add().get(out).f32x4_extract_lane(l).f32_store();
         if (tail) f.get(j).i32(l).i32_add().get(c1).i32_lt_s().if(store);
         else store();
       }
     };
-    // vectors while 4 fit, then the tail
-    f.get(c0).set(j);
+    // vectors while 4 fit, then the tail (j counts from the chunk's start)
+    f.get(c1).get(c0).i32_sub().set(c1);
+    f.i32(0).set(j);
     f.block((exit) => {
       f.loop((repeat) => {
         f.get(j).i32(4).i32_add().get(c1).i32_gt_s().brIf(exit);
@@ -218,11 +220,10 @@ function mapKernel(classes: readonly Stride[], body: Body): Func {
     });
     f.get(j).get(c1).i32_lt_s().if(() => step(true));
   });
-  // stride classes were chosen on element strides; 'c' and 'b' lanes ignore st[k][3]
   return f;
 }
 
-/** Merges dims contiguous in every operand; drops size-1 dims. Null when more than 4 remain. */
+/** Merges dims contiguous in every operand; drops size-1 dims. Null when more than RANK remain. */
 function coalesce(shape: readonly number[], strides: readonly (readonly number[])[]): { shape: number[]; strides: number[][] } | null {
   const dims: { n: number; s: number[] }[] = [];
   for (let d = 0; d < shape.length; d++) {
@@ -242,22 +243,23 @@ function coalesce(shape: readonly number[], strides: readonly (readonly number[]
 const strideClass = (s: number): Stride => (s === 1 ? 'c' : s === 0 ? 'b' : 's');
 const ptrOf = (t: Tensor): number => (t.storage as WasmStorage).ptr + 4 * t.offset;
 
-/** Runs `body` over out (any view) and inputs (views of out's shape). False when the views need more than 4 dims. */
+/** Runs `body` over out (any view) and inputs (views of out's shape). False when the views need more than 6 dims. */
 function map(key: string, out: Tensor, inputs: readonly Tensor[], body: Body): boolean {
   if (out.size === 0) return true;
   const ops = [out, ...inputs];
   const c = coalesce(out.shape, ops.map((t) => t.strides));
   if (!c) return false;
   const rt = runtime();
-  const classes = c.strides.map((s) => strideClass(s[3]));
+  const classes = c.strides.map((s) => strideClass(s[RANK - 1]));
   // the output's innermost dim must be written lane by lane unless dense
   if (classes[0] === 'b') classes[0] = 's';
   const k = rt.pool.kernel(`map.${key}.${classes.join('')}`, () => spec(mapKernel(classes, body)));
-  const per = Math.ceil(c.shape[3] / CHUNK);
-  const rows = c.shape[0] * c.shape[1] * c.shape[2];
+  const inner = c.shape[RANK - 1];
+  const per = Math.ceil(inner / CHUNK);
+  const rows = c.shape.slice(0, -1).reduce((x, y) => x * y, 1);
   const args = new Args(rt).i32s(0, [...c.shape, per]);
-  ops.forEach((t, i) => args.i32(5 + 5 * i, ptrOf(t)).i32s(6 + 5 * i, c.strides[i]));
-  rt.pool.run(k, ARGS_PTR, rows * per, Math.max(1, Math.floor(CHUNK / Math.min(CHUNK, c.shape[3]))), out.size >= 1 << 15);
+  ops.forEach((t, i) => args.i32(RANK + 1 + (RANK + 1) * i, ptrOf(t)).i32s(RANK + 2 + (RANK + 1) * i, c.strides[i]));
+  rt.pool.run(k, ARGS_PTR, rows * per, Math.max(1, Math.floor(CHUNK / Math.min(CHUNK, inner))), out.size >= 1 << 15);
   return true;
 }
 
