@@ -96,8 +96,10 @@ export class Pool {
   /** Kernel calls so far, and how many ran on more than one thread (for tests and profiles). */
   calls = 0;
   parallelCalls = 0;
+  /** Per kernel: calls, parallel calls, ms in it, ms of that waiting for workers (UHD_WASM_PROFILE=1). */
+  readonly profile = process.env.UHD_WASM_PROFILE ? new Map<string, { calls: number; parallel: number; ms: number; waitMs: number; joined: number }>() : null;
 
-  constructor(private readonly heap: WasmHeap, threads = availableParallelism(), spin = 20000) {
+  constructor(private readonly heap: WasmHeap, threads = availableParallelism(), spin = 4000) {
     this.threads = Math.max(1, threads);
     this.scratch = Array.from({ length: this.threads }, () => heap.alloc(SCRATCH_BYTES, 'wasm scratch').ptr);
     for (let tid = 1; tid < this.threads; tid++) {
@@ -146,10 +148,16 @@ export class Pool {
     this.calls++;
     if (n <= 0) return;
     chunk = Math.max(1, Math.floor(chunk));
+    const t0 = this.profile ? performance.now() : 0;
+    let entry = this.profile?.get(k.name);
+    if (this.profile && !entry) this.profile.set(k.name, (entry = { calls: 0, parallel: 0, ms: 0, waitMs: 0, joined: 0 }));
+    if (entry) entry.calls++;
     if (!parallel || this.threads === 1 || n <= chunk) {
       k.run(args, 0, n);
+      if (entry) entry.ms += performance.now() - t0;
       return;
     }
+    if (entry) entry.parallel++;
     this.parallelCalls++;
     const c = this.control;
     c[KERNEL] = k.id;
@@ -177,7 +185,15 @@ export class Pool {
       w = r;
     }
     const joined = w & 0x7fff;
-    for (let s = 0, d; (d = Atomics.load(c, DONE)) < joined; s++) if (s > 2000) Atomics.wait(c, DONE, d, 5);
+    const t1 = entry ? performance.now() : 0;
+    // a short spin, then sleep: a worker descheduled on a busy machine gets the core back
+    for (let s = 0, d; (d = Atomics.load(c, DONE)) < joined; s++) if (s > 200) Atomics.wait(c, DONE, d, 2);
+    if (entry) {
+      const t2 = performance.now();
+      entry.ms += t2 - t0;
+      entry.waitMs += t2 - t1;
+      entry.joined += joined;
+    }
     if (error) throw error;
     if (c[FAILED]) throw new Error(`wasm: kernel '${k.name}' failed on a worker thread`);
   }

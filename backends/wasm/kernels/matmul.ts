@@ -1,9 +1,10 @@
 /**
- * Matrix multiply, batched, on every core: both operands are packed once into panels (a: MR
- * rows, b: NR columns, k-major, zero-padded), read through any strides (transposed operands
- * and broadcast batches cost no copy beyond the packing), then each output tile of MC x NC is
- * one work item: for each KC-long slice of K, for each NR-column panel of b (8 KiB, held in L1),
- * for each MR-row panel of a (the MC x KC block in L2), an MR x NR register block accumulates
+ * Matrix multiply, batched, on every core: b is packed once into panels of NR columns
+ * (k-major, zero-padded), read through any strides; a is read in place through its strides
+ * (each of the MR rows of a register block has its own pointer: a transposed a costs nothing).
+ * Transposed operands and broadcast batches cost no copy beyond b's packing. Each output tile
+ * of MC x NC is one work item: for each KC-long slice of K, for each NR-column panel of b
+ * (8 KiB, held in L1), for each MR-row block of a, an MR x NR register block accumulates
  * KC rank-1 updates (f32x4.relaxed_madd where the engine has it, else mul + add) and is added
  * into the output. MR x NR = 6 x 8: 12 accumulator vectors, 2 of b and a splat of a fill the
  * 16 SIMD registers of x86-64 (as XNNPACK's wasmsimd 6x8 kernels).
@@ -126,21 +127,31 @@ function packKernel(rows: number, kContiguous: boolean): Func {
 
 /**
  * The tiles. Item = (matrix, tile row block, tile column block). args: 0 M, 1 N, 2 K,
- * 3 table of packed-a byte addresses per matrix, 4 same for b, 5 output byte address,
- * 6 tile row blocks, 7 tile column blocks, 8 rows per tile (MC), 9 columns per tile (NC).
+ * 3 table of a's byte addresses per matrix (read in place), 4 packed b's, 5 output byte address,
+ * 6 tile row blocks, 7 tile column blocks, 8 rows per tile (MC), 9 columns per tile (NC),
+ * 10 a's row stride and 11 its k stride (bytes).
  */
-function tileKernel(relaxed: boolean): Func {
+/**
+ * How the tile kernel reads a: in place with unit k stride ('k1', a row-major a: offsets
+ * unrolled), in place with any strides ('ks'), or from MR-row panels packed k-major
+ * ('packed': for long K, where in-place rows thousands of floats apart cost TLB and cache misses).
+ */
+type AMode = 'k1' | 'ks' | 'packed';
+
+function tileKernel(relaxed: boolean, aMode: AMode): Func {
+  const aK1 = aMode === 'k1';
   const f = new Func(['i32', 'i32', 'i32']);
   const [args, lo, hi] = f.params;
-  const [M, N, K, aTab, bTab, cOut, nI, nJ, mc, nc] = Array.from({ length: 10 }, () => f.local('i32'));
-  const [item, mat, rem, i0, i1, j0, j1, pc, kc, i, j, ap, bp, apBase, bpBase, cBase, k, k4, row, N4, r, c, rows, cols] =
-    Array.from({ length: 24 }, () => f.local('i32'));
+  const [M, N, K, aTab, bTab, cOut, nI, nJ, mc, nc, aRS, aKS] = Array.from({ length: 12 }, () => f.local('i32'));
+  const aRows = Array.from({ length: MR }, () => f.local('i32'));
+  const [item, mat, rem, i0, i1, j0, j1, pc, kc, i, j, bp, apBase, bpBase, cBase, k, k4, row, N4, r, c, rows, cols] =
+    Array.from({ length: 23 }, () => f.local('i32'));
   const acc = Array.from({ length: MR * (NR / 4) }, () => f.local('v128'));
   const [b0, b1, av] = [f.local('v128'), f.local('v128'), f.local('v128')];
   const v = f.local('f32');
   const bPanel = f.local('i32');
   const addr = f.local('i32');
-  [M, N, K, aTab, bTab, cOut, nI, nJ, mc, nc].forEach((l, x) => f.get(args).i32_load(4 * x).set(l));
+  [M, N, K, aTab, bTab, cOut, nI, nJ, mc, nc, aRS, aKS].forEach((l, x) => f.get(args).i32_load(4 * x).set(l));
   f.get(N).i32(2).i32_shl().set(N4);
 
   const rankUpdate = (u: number) => {
@@ -148,7 +159,9 @@ function tileKernel(relaxed: boolean): Func {
     f.get(bp).v128_load(u * NR * 4).set(b0);
     f.get(bp).v128_load(u * NR * 4 + 16).set(b1);
     for (let rr = 0; rr < MR; rr++) {
-      f.get(ap).v128_load32_splat(u * MR * 4 + rr * 4).set(av);
+      // a read in place through its strides: row rr's pointer (k stride 4: unrolled offsets)
+      if (aMode === 'packed') f.get(aRows[0]).v128_load32_splat(u * MR * 4 + rr * 4).set(av);
+      else f.get(aRows[rr]).v128_load32_splat(aK1 ? u * 4 : 0).set(av);
       for (const [cc, bv] of [[0, b0], [1, b1]] as const) {
         const a = acc[rr * 2 + cc];
         if (relaxed) f.get(av).get(bv).get(a).f32x4_relaxed_madd().set(a);
@@ -177,16 +190,35 @@ function tileKernel(relaxed: boolean): Func {
         f.get(bpBase).get(j).get(K).i32_mul().i32(4).i32_mul().i32_add().get(pc).i32(NR * 4).i32_mul().i32_add().set(bPanel);
         f.for(i, i0, i1, MR, () => {
           f.get(bPanel).set(bp);
-          f.get(apBase).get(i).get(K).i32_mul().i32(4).i32_mul().i32_add().get(pc).i32(MR * 4).i32_mul().i32_add().set(ap);
+          // row pointers of a at (min(i + r, M - 1), pc): rows past the end repeat the last (their results are not stored)
+          if (aMode === 'packed') {
+            // panel i / MR: apBase + i * K * 4 + pc * MR * 4
+            f.get(apBase).get(i).get(K).i32_mul().i32(4).i32_mul().i32_add().get(pc).i32(MR * 4).i32_mul().i32_add().set(aRows[0]);
+          } else for (let rr = 0; rr < MR; rr++) {
+            f.get(i).i32(rr).i32_add().get(M).i32(1).i32_sub().get(i).i32(rr).i32_add().get(M).i32(1).i32_sub().i32_lt_s().select();
+            f.get(aRS).i32_mul().get(apBase).i32_add().get(pc).get(aKS).i32_mul().i32_add().set(aRows[rr]);
+          }
           for (const a of acc) f.f32x4(0).set(a);
-          f.for(k, 0, k4, 4, () => {
-            for (let u = 0; u < 4; u++) rankUpdate(u);
-            f.get(ap).i32(4 * MR * 4).i32_add().set(ap);
-            f.get(bp).i32(4 * NR * 4).i32_add().set(bp);
-          });
+          const advanceA = (steps: number) => {
+            if (aMode === 'packed') {
+              f.get(aRows[0]).i32(steps * MR * 4).i32_add().set(aRows[0]);
+              return;
+            }
+            for (const q of aRows) {
+              if (aK1) f.get(q).i32(4 * steps).i32_add().set(q);
+              else f.get(q).get(aKS).i32_add().set(q);
+            }
+          };
+          if (aMode !== 'ks') {
+            f.for(k, 0, k4, 4, () => {
+              for (let u = 0; u < 4; u++) rankUpdate(u);
+              advanceA(4);
+              f.get(bp).i32(4 * NR * 4).i32_add().set(bp);
+            });
+          } else f.i32(0).set(k4);
           f.for(k, k4, kc, 1, () => {
             rankUpdate(0);
-            f.get(ap).i32(MR * 4).i32_add().set(ap);
+            advanceA(1);
             f.get(bp).i32(NR * 4).i32_add().set(bp);
           });
           store();
@@ -273,7 +305,21 @@ function rowsSpanBatch(a: Tensor, batch: readonly number[], M: number): boolean 
 }
 
 /** out [...batch, M, N] (fresh, contiguous) = a [...batch, M, K] @ b [...batch, K, N]. */
+export const matmulLog: Map<string, { n: number; ms: number; flops: number }> | null = process.env.UHD_WASM_PROFILE ? new Map() : null;
+
 export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
+  if (!matmulLog) return matmulImpl(a, b, out);
+  const t0 = performance.now();
+  matmulImpl(a, b, out);
+  const key = `${a.shape.join('x')} @ ${b.shape.join('x')} a${a.strides.slice(-2)} b${b.strides.slice(-2)}`;
+  const e = matmulLog.get(key) ?? { n: 0, ms: 0, flops: 0 };
+  e.n++;
+  e.ms += performance.now() - t0;
+  e.flops += 2 * out.size * a.shape[a.rank - 1];
+  matmulLog.set(key, e);
+}
+
+function matmulImpl(a: Tensor, b: Tensor, out: Tensor): void {
   if (out.size === 0) return;
   const rt = runtime();
   const r = a.rank;
@@ -295,36 +341,41 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
   }
   const [aRow, aCol] = a.strides.slice(-2);
   const [bRow, bCol] = b.strides.slice(-2);
-  const panelsA = Math.ceil(M / MR);
   const panelsB = Math.ceil(N / NR);
   const heap = rt.heap;
-  const packA = heap.alloc(am.bases.length * panelsA * MR * K * 4, 'matmul');
   const packB = heap.alloc(bm.bases.length * panelsB * NR * K * 4, 'matmul');
-  // tables: source addresses, packed addresses, per-matrix packed addresses
-  const tab = heap.alloc(4 * (2 * am.bases.length + 2 * bm.bases.length + 2 * matrices), 'matmul');
-  const words = new Int32Array(heap.buffer, tab.ptr, 2 * am.bases.length + 2 * bm.bases.length + 2 * matrices);
-  const aSrc = 0, aDst = am.bases.length, bSrc = 2 * am.bases.length, bDst = bSrc + bm.bases.length, aPer = bDst + bm.bases.length, bPer = aPer + matrices;
+  // long K: a packed into MR-row panels too (see AMode)
+  const packA = K >= MATMUL_TUNING.packAK && N >= 4 * NR ? heap.alloc(am.bases.length * Math.ceil(M / MR) * MR * K * 4, 'matmul') : null;
+  // tables: b's source and packed addresses per distinct b, then a's address and packed b's per matrix
+  const words = 2 * bm.bases.length + 2 * matrices + 2 * am.bases.length;
+  const tab = heap.alloc(4 * words, 'matmul');
+  const w = new Int32Array(heap.buffer, tab.ptr, words);
+  const bSrc = 0, bDst = bm.bases.length, aPer = 2 * bm.bases.length, bPer = aPer + matrices, aSrc = bPer + matrices, aDst = aSrc + am.bases.length;
+  const panelsA = Math.ceil(M / MR);
   am.bases.forEach((off, x) => {
-    words[aSrc + x] = ptrOf(a) + 4 * off;
-    words[aDst + x] = packA.ptr + x * panelsA * MR * K * 4;
+    w[aSrc + x] = ptrOf(a) + 4 * off;
+    w[aDst + x] = packA ? packA.ptr + x * panelsA * MR * K * 4 : 0;
   });
   bm.bases.forEach((off, x) => {
-    words[bSrc + x] = ptrOf(b) + 4 * off;
-    words[bDst + x] = packB.ptr + x * panelsB * NR * K * 4;
+    w[bSrc + x] = ptrOf(b) + 4 * off;
+    w[bDst + x] = packB.ptr + x * panelsB * NR * K * 4;
   });
   for (let e = 0; e < matrices; e++) {
-    words[aPer + e] = words[aDst + am.index[e]];
-    words[bPer + e] = words[bDst + bm.index[e]];
+    w[aPer + e] = packA ? w[aDst + am.index[e]] : w[aSrc + am.index[e]];
+    w[bPer + e] = w[bDst + bm.index[e]];
   }
   try {
     const pool = rt.pool;
     const args = new Args(rt);
-    // a: lines are rows (stride aRow), k stride aCol
-    args.i32s(0, [M, K, aRow, aCol, panelsA, tab.ptr + 4 * aSrc, tab.ptr + 4 * aDst]);
-    pool.run(packer(rt, MR, aCol === 1), ARGS_PTR, am.bases.length * panelsA, packChunk(MR, K), parallelPack(M, K, N));
+    const work = matrices * M * N * K;
     // b: lines are columns (stride bCol), k stride bRow
     args.i32s(0, [N, K, bCol, bRow, panelsB, tab.ptr + 4 * bSrc, tab.ptr + 4 * bDst]);
-    pool.run(packer(rt, NR, bRow === 1), ARGS_PTR, bm.bases.length * panelsB, packChunk(NR, K), parallelPack(M, K, N));
+    pool.run(packer(rt, NR, bRow === 1), ARGS_PTR, bm.bases.length * panelsB, packChunk(NR, K), work >= PARALLEL_WORK && bm.bases.length * N * K >= 1 << 16);
+    if (packA) {
+      // a: lines are rows (stride aRow), k stride aCol
+      args.i32s(0, [M, K, aRow, aCol, panelsA, tab.ptr + 4 * aSrc, tab.ptr + 4 * aDst]);
+      pool.run(packer(rt, MR, aCol === 1), ARGS_PTR, am.bases.length * panelsA, packChunk(MR, K), work >= PARALLEL_WORK);
+    }
     // smaller tiles when the default ones would leave threads idle
     let [mc, nc] = [MC, NC];
     const enough = 3 * pool.threads;
@@ -334,16 +385,23 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
     }
     const nI = Math.ceil(M / mc);
     const nJ = Math.ceil(N / nc);
-    args.i32s(0, [M, N, K, tab.ptr + 4 * aPer, tab.ptr + 4 * bPer, ptrOf(out) + 4 * out.offset, nI, nJ, mc, nc]);
-    const tiles = pool.kernel(`matmul.tiles.${MR}x${NR}.${rt.features.relaxedSimd ? 'fma' : 'muladd'}`, () => spec(tileKernel(rt.features.relaxedSimd)));
-    // a tile row block and a column block of one matrix is at least a few microseconds of work
-    pool.run(tiles, ARGS_PTR, matrices * nI * nJ, 1, matrices * M * N * K >= 1 << 17);
+    args.i32s(0, [M, N, K, tab.ptr + 4 * aPer, tab.ptr + 4 * bPer, ptrOf(out) + 4 * out.offset, nI, nJ, mc, nc, 4 * aRow, 4 * aCol]);
+    const relaxed = rt.features.relaxedSimd;
+    const aMode: AMode = packA ? 'packed' : aCol === 1 || K === 1 ? 'k1' : 'ks';
+    const tiles = pool.kernel(`matmul.tiles.${MR}x${NR}.${aMode}.${relaxed ? 'fma' : 'muladd'}`, () => spec(tileKernel(relaxed, aMode)));
+    pool.run(tiles, ARGS_PTR, matrices * nI * nJ, 1, work >= PARALLEL_WORK);
   } finally {
-    heap.release(packA.ptr, packA.size);
     heap.release(packB.ptr, packB.size);
+    if (packA) heap.release(packA.ptr, packA.size);
     heap.release(tab.ptr, tab.size);
   }
 }
+
+/** Tuning knobs the benchmarks vary: K from which a is packed (in-place rows then sit 2 KiB+ apart). */
+export const MATMUL_TUNING = { packAK: 512 };
+
+/** Multiply-adds below which a matmul runs on the main thread alone (about 50 us of work). */
+const PARALLEL_WORK = 1 << 20;
 
 function packer(rt: Runtime, rows: number, kContiguous: boolean) {
   return rt.pool.kernel(`matmul.pack.${rows}.${kContiguous ? 'k1' : 'ks'}`, () => spec(packKernel(rows, kContiguous)));
@@ -351,4 +409,3 @@ function packer(rt: Runtime, rows: number, kContiguous: boolean) {
 
 /** Panels per chunk: about 16K elements each. */
 const packChunk = (rows: number, K: number) => Math.max(1, Math.floor(16384 / (rows * K)));
-const parallelPack = (M: number, K: number, N: number) => M * K * N >= 1 << 20;
