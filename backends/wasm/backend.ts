@@ -13,6 +13,7 @@ import type { Tensor } from '../../tensor/tensor.js';
 import { adamw } from './kernels/adamw.js';
 import { attention, attentionGrad } from './kernels/attention.js';
 import * as E from './kernels/elementwise.js';
+import * as I from './kernels/indexing.js';
 import { matmul } from './kernels/matmul.js';
 import { reduce } from './kernels/reduce.js';
 import { rowOp } from './kernels/rows.js';
@@ -84,8 +85,12 @@ export const wasmBackend: Backend = {
   attention: (q, k, v, p, out) => (q.dtype === 'float32' ? attention(q, k, v, p, out) : cpu.attention(q, k, v, p, out)),
   layerNorm: (x, weight, bias, eps, out) => f32(x) ? rowOp('layerNorm', x, out, { weight, bias, eps }) : cpu.layerNorm(x, weight, bias, eps, out),
   rmsNorm: (x, weight, eps, out) => f32(x) ? rowOp('rmsNorm', x, out, { weight, eps }) : cpu.rmsNorm(x, weight, eps, out),
-  gather: cpu.gather,
-  scatterAdd: cpu.scatterAdd,
+  gather: (x, dim, index, out) => {
+    if (!I.gather(x, dim, index, out)) cpu.gather(x, dim, index, out);
+  },
+  scatterAdd: (x, dim, index, src, out) => {
+    if (!I.scatterAdd(x, dim, index, src, out, wasmBackend.copy)) cpu.scatterAdd(x, dim, index, src, out);
+  },
   unaryGrad: (op, x, gy, out) => {
     if (!(f32(x) && E.unaryGrad(op, x, gy, out))) cpu.unaryGrad(op, x, gy, out);
   },
