@@ -65,18 +65,23 @@ export function webgpuIsSoftware(): boolean {
 }
 
 /**
- * `--device auto`: WebGPU on a real GPU adapter; on a software adapter (llvmpipe) the faster
- * CPU path when one is registered, saying so; the CPU reference when nothing else opens.
- * Returns the device, opened, and why it was chosen.
+ * `--device auto`: WebGPU on a real GPU adapter; otherwise the wasm backend (WebAssembly SIMD
+ * on every core), which on a CPU-only machine is several times faster than WebGPU over a
+ * software adapter such as llvmpipe (bench/results/peers.md), and says so. Returns the device,
+ * opened, and why it was chosen.
  */
 export async function autoDevice(): Promise<{ device: Device; reason: string }> {
+  let why: string;
   try {
     await initWebGPU();
+    const i = gpuInfo();
+    const adapter = `${i.backend}: ${i.description || i.device}`;
+    if (!webgpuIsSoftware()) return { device: 'webgpu', reason: `a GPU adapter (${adapter})` };
+    why = `the WebGPU adapter is a software rasteriser (${adapter}), slower here than the wasm backend`;
+    shutdownWebGPU();
   } catch (e) {
-    return { device: 'cpu', reason: `webgpu unavailable: ${(e as Error).message.split('\n')[0]}` };
+    why = `no WebGPU adapter (${(e as Error).message.split('\n')[0]})`;
   }
-  const i = gpuInfo();
-  const adapter = `${i.backend}: ${i.description || i.device}`;
-  if (!webgpuIsSoftware()) return { device: 'webgpu', reason: `a GPU adapter (${adapter})` };
-  return { device: 'webgpu', reason: `a software adapter (${adapter}), faster here than the CPU reference` };
+  await openDevice('wasm');
+  return { device: 'wasm', reason: why };
 }

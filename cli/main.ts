@@ -8,13 +8,13 @@ const program = new Command('uhd').description('LLaVA-UHD v4 on a TypeScript + W
 
 program
   .command('info')
-  .description('show the chosen backend, adapter and limits')
+  .description('show every backend: the WebGPU adapter and its limits, the wasm backend, the CPU reference, and what --device auto picks')
   .option('--json', 'print JSON')
   .action(infoCommand);
 
 program
   .command('demo')
-  .description('a tour of the runtime: a ViT block and the intra-ViT compressor on CPU and WebGPU, compared')
+  .description('a tour of the runtime: a ViT block and the intra-ViT compressor on every backend, compared')
   .action(demoCommand);
 
 program
@@ -72,7 +72,7 @@ program
   .option('--temperature <t>', '0 is greedy', '0')
   .option('--top-p <p>', 'nucleus sampling mass', '1')
   .option('--seed <n>', 'seed for sampling')
-  .option('--device <cpu|webgpu>', 'where to run', 'cpu')
+  .option('--device <cpu|wasm|webgpu>', 'where to run (wasm: WebAssembly SIMD on every core)', 'cpu')
   .action(async (opts: import('./generate.js').GenerateCliOptions) => (await import('./generate.js')).generateCommand(opts));
 
 program
@@ -80,7 +80,7 @@ program
   .description('the main job: train a tiny LLaVA-UHD v4 with D and the post-ViT baseline on the synthetic task, compare, answer')
   .option('--steps <n>', 'steps of the last training stage (more steps, better answers)')
   .option('--test <n>', 'test questions per model')
-  .option('--device <auto|cpu|webgpu>', 'where to train (auto: WebGPU if an adapter opens, else the CPU)', 'auto')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
   .option('--out <dir>', 'where checkpoints and the fresh image go', 'runs/demo')
   .action(async (opts: import('./start.js').StartOptions) => (await import('./start.js')).startCommand(opts));
 
@@ -91,7 +91,7 @@ program
   .option('--config <name|path>', 'model config', 'tiny')
   .option('--weights <file|dir>', 'start from these weights (default: random init)')
   .option('--out <dir>', 'run folder: metrics.jsonl, checkpoints', 'runs/train')
-  .option('--device <cpu|webgpu>', 'where to train', 'cpu')
+  .option('--device <cpu|wasm|webgpu>', 'where to train', 'cpu')
   .option('--resume', 'continue from <out>/checkpoint.safetensors')
   .action(async (opts: import('./train.js').TrainCliOptions) => (await import('./train.js')).trainCommand(opts));
 
@@ -103,7 +103,7 @@ program
   .option('--recipe <name|path>', "whose data's test split to use", 'tiny-demo')
   .option('--data <file.jsonl>', 'evaluate on a LLaVA-style JSONL file instead')
   .option('--n <count>', 'evaluate the first n samples')
-  .option('--device <cpu|webgpu>', 'where to run', 'cpu')
+  .option('--device <cpu|wasm|webgpu>', 'where to run (wasm: WebAssembly SIMD on every core)', 'cpu')
   .option('--json', 'print JSON')
   .action(async (opts: import('./train.js').EvalCliOptions) => (await import('./train.js')).evalCommand(opts));
 
