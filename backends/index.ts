@@ -8,6 +8,7 @@ import { gpuInfo, initWebGPU, shutdown as shutdownWebGPU } from '../kernels/inde
 import { getBackend, hasBackend, openDevices } from '../tensor/backend.js';
 import { initWasm, shutdownWasm } from './wasm/index.js';
 import type { Device } from '../tensor/device.js';
+import { existsSync, readdirSync } from 'node:fs';
 
 interface BackendEntry {
   /** Opens the device and registers its backend (safe to call when open). */
@@ -55,6 +56,13 @@ export function describeDevices(): string[] {
   });
 }
 
+/** On Linux, how many GPU device nodes exist (render nodes, NVIDIA's); null elsewhere (unknown: probe). */
+function gpuDeviceNodes(): number | null {
+  if (process.platform !== 'linux') return null;
+  const list = (dir: string, re: RegExp) => (existsSync(dir) ? readdirSync(dir).filter((f) => re.test(f)).length : 0);
+  return list('/dev/dri', /^renderD\d+$/) + list('/dev', /^nvidia\d+$/);
+}
+
 /** Adapters that rasterise on the CPU: a WebGPU device on one is not a GPU. */
 const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|softpipe|swiftshader|basic render/i;
 
@@ -72,6 +80,12 @@ export function webgpuIsSoftware(): boolean {
  */
 export async function autoDevice(): Promise<{ device: Device; reason: string }> {
   let why: string;
+  const nodes = gpuDeviceNodes();
+  if (nodes === 0) {
+    // no GPU for Dawn to find: WebGPU would be llvmpipe (and loading Dawn costs time)
+    await openDevice('wasm');
+    return { device: 'wasm', reason: 'no GPU device node (/dev/dri/renderD*, /dev/nvidia*): WebGPU would run on a software rasteriser' };
+  }
   try {
     await initWebGPU();
     const i = gpuInfo();

@@ -1,5 +1,6 @@
 /** `uhd info`: every backend (the WebGPU adapter and limits, wasm, the CPU reference) and what `--device auto` picks. */
-import { closeDevice, describeDevices, openDevice, webgpuIsSoftware } from '../backends/index.js';
+import { closeDevice, describeDevices, webgpuIsSoftware } from '../backends/index.js';
+import { wasmSummary } from '../backends/wasm/index.js';
 import { initWebGPU, type GpuInfo } from '../kernels/index.js';
 import { getBackend, openDevices } from '../tensor/index.js';
 
@@ -31,7 +32,7 @@ export async function infoCommand(opts: { json?: boolean }): Promise<void> {
     } catch (e) {
       gpuError = (e as Error).message;
     }
-    await openDevice('wasm');
+    const wasm = wasmSummary();
     const software = gpu !== null && webgpuIsSoftware();
     const auto = gpu && !software
       ? { device: 'webgpu', reason: 'a GPU adapter' }
@@ -41,12 +42,13 @@ export async function infoCommand(opts: { json?: boolean }): Promise<void> {
         const c = getBackend(d).capabilities;
         return [d, { describe: c.describe?.() ?? '', dtypes: c.dtypes, syncRead: c.syncRead }];
       }));
-      console.log(JSON.stringify({ webgpu: gpu ?? { unavailable: gpuError }, webgpuSoftware: software, backends, auto }, null, 2));
+      console.log(JSON.stringify({ webgpu: gpu ?? { unavailable: gpuError }, webgpuSoftware: software, backends, wasm, auto }, null, 2));
       return;
     }
     console.log(gpu ? formatInfo(gpu) : `webgpu: unavailable\n${gpuError}`);
-    console.log('\nbackends open:');
+    console.log('\nbackends:');
     for (const line of describeDevices()) console.log(`  ${line}`);
+    console.log(`  wasm: ${wasm}`);
     console.log(`\n--device auto: ${auto.device} (${auto.reason})`);
   } finally {
     closeDevice();

@@ -57,7 +57,8 @@ export const wasmBackend: Backend = {
     describe: () => {
       const r = runtime();
       const relaxed = r.features.relaxedSimd ? `relaxed-SIMD FMA (${r.features.relaxedVia === 'flag' ? "V8's --experimental-wasm-relaxed-simd, set at open" : 'native'})` : 'no relaxed SIMD';
-      return `WebAssembly SIMD kernels generated at run time, ${r.pool.threads} thread${r.pool.threads > 1 ? 's' : ''}, ${relaxed}`;
+      const threads = `${r.pool.threads} thread${r.pool.threads > 1 ? 's' : ''}${r.pool.threads > 1 && !r.pool.running ? ' (workers start on the first parallel op)' : ''}`;
+      return `WebAssembly SIMD kernels generated at run time, ${threads}, ${relaxed}`;
     },
   },
   alloc,

@@ -11,7 +11,8 @@
  *
  * The job word packs (sequence << 16) | closed << 15 | joined: a worker joins by
  * compare-and-swap while the job is open; the main thread closes it when the items are gone.
- * Workers are unref'd (Node exits without a shutdown) and `close()` ends them.
+ * Workers start on the first parallel job (a process that only opens the backend, such as
+ * `uhd info`, starts none), are unref'd (Node exits without a shutdown), and `close()` ends them.
  */
 import { availableParallelism } from 'node:os';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
@@ -99,9 +100,22 @@ export class Pool {
   /** Per kernel: calls, parallel calls, ms in it, ms of that waiting for workers (UHD_WASM_PROFILE=1). */
   readonly profile = process.env.UHD_WASM_PROFILE ? new Map<string, { calls: number; parallel: number; ms: number; waitMs: number; joined: number }>() : null;
 
-  constructor(private readonly heap: WasmHeap, threads = availableParallelism(), spin = 4000) {
+  private started = false;
+
+  constructor(private readonly heap: WasmHeap, threads = availableParallelism(), private readonly spin = 4000) {
     this.threads = Math.max(1, threads);
     this.scratch = Array.from({ length: this.threads }, () => heap.alloc(SCRATCH_BYTES, 'wasm scratch').ptr);
+  }
+
+  /** Whether the worker threads run (they start on the first parallel job). */
+  get running(): boolean {
+    return this.started && this.workers.length > 0;
+  }
+
+  /** Starts the workers, handing each every kernel compiled so far. */
+  private start(): void {
+    this.started = true;
+    const { heap, spin } = this;
     for (let tid = 1; tid < this.threads; tid++) {
       const { port1, port2 } = new MessageChannel();
       const worker = new Worker(WORKER_SOURCE, {
@@ -111,6 +125,7 @@ export class Pool {
       });
       worker.unref();
       port1.unref();
+      this.modules.forEach((module, id) => port1.postMessage({ id, module }));
       this.workers.push(worker);
       this.ports.push(port1);
     }
@@ -152,6 +167,7 @@ export class Pool {
     let entry = this.profile?.get(k.name);
     if (this.profile && !entry) this.profile.set(k.name, (entry = { calls: 0, parallel: 0, ms: 0, waitMs: 0, joined: 0 }));
     if (entry) entry.calls++;
+    if (parallel && !this.started && this.threads > 1 && n > chunk) this.start();
     if (!parallel || this.threads === 1 || n <= chunk) {
       k.run(args, 0, n);
       if (entry) entry.ms += performance.now() - t0;
@@ -198,12 +214,17 @@ export class Pool {
     if (c[FAILED]) throw new Error(`wasm: kernel '${k.name}' failed on a worker thread`);
   }
 
+  /**
+   * Ends the workers. Their loops see QUIT and return; each worker is ref'd again so that Node
+   * waits for it to be gone before exiting (a worker torn down during exit, while Dawn's threads
+   * are being destroyed, can crash the process).
+   */
   close(): void {
     Atomics.store(this.control, QUIT, 1);
     this.seq = (this.seq + 1) & 0xffff || 1;
     Atomics.store(this.control, JOB, this.seq << 16);
     Atomics.notify(this.control, JOB);
-    for (const w of this.workers) void w.terminate();
+    for (const w of this.workers) w.ref();
     this.workers = [];
     for (const p of this.ports) p.close();
     this.ports = [];
