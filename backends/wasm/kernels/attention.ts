@@ -9,7 +9,7 @@
  * segment's keys are not one run. Keys past a range's end are clamped to its last key and
  * masked, so no read leaves the tensor.
  *
- * Forward: item = one query row (b, h, i). Backward (by recomputation, FlashAttention-2's
+ * Forward: the blocked kernel of flash.ts where it applies, else item = one query row (b, h, i). Backward (by recomputation, FlashAttention-2's
  * split): a stats pass (the forward, keeping each row's max m, 1/l and delta = dO·O); then dK
  * and dV with item = (b, kv head, block of 16 keys), looping over the group's heads and the
  * queries that see the block (no two items write the same key); then dQ with item = a row.
@@ -21,6 +21,8 @@ import { Func, type Local } from '../emit.js';
 import { MAX_PAGES, WasmStorage } from '../memory.js';
 import { Args, ARGS_PTR, runtime } from '../runtime.js';
 import { exp4, mathTemps, type MathTemps } from './simd-math.js';
+import { F, flashKernel, flashSpec, QROWS } from './flash.js';
+import { packChunk, packer } from './matmul.js';
 
 const KEY_BLOCK = 16;
 const spec = (f: Func) => ({ funcs: [{ name: 'run', func: f }], maxPages: MAX_PAGES, globals: ['tid', 'scratch'] });
@@ -513,6 +515,55 @@ function kernelFor(mode: Mode, D: number, checkIds: boolean) {
   ));
 }
 
+/**
+ * The blocked kernel (flash.ts) where every query sees one key range and the head dim is a
+ * multiple of 4: the keys packed into panels of 8 first (the matmul's packer), then items of 6
+ * query rows. Returns false where it does not apply (windows, segment ids that are not runs).
+ */
+function flash(q: Tensor, k: Tensor, v: Tensor, prm: AttentionParams, p: Prepared, mode: 'forward' | 'stats', extra: Partial<Record<keyof typeof F, number>>): boolean {
+  const [B, Hq, Sq, D] = q.shape;
+  const [, Hkv, Sk] = k.shape;
+  if (prm.window || p.checkIds || D % 4 !== 0 || Sk < 8) return false;
+  const rt = runtime();
+  const [, kv, vv] = p.views;
+  const panels = Math.ceil(Sk / 8);
+  const mats = B * Hkv;
+  const kp = rt.heap.alloc(mats * panels * 8 * D * 4, 'attention');
+  const tab = rt.heap.alloc(8 * mats, 'attention');
+  try {
+    const w = new Int32Array(rt.heap.buffer, tab.ptr, 2 * mats);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < Hkv; h++) {
+        const m = b * Hkv + h;
+        w[m] = ptrOf(kv) + 4 * (b * kv.strides[0] + h * kv.strides[1]);
+        w[mats + m] = kp.ptr + m * panels * 8 * D * 4;
+      }
+    }
+    const args = new Args(rt);
+    // lines are keys (stride ks), k is the head dim (stride 1)
+    args.i32s(0, [Sk, D, kv.strides[2], 1, panels, tab.ptr, tab.ptr + 4 * mats]);
+    const work = B * Hq * Sq * Sk * D;
+    rt.pool.run(packer(rt, 8, true), ARGS_PTR, mats * panels, packChunk(8, D), work >= 1 << 16 && mats * panels * D * 8 >= 1 << 15);
+    const words = new Array<number>(22).fill(0);
+    const set = (name: keyof typeof F, value: number) => (words[F[name]] = value);
+    set('B', B); set('Hq', Hq); set('Sq', Sq); set('Sk', Sk); set('group', Hq / Hkv); set('Hkv', Hkv);
+    set('q', ptrOf(p.views[0])); set('qb', p.views[0].strides[0]); set('qh', p.views[0].strides[1]); set('qs', p.views[0].strides[2]);
+    set('kp', kp.ptr); set('panels', panels);
+    set('v', ptrOf(vv)); set('vb', vv.strides[0]); set('vh', vv.strides[1]); set('vs', vv.strides[2]);
+    set('ranges', p.words[A.ranges]);
+    for (const [name, value] of Object.entries(extra)) set(name as keyof typeof F, value);
+    args.i32s(0, words).f32(F.scale, prm.scale);
+    const relaxed = rt.features.relaxedSimd;
+    const kern = rt.pool.kernel(`attention.flash.${mode}.D${D}.${relaxed ? 'fma' : 'muladd'}`, () => flashSpec(flashKernel(D, relaxed, mode)));
+    const items = B * Hq * Math.ceil(Sq / QROWS);
+    rt.pool.run(kern, ARGS_PTR, items, Math.max(1, Math.floor(32768 / (QROWS * Sk * D))), work >= 1 << 16);
+    return true;
+  } finally {
+    rt.heap.release(kp.ptr, kp.size);
+    rt.heap.release(tab.ptr, tab.size);
+  }
+}
+
 /** Query rows per chunk: about 64K key-dims of work each. */
 const rowChunk = (Sk: number, D: number) => Math.max(1, Math.floor(65536 / Math.max(1, Sk * D)));
 
@@ -528,6 +579,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, prm: AttentionParams,
   }
   const p = prepare(q, k, v, prm);
   try {
+    if (flash(q, k, v, prm, p, 'forward', { out: ptrOf(out) })) return;
     write(p, prm.scale, { out: ptrOf(out) });
     const work = B * Hq * Sq * Sk * D;
     runtime().pool.run(kernelFor('forward', D, p.checkIds), ARGS_PTR, B * Hq * Sq, rowChunk(prm.window ? 4 : Sk, D), work >= 1 << 16);
@@ -554,8 +606,11 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, prm: AttentionPar
     const parallel = B * Hq * Sq * Sk * D >= 1 << 15;
     const chunk = rowChunk(prm.window ? 4 : Sk, D);
     const extra = { dO: ptrOf(dO), stats: stats.ptr, delta: delta.ptr, out: ptrOf(gq), dk: ptrOf(gk), dv: ptrOf(gv) };
+    if (!flash(q, k, v, prm, p, 'stats', { stats: stats.ptr, dO: ptrOf(dO), delta: delta.ptr })) {
+      write(p, prm.scale, extra);
+      rt.pool.run(kernelFor('stats', D, p.checkIds), ARGS_PTR, B * Hq * Sq, chunk, parallel);
+    }
     write(p, prm.scale, extra);
-    rt.pool.run(kernelFor('stats', D, p.checkIds), ARGS_PTR, B * Hq * Sq, chunk, parallel);
     rt.pool.run(kernelFor('dq', D, p.checkIds), ARGS_PTR, B * Hq * Sq, chunk, parallel);
     rt.pool.run(kernelFor('dkv', D, p.checkIds), ARGS_PTR, B * Hkv * Math.ceil(Sk / KEY_BLOCK), 1, parallel);
   } finally {

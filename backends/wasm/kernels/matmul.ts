@@ -398,14 +398,15 @@ function matmulImpl(a: Tensor, b: Tensor, out: Tensor): void {
 }
 
 /** Tuning knobs the benchmarks vary: K from which a is packed (in-place rows then sit 2 KiB+ apart). */
-export const MATMUL_TUNING = { packAK: 512 };
+export const MATMUL_TUNING = { packAK: 4096 };
 
 /** Multiply-adds below which a matmul runs on the main thread alone (about 50 us of work). */
 const PARALLEL_WORK = 1 << 20;
 
-function packer(rt: Runtime, rows: number, kContiguous: boolean) {
+/** The panel packer (also attention's, for its keys): `rows` lines per panel, k-major. */
+export function packer(rt: Runtime, rows: number, kContiguous: boolean) {
   return rt.pool.kernel(`matmul.pack.${rows}.${kContiguous ? 'k1' : 'ks'}`, () => spec(packKernel(rows, kContiguous)));
 }
 
 /** Panels per chunk: about 16K elements each. */
-const packChunk = (rows: number, K: number) => Math.max(1, Math.floor(16384 / (rows * K)));
+export const packChunk = (rows: number, K: number) => Math.max(1, Math.floor(16384 / (rows * K)));
