@@ -91,7 +91,6 @@ function runner(peer: PythonPeer, library: string, backend: string, note: string
     async prepare({ work }: Workload): Promise<Prepared> {
       const dir = mkdtempSync(join(tmpdir(), 'uhd-peer-'));
       const spec = writeInputs(dir, work);
-      let last: Timing | null = null;
       const call = async (timing: TimingOptions) => {
         const r = await peer.request({ work: spec, dir, timing });
         if (!r.ok) throw new Error(r.error ?? 'python peer failed');
@@ -103,12 +102,14 @@ function runner(peer: PythonPeer, library: string, backend: string, note: string
         },
         async outputs() {
           const r = await call({ warmup: 0, minSamples: 1, maxSamples: 1, maxTime: 0 });
-          return r.outputs!.map((p) => new Float32Array(readFileSync(p).buffer.slice(0)));
+          return r.outputs!.map((p) => {
+            const b = readFileSync(p); // small files share a pooled ArrayBuffer: take just this one's bytes
+            return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4).slice();
+          });
         },
         async timed(timing: TimingOptions) {
           const r = await call(timing);
-          last = { medianMs: r.medianMs!, samples: r.samples! };
-          return last;
+          return { medianMs: r.medianMs!, samples: r.samples! } satisfies Timing;
         },
         dispose() {
           rmSync(dir, { recursive: true, force: true });
