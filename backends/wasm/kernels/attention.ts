@@ -22,6 +22,7 @@ import { MAX_PAGES, WasmStorage } from '../memory.js';
 import { Args, ARGS_PTR, runtime } from '../runtime.js';
 import { exp4, mathTemps, type MathTemps } from './simd-math.js';
 import { F, flashKernel, flashSpec, QROWS } from './flash.js';
+import { flashDkvKernel, flashDqKernel, G } from './flash-grad.js';
 import { packChunk, packer } from './matmul.js';
 
 const KEY_BLOCK = 16;
@@ -564,6 +565,74 @@ function flash(q: Tensor, k: Tensor, v: Tensor, prm: AttentionParams, p: Prepare
   }
 }
 
+/** Packs the rows of every (b, head) of t [B, H, S, D] (head dim dense) into panels of 8 rows, k-major over D. */
+function packHeads(t: Tensor): { block: { ptr: number; size: number }; panels: number } {
+  const rt = runtime();
+  const [B, H, S, D] = t.shape;
+  const panels = Math.ceil(S / 8);
+  const mats = B * H;
+  const block = rt.heap.alloc(Math.max(4, mats * panels * 8 * D * 4), 'attentionGrad');
+  const tab = rt.heap.alloc(8 * mats, 'attentionGrad');
+  try {
+    const w = new Int32Array(rt.heap.buffer, tab.ptr, 2 * mats);
+    for (let b = 0; b < B; b++) {
+      for (let h = 0; h < H; h++) {
+        w[b * H + h] = ptrOf(t) + 4 * (b * t.strides[0] + h * t.strides[1]);
+        w[mats + b * H + h] = block.ptr + (b * H + h) * panels * 8 * D * 4;
+      }
+    }
+    new Args(rt).i32s(0, [S, D, t.strides[2], 1, panels, tab.ptr, tab.ptr + 4 * mats]);
+    rt.pool.run(packer(rt, 8, true), ARGS_PTR, mats * panels, packChunk(8, D), mats * S * D >= 1 << 15);
+  } finally {
+    rt.heap.release(tab.ptr, tab.size);
+  }
+  return { block, panels };
+}
+
+/** The blocked backward (flash-grad.ts) after the stats pass; false where flash() does not apply. */
+function flashGrad(q: Tensor, prm: AttentionParams, p: Prepared, dO: Tensor, stats: number, delta: number, gq: Tensor, gk: Tensor, gv: Tensor): boolean {
+  const [B, Hq, Sq, D] = q.shape;
+  const [qv, kv, vv] = p.views;
+  const [, Hkv, Sk] = kv.shape;
+  if (prm.window || p.checkIds || D % 4 !== 0 || Sk < 8) return false;
+  const rt = runtime();
+  const relaxed = rt.features.relaxedSimd;
+  const words = new Array<number>(29).fill(0);
+  const set = (name: keyof typeof G, value: number) => (words[G[name]] = value);
+  set('B', B); set('Hq', Hq); set('Sq', Sq); set('Sk', Sk); set('group', Hq / Hkv); set('Hkv', Hkv);
+  for (const [name, t] of [['q', qv], ['k', kv], ['v', vv]] as const) {
+    set(name, ptrOf(t));
+    set(`${name}b` as keyof typeof G, t.strides[0]);
+    set(`${name}h` as keyof typeof G, t.strides[1]);
+    set(`${name}s` as keyof typeof G, t.strides[2]);
+  }
+  set('dO', ptrOf(dO)); set('stats', stats); set('delta', delta); set('ranges', p.words[A.ranges]);
+  set('dq', ptrOf(gq)); set('dk', ptrOf(gk)); set('dv', ptrOf(gv));
+  const work = B * Hq * Sq * Sk * D;
+  const held: { ptr: number; size: number }[] = [];
+  try {
+    // dQ: K and V packed per kv head
+    const kp = packHeads(kv);
+    const vp = packHeads(vv);
+    held.push(kp.block, vp.block);
+    set('pa', kp.block.ptr); set('pb', vp.block.ptr); set('panels', kp.panels);
+    new Args(rt).i32s(0, words).f32(G.scale, prm.scale);
+    const dq = rt.pool.kernel(`attention.flash.dq.D${D}.${relaxed ? 'fma' : 'muladd'}`, () => flashSpec(flashDqKernel(D, relaxed)));
+    rt.pool.run(dq, ARGS_PTR, B * Hq * Math.ceil(Sq / QROWS), Math.max(1, Math.floor(16384 / (QROWS * Sk * D))), work >= 1 << 15);
+    // dK, dV: Q and dO packed per query head
+    const qp = packHeads(qv);
+    const dop = packHeads(dO);
+    held.push(qp.block, dop.block);
+    set('pa', qp.block.ptr); set('pb', dop.block.ptr); set('panels', qp.panels);
+    new Args(rt).i32s(0, words).f32(G.scale, prm.scale);
+    const dkv = rt.pool.kernel(`attention.flash.dkv.D${D}.${relaxed ? 'fma' : 'muladd'}`, () => flashSpec(flashDkvKernel(D, relaxed)));
+    rt.pool.run(dkv, ARGS_PTR, B * Hkv * Math.ceil(Sk / QROWS), 1, work >= 1 << 15);
+    return true;
+  } finally {
+    for (const b of held) rt.heap.release(b.ptr, b.size);
+  }
+}
+
 /** Query rows per chunk: about 64K key-dims of work each. */
 const rowChunk = (Sk: number, D: number) => Math.max(1, Math.floor(65536 / Math.max(1, Sk * D)));
 
@@ -606,7 +675,9 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, prm: AttentionPar
     const parallel = B * Hq * Sq * Sk * D >= 1 << 15;
     const chunk = rowChunk(prm.window ? 4 : Sk, D);
     const extra = { dO: ptrOf(dO), stats: stats.ptr, delta: delta.ptr, out: ptrOf(gq), dk: ptrOf(gk), dv: ptrOf(gv) };
-    if (!flash(q, k, v, prm, p, 'stats', { stats: stats.ptr, dO: ptrOf(dO), delta: delta.ptr })) {
+    if (flash(q, k, v, prm, p, 'stats', { stats: stats.ptr, dO: ptrOf(dO), delta: delta.ptr })) {
+      if (flashGrad(q, prm, p, dO, stats.ptr, delta.ptr, gq, gk, gv)) return;
+    } else {
       write(p, prm.scale, extra);
       rt.pool.run(kernelFor('stats', D, p.checkIds), ARGS_PTR, B * Hq * Sq, chunk, parallel);
     }

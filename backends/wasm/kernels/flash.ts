@@ -219,7 +219,6 @@ export function flashKernel(D: number, relaxed: boolean, mode: 'forward' | 'stat
       });
     }
   });
-  void [pk, rp];
   return f;
 }
 
