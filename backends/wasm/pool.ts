@@ -155,6 +155,11 @@ export class Pool {
     return this.kernels.size;
   }
 
+  /** The keys of the kernels compiled so far (tests check which path an op took). */
+  kernelNames(): string[] {
+    return [...this.kernels.keys()];
+  }
+
   /**
    * Runs items [0, n) of `k` with its arguments at `args`, `chunk` items at a time; on the
    * main thread alone when `parallel` is false or there is one chunk.

@@ -149,6 +149,43 @@ describe('matmul at tile, block and batch boundaries', () => {
   });
 });
 
+describe('blocked attention (flash.ts, flash-grad.ts) against the CPU reference', () => {
+  /** q [B, Hq, Sq, D] and k, v [B, Hkv, Sk, D] as permuted [B, S, H, D] views (what projections give). */
+  const bshd = (device: 'cpu' | 'wasm', B: number, H: number, S: number, D: number, seed: number) => {
+    const t = uhd.tensor(values(B * S * H * D, seed), { shape: [B, S, H, D], device, dtype: 'float32' });
+    const v = t.permute(0, 2, 1, 3);
+    t.dispose();
+    return v;
+  };
+  const cases = [
+    { B: 1, Hq: 2, Hkv: 2, Sq: 70, Sk: 70, D: 64, causal: false, segs: false },
+    { B: 2, Hq: 4, Hkv: 2, Sq: 13, Sk: 77, D: 12, causal: true, segs: false },
+    { B: 1, Hq: 3, Hkv: 1, Sq: 131, Sk: 131, D: 20, causal: true, segs: true },
+    { B: 2, Hq: 2, Hkv: 1, Sq: 9, Sk: 200, D: 8, causal: false, segs: true },
+  ];
+  for (const c of cases) {
+    it(`forward and gradients: ${JSON.stringify(c)}`, async () => {
+      const run = async (device: 'cpu' | 'wasm') => {
+        const [q, k, v] = [bshd(device, c.B, c.Hq, c.Sq, c.D, 1), bshd(device, c.B, c.Hkv, c.Sk, c.D, 2), bshd(device, c.B, c.Hkv, c.Sk, c.D, 3)];
+        const g = uhd.tensor(values(c.B * c.Hq * c.Sq * c.D, 4), { shape: [c.B, c.Hq, c.Sq, c.D], device, dtype: 'float32' });
+        // segment runs: three per row of keys; queries follow the same split (Sq = Sk) or the last run
+        const ids = (S: number) => uhd.tensor(Int32Array.from({ length: c.B * S }, (_, i) => Math.floor(((i % S) * 3) / S)), { shape: [c.B, S], dtype: 'int32', device });
+        const opts = { causal: c.causal, segmentIds: c.segs ? { q: ids(c.Sq), k: ids(c.Sk) } : undefined };
+        const out = await uhd.attention(q, k, v, opts).data();
+        const { gq, gk, gv } = uhd.attentionGrad(q, k, v, g, opts);
+        return [out, await gq.data(), await gk.data(), await gv.data()];
+      };
+      const before = runtime().pool.kernelNames().filter((n) => n.includes('flash.dkv')).length;
+      const [want, got] = [await run('cpu'), await run('wasm')];
+      ['out', 'gq', 'gk', 'gv'].forEach((name, i) => expectClose(got[i], want[i], { atol: 3e-5, rtol: 3e-4 }, name));
+      const names = runtime().pool.kernelNames();
+      expect(names).toContain(`attention.flash.forward.D${c.D}.${runtime().features.relaxedSimd ? 'fma' : 'muladd'}`);
+      expect(names.filter((n) => n.includes('flash.dkv')).length).toBeGreaterThanOrEqual(before);
+      expect(names.some((n) => n.startsWith(`attention.flash.dkv.D${c.D}.`))).toBe(true);
+    });
+  }
+});
+
 describe('AdamW over the elements', () => {
   it('one step per tensor equals the reference, odd sizes and a strided gradient', async () => {
     for (const n of [1, 3, 4, 4097, 10001]) {
