@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { encodeModule, Func, sleb, uleb } from '../../backends/wasm/emit.js';
+import { MATMUL_TUNING } from '../../backends/wasm/kernels/matmul.js';
 import { MAX_PAGES, WasmHeap } from '../../backends/wasm/memory.js';
 import { runtime } from '../../backends/wasm/runtime.js';
 import * as uhd from '../../tensor/index.js';
@@ -115,14 +116,21 @@ describe('the thread pool', () => {
 
 describe('matmul at tile, block and batch boundaries', () => {
   const sizes = [1, 5, 6, 7, 8, 9, 95, 96, 97, 255, 256, 257, 300];
-  it('on sizes around MR = 6, NR = 8, MC = 96, NC = 256 and KC = 256', async () => {
-    await fc.assert(
-      fc.asyncProperty(fc.constantFrom(...sizes), fc.constantFrom(...sizes), fc.constantFrom(1, 4, 255, 256, 257, 513), fc.boolean(), async (M, N, K, bt) => {
-        const run = (a: Tensor, b: Tensor) => (bt ? a.matmul(b.transpose()) : a.matmul(b));
-        await agreeWithCpu(run, [[M, K], bt ? [N, K] : [K, N]], { atol: 2e-5 * Math.sqrt(K), rtol: 1e-4 }, `${M}x${K}x${N}${bt ? ' b^T' : ''}`);
-      }),
-      { ...PROP, numRuns: 20 },
-    );
+  it('on sizes around MR = 6, NR = 8, MC = 96, NC = 256 and KC = 256, every way of reading a', async () => {
+    const was = MATMUL_TUNING.packAK;
+    try {
+      await fc.assert(
+        fc.asyncProperty(fc.constantFrom(...sizes), fc.constantFrom(...sizes), fc.constantFrom(1, 4, 255, 256, 257, 513), fc.boolean(), fc.constantFrom('rows', 'transposed', 'packed'), async (M, N, K, bt, aMode) => {
+          MATMUL_TUNING.packAK = aMode === 'packed' ? 1 : Infinity;
+          const at = aMode === 'transposed';
+          const run = (a: Tensor, b: Tensor) => (at ? a.transpose() : a).matmul(bt ? b.transpose() : b);
+          await agreeWithCpu(run, [at ? [K, M] : [M, K], bt ? [N, K] : [K, N]], { atol: 2e-5 * Math.sqrt(K), rtol: 1e-4 }, `${M}x${K}x${N} a ${aMode}${bt ? ' b^T' : ''}`);
+        }),
+        { ...PROP, numRuns: 30 },
+      );
+    } finally {
+      MATMUL_TUNING.packAK = was;
+    }
   });
 
   it('batched with a shared weight (one tall matrix) and with per-entry operands, transposed or not', async () => {

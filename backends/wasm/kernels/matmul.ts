@@ -133,13 +133,14 @@ function packKernel(rows: number, kContiguous: boolean): Func {
  */
 /**
  * How the tile kernel reads a: in place with unit k stride ('k1', a row-major a: offsets
- * unrolled), in place with any strides ('ks'), or from MR-row panels packed k-major
+ * unrolled), in place with adjacent rows ('cols', a transposed a such as xᵀ in a weight
+ * gradient: one pointer, the MR values of a k side by side), in place with any strides ('ks'),
+ * or from MR-row panels packed k-major
  * ('packed': for long K, where in-place rows thousands of floats apart cost TLB and cache misses).
  */
-type AMode = 'k1' | 'ks' | 'packed';
+type AMode = 'k1' | 'ks' | 'cols' | 'packed';
 
 function tileKernel(relaxed: boolean, aMode: AMode): Func {
-  const aK1 = aMode === 'k1';
   const f = new Func(['i32', 'i32', 'i32']);
   const [args, lo, hi] = f.params;
   const [M, N, K, aTab, bTab, cOut, nI, nJ, mc, nc, aRS, aKS] = Array.from({ length: 12 }, () => f.local('i32'));
@@ -154,14 +155,15 @@ function tileKernel(relaxed: boolean, aMode: AMode): Func {
   [M, N, K, aTab, bTab, cOut, nI, nJ, mc, nc, aRS, aKS].forEach((l, x) => f.get(args).i32_load(4 * x).set(l));
   f.get(N).i32(2).i32_shl().set(N4);
 
-  const rankUpdate = (u: number) => {
+  const rankUpdate = (u: number, mode: AMode) => {
     // one k: b's NR values, then each a row splat times them
     f.get(bp).v128_load(u * NR * 4).set(b0);
     f.get(bp).v128_load(u * NR * 4 + 16).set(b1);
     for (let rr = 0; rr < MR; rr++) {
       // a read in place through its strides: row rr's pointer (k stride 4: unrolled offsets)
-      if (aMode === 'packed') f.get(aRows[0]).v128_load32_splat(u * MR * 4 + rr * 4).set(av);
-      else f.get(aRows[rr]).v128_load32_splat(aK1 ? u * 4 : 0).set(av);
+      if (mode === 'packed') f.get(aRows[0]).v128_load32_splat(u * MR * 4 + rr * 4).set(av);
+      else if (mode === 'cols') f.get(aRows[0]).v128_load32_splat(rr * 4).set(av);
+      else f.get(aRows[rr]).v128_load32_splat(mode === 'k1' ? u * 4 : 0).set(av);
       for (const [cc, bv] of [[0, b0], [1, b1]] as const) {
         const a = acc[rr * 2 + cc];
         if (relaxed) f.get(av).get(bv).get(a).f32x4_relaxed_madd().set(a);
@@ -190,37 +192,44 @@ function tileKernel(relaxed: boolean, aMode: AMode): Func {
         f.get(bpBase).get(j).get(K).i32_mul().i32(4).i32_mul().i32_add().get(pc).i32(NR * 4).i32_mul().i32_add().set(bPanel);
         f.for(i, i0, i1, MR, () => {
           f.get(bPanel).set(bp);
-          // row pointers of a at (min(i + r, M - 1), pc): rows past the end repeat the last (their results are not stored)
-          if (aMode === 'packed') {
-            // panel i / MR: apBase + i * K * 4 + pc * MR * 4
-            f.get(apBase).get(i).get(K).i32_mul().i32(4).i32_mul().i32_add().get(pc).i32(MR * 4).i32_mul().i32_add().set(aRows[0]);
-          } else for (let rr = 0; rr < MR; rr++) {
-            f.get(i).i32(rr).i32_add().get(M).i32(1).i32_sub().get(i).i32(rr).i32_add().get(M).i32(1).i32_sub().i32_lt_s().select();
-            f.get(aRS).i32_mul().get(apBase).i32_add().get(pc).get(aKS).i32_mul().i32_add().set(aRows[rr]);
-          }
-          for (const a of acc) f.f32x4(0).set(a);
-          const advanceA = (steps: number) => {
-            if (aMode === 'packed') {
-              f.get(aRows[0]).i32(steps * MR * 4).i32_add().set(aRows[0]);
-              return;
+          const compute = (mode: AMode) => {
+            // row pointers of a at (min(i + r, M - 1), pc): rows past the end repeat the last (their results are not stored)
+            if (mode === 'packed') {
+              // panel i / MR: apBase + i * K * 4 + pc * MR * 4
+              f.get(apBase).get(i).get(K).i32_mul().i32(4).i32_mul().i32_add().get(pc).i32(MR * 4).i32_mul().i32_add().set(aRows[0]);
+            } else if (mode === 'cols') {
+              f.get(apBase).get(i).i32(2).i32_shl().i32_add().get(pc).get(aKS).i32_mul().i32_add().set(aRows[0]);
+            } else for (let rr = 0; rr < MR; rr++) {
+              f.get(i).i32(rr).i32_add().get(M).i32(1).i32_sub().get(i).i32(rr).i32_add().get(M).i32(1).i32_sub().i32_lt_s().select();
+              f.get(aRS).i32_mul().get(apBase).i32_add().get(pc).get(aKS).i32_mul().i32_add().set(aRows[rr]);
             }
-            for (const q of aRows) {
-              if (aK1) f.get(q).i32(4 * steps).i32_add().set(q);
-              else f.get(q).get(aKS).i32_add().set(q);
+            for (const a of acc) f.f32x4(0).set(a);
+            const advanceA = (steps: number) => {
+              if (mode === 'packed') f.get(aRows[0]).i32(steps * MR * 4).i32_add().set(aRows[0]);
+              else if (mode === 'cols') f.get(aRows[0]).get(aKS).i32_add().set(aRows[0]);
+              else for (const q of aRows) {
+                if (mode === 'k1') f.get(q).i32(4 * steps).i32_add().set(q);
+                else f.get(q).get(aKS).i32_add().set(q);
+              }
+            };
+            // modes with constant offsets unroll by 4
+            const unrolled = mode === 'k1' || mode === 'packed';
+            if (unrolled) {
+              f.for(k, 0, k4, 4, () => {
+                for (let u = 0; u < 4; u++) rankUpdate(u, mode);
+                advanceA(4);
+                f.get(bp).i32(4 * NR * 4).i32_add().set(bp);
+              });
             }
-          };
-          if (aMode !== 'ks') {
-            f.for(k, 0, k4, 4, () => {
-              for (let u = 0; u < 4; u++) rankUpdate(u);
-              advanceA(4);
-              f.get(bp).i32(4 * NR * 4).i32_add().set(bp);
+            f.for(k, unrolled ? k4 : 0, kc, 1, () => {
+              rankUpdate(0, mode);
+              advanceA(1);
+              f.get(bp).i32(NR * 4).i32_add().set(bp);
             });
-          } else f.i32(0).set(k4);
-          f.for(k, k4, kc, 1, () => {
-            rankUpdate(0);
-            advanceA(1);
-            f.get(bp).i32(NR * 4).i32_add().set(bp);
-          });
+          };
+          // 'cols' reads the MR rows side by side: a last block past M takes the clamped pointers
+          if (aMode === 'cols') f.get(i).i32(MR).i32_add().get(M).i32_le_s().if(() => compute('cols'), () => compute('ks'));
+          else compute(aMode);
           store();
         });
       });
@@ -387,7 +396,7 @@ function matmulImpl(a: Tensor, b: Tensor, out: Tensor): void {
     const nJ = Math.ceil(N / nc);
     args.i32s(0, [M, N, K, tab.ptr + 4 * aPer, tab.ptr + 4 * bPer, ptrOf(out) + 4 * out.offset, nI, nJ, mc, nc, 4 * aRow, 4 * aCol]);
     const relaxed = rt.features.relaxedSimd;
-    const aMode: AMode = packA ? 'packed' : aCol === 1 || K === 1 ? 'k1' : 'ks';
+    const aMode: AMode = packA ? 'packed' : aCol === 1 || K === 1 ? 'k1' : aRow === 1 ? 'cols' : 'ks';
     const tiles = pool.kernel(`matmul.tiles.${MR}x${NR}.${aMode}.${relaxed ? 'fma' : 'muladd'}`, () => spec(tileKernel(relaxed, aMode)));
     pool.run(tiles, ARGS_PTR, matrices * nI * nJ, 1, work >= PARALLEL_WORK);
   } finally {
@@ -397,8 +406,12 @@ function matmulImpl(a: Tensor, b: Tensor, out: Tensor): void {
   }
 }
 
-/** Tuning knobs the benchmarks vary: K from which a is packed (in-place rows then sit 2 KiB+ apart). */
-export const MATMUL_TUNING = { packAK: 4096 };
+/**
+ * Tuning knobs the benchmarks vary: K from which a is packed. In interleaved runs here reading a
+ * in place was as fast or faster at every size up to 2048 (the packing pass costs more than the
+ * cache and TLB misses it saves), so it is off by default; tests run both.
+ */
+export const MATMUL_TUNING = { packAK: Infinity };
 
 /** Multiply-adds below which a matmul runs on the main thread alone (about 50 us of work). */
 const PARALLEL_WORK = 1 << 20;
