@@ -354,7 +354,10 @@ function matmulImpl(a: Tensor, b: Tensor, out: Tensor): void {
   const heap = rt.heap;
   const packB = heap.alloc(bm.bases.length * panelsB * NR * K * 4, 'matmul');
   // long K: a packed into MR-row panels too (see AMode)
-  const packA = K >= MATMUL_TUNING.packAK && N >= 4 * NR ? heap.alloc(am.bases.length * Math.ceil(M / MR) * MR * K * 4, 'matmul') : null;
+  // a with neither stride 1 (a broadcast or doubly strided view) is packed too: per-row pointers
+  // stepping by a stride ran at half the speed of a packed panel
+  const aStrided = aCol !== 1 && aRow !== 1 && K > 1;
+  const packA = aStrided || (K >= MATMUL_TUNING.packAK && N >= 4 * NR) ? heap.alloc(am.bases.length * Math.ceil(M / MR) * MR * K * 4, 'matmul') : null;
   // tables: b's source and packed addresses per distinct b, then a's address and packed b's per matrix
   const words = 2 * bm.bases.length + 2 * matrices + 2 * am.bases.length;
   const tab = heap.alloc(4 * words, 'matmul');
