@@ -7,19 +7,12 @@ import * as T from '../tensor/ops/index.js';
 import type { AttentionOptions } from '../tensor/ops/attention.js';
 import { normalizeDim, shapesEqual } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
+import * as V from '../tensor/views.js';
 import { full, zeros } from '../tensor/creation.js';
 import { noGrad, record } from './graph.js';
 
-/** The tensor layer's own view methods, captured before autograd installs recording ones. */
-const base = {
-  reshape: Tensor.prototype.reshape,
-  view: Tensor.prototype.view,
-  permute: Tensor.prototype.permute,
-  slice: Tensor.prototype.slice,
-  expand: Tensor.prototype.expand,
-  squeeze: Tensor.prototype.squeeze,
-  unsqueeze: Tensor.prototype.unsqueeze,
-};
+/** The tensor layer's plain views (Tensor's methods record once autograd is loaded). */
+const base = V;
 
 type Operand = Tensor | number;
 
@@ -32,7 +25,7 @@ export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
   const lead = g.rank - shape.length;
   const dims = [...g.shape.keys()].filter((d) => d < lead || (shape[d - lead] === 1 && g.shape[d] !== 1));
   const s = T.sum(g, dims, true);
-  const out = base.reshape.call(s, [...shape]);
+  const out = base.reshape(s, [...shape]);
   s.dispose();
   return out;
 }
@@ -124,8 +117,8 @@ function reducedDims(x: Tensor, dims: number | number[] | undefined): number[] {
 
 /** g (shaped like a reduction's output) as a view broadcast back over x's shape. */
 function unreduce(g: Tensor, xShape: readonly number[], dims: number[]): Tensor {
-  const kept = base.reshape.call(g, xShape.map((s, d) => (dims.includes(d) ? 1 : s)));
-  const out = base.expand.call(kept, [...xShape]);
+  const kept = base.reshape(g, xShape.map((s, d) => (dims.includes(d) ? 1 : s)));
+  const out = base.expand(kept, [...xShape]);
   kept.dispose();
   return out;
 }
@@ -173,21 +166,21 @@ export function logSoftmax(x: Tensor, dim = -1): Tensor {
 
 // ---- matmul, attention, norms --------------------------------------------------------------
 
+/**
+ * a @ b with NumPy's rules for 1-d operands (a row vector, a column vector, both: a scalar):
+ * the matrix product of the 2-d forms is recorded, then reshaped to the result's shape.
+ */
 export function matmul(a: Tensor, b: Tensor): Tensor {
-  if (a.rank === 1) {
-    const a2 = unsqueeze(a, 0);
-    const o = matmul(a2, b);
-    const out = squeeze(o, -2);
-    a2.dispose();
-    o.dispose();
-    return out;
-  }
-  if (b.rank === 1) {
-    const b2 = unsqueeze(b, 1);
-    const o = matmul(a, b2);
-    const out = squeeze(o, -1);
-    b2.dispose();
-    o.dispose();
+  if (a.rank === 1 || b.rank === 1) {
+    if (a.rank === 0 || b.rank === 0) return T.matmul(a, b); // throws naming both shapes
+    const a2 = a.rank === 1 ? unsqueeze(a, 0) : a;
+    const b2 = b.rank === 1 ? unsqueeze(b, 1) : b;
+    const o = matmul(a2, b2);
+    const shape = o.shape.slice(0, -2);
+    if (a.rank > 1) shape.push(o.shape[o.rank - 2]);
+    if (b.rank > 1) shape.push(o.shape[o.rank - 1]);
+    const out = reshape(o, shape);
+    for (const t of [a2, b2, o]) if (t !== a && t !== b) t.dispose();
     return out;
   }
   const out = noGrad(() => T.matmul(a, b));
@@ -273,7 +266,7 @@ export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor): 
 /** Zeros of `shape` with `t` written into its leading corner. */
 function padTo(t: Tensor, shape: readonly number[]): Tensor {
   const z = zeros(shape, { dtype: t.dtype, device: t.device });
-  const corner = base.slice.call(z, ...t.shape.map((n) => [0, n] as const));
+  const corner = base.slice(z, ...t.shape.map((n) => [0, n] as const));
   T.assign(corner, t);
   corner.dispose();
   return z;
@@ -350,19 +343,19 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 // ---- views ---------------------------------------------------------------------------------
 
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  const out = noGrad(() => base.reshape.call(x, [...shape]));
+  const out = noGrad(() => base.reshape(x, [...shape]));
   const from = x.shape;
   return record('reshape', [x], out, [], (g) => [g.reshape([...from])]);
 }
 
 export function view(x: Tensor, shape: readonly number[]): Tensor {
-  const out = noGrad(() => base.view.call(x, [...shape]));
+  const out = noGrad(() => base.view(x, [...shape]));
   const from = x.shape;
   return record('view', [x], out, [], (g) => [g.reshape([...from])]);
 }
 
 export function permute(x: Tensor, order: readonly number[]): Tensor {
-  const out = noGrad(() => base.permute.call(x, [...order]));
+  const out = noGrad(() => base.permute(x, [...order]));
   const dims = order.map((d) => normalizeDim('permute', d, x.rank));
   return record('permute', [x], out, [], (g) => [g.permute(dims.map((_, i) => dims.indexOf(i)))]);
 }
@@ -376,11 +369,11 @@ export function transpose(x: Tensor, dim0 = -2, dim1 = -1): Tensor {
 }
 
 export function slice(x: Tensor, ...ranges: SliceRange[]): Tensor {
-  const out = noGrad(() => base.slice.call(x, ...ranges));
+  const out = noGrad(() => base.slice(x, ...ranges));
   const shape = x.shape;
   return record('slice', [x], out, [], (g) => {
     const z = zeros(shape, { dtype: g.dtype, device: g.device });
-    const region = base.slice.call(z, ...ranges);
+    const region = base.slice(z, ...ranges);
     T.assign(region, g);
     region.dispose();
     return [z];
@@ -398,19 +391,19 @@ export function narrow(x: Tensor, dim: number, start: number, length: number): T
 }
 
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
-  const out = noGrad(() => base.expand.call(x, [...shape]));
+  const out = noGrad(() => base.expand(x, [...shape]));
   const from = x.shape;
   return record('expand', [x], out, [], (g) => [sumTo(g, from)]);
 }
 
 export function squeeze(x: Tensor, dim?: number): Tensor {
-  const out = noGrad(() => base.squeeze.call(x, dim));
+  const out = noGrad(() => base.squeeze(x, dim));
   const from = x.shape;
   return record('squeeze', [x], out, [], (g) => [g.reshape([...from])]);
 }
 
 export function unsqueeze(x: Tensor, dim: number): Tensor {
-  const out = noGrad(() => base.unsqueeze.call(x, dim));
+  const out = noGrad(() => base.unsqueeze(x, dim));
   const from = x.shape;
   return record('unsqueeze', [x], out, [], (g) => [g.reshape([...from])]);
 }

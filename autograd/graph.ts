@@ -5,12 +5,13 @@
  */
 import { keep, tidy, Tensor, ones } from '../tensor/index.js';
 import { add } from '../tensor/index.js';
+import type { GradFn } from '../tensor/dispatch.js';
 import { fmt } from '../tensor/shape.js';
 
 /** Given the output's gradient, the saved tensors, and which inputs need a gradient. */
 export type BackwardRule = (grad: Tensor, saved: readonly Tensor[], needs: readonly boolean[]) => (Tensor | null)[];
 
-export interface GradNode {
+export interface GradNode extends GradFn {
   readonly op: string;
   /** Inputs in order; null where the input needs no gradient. */
   readonly inputs: readonly (Tensor | null)[];
@@ -27,16 +28,10 @@ export interface GradNode {
   downstream: number;
 }
 
-declare module '../tensor/tensor.js' {
-  interface Tensor {
-    /** Accumulated gradient (leaves only), set by backward(). */
-    grad: Tensor | null;
-    /** The node that made this tensor, when it was recorded. */
-    gradFn: GradNode | null;
-  }
+/** The node that made `t` (Tensor.gradFn is the tensor layer's opaque view of it). */
+export function nodeOf(t: Tensor): GradNode | null {
+  return t.gradFn as GradNode | null;
 }
-Tensor.prototype.grad = null;
-Tensor.prototype.gradFn = null;
 
 let gradEnabled = true;
 
@@ -94,12 +89,15 @@ export function record(
     liveOutputs: 1,
     downstream: 0,
   };
-  for (const t of node.inputs) if (t?.gradFn) t.gradFn.downstream++;
+  for (const t of node.inputs) {
+    const n = t && nodeOf(t);
+    if (n) n.downstream++;
+  }
   out.gradFn = node;
   return out;
 }
 
-/** Called when a tensor made by `node` is disposed (see autograd/install.ts). */
+/** Called when a tensor made by `node` is disposed (the hook autograd/install.ts installs). */
 export function releaseOutput(node: GradNode): void {
   node.liveOutputs--;
   freeIfUnreachable(node);
@@ -113,9 +111,10 @@ function freeIfUnreachable(node: GradNode): void {
     if (n.backward === null || n.liveOutputs > 0 || n.downstream > 0) continue;
     freeNode(n);
     for (const t of n.inputs) {
-      if (!t?.gradFn) continue;
-      t.gradFn.downstream--;
-      pending.push(t.gradFn);
+      const up = t && nodeOf(t);
+      if (!up) continue;
+      up.downstream--;
+      pending.push(up);
     }
   }
 }
@@ -128,7 +127,7 @@ function topologicalOrder(root: Tensor): Tensor[] {
   while (stack.length) {
     const top = stack[stack.length - 1];
     const [t, i] = top;
-    const inputs = t.gradFn?.inputs ?? [];
+    const inputs = nodeOf(t)?.inputs ?? [];
     if (i < inputs.length) {
       top[1]++;
       const next = inputs[i];
@@ -170,9 +169,10 @@ export function backward(root: Tensor, gradient?: Tensor, opts: BackwardOptions 
   }
   const order = topologicalOrder(root);
   for (const t of order) {
-    if (t.gradFn && t.gradFn.backward === null) {
+    const n = nodeOf(t);
+    if (n && n.backward === null) {
       throw new Error(
-        `backward: the graph through '${t.gradFn.op}' was already freed by an earlier backward(); pass { retainGraph: true } to the first call to backpropagate twice`,
+        `backward: the graph through '${n.op}' was already freed by an earlier backward(); pass { retainGraph: true } to the first call to backpropagate twice`,
       );
     }
   }
@@ -184,7 +184,7 @@ export function backward(root: Tensor, gradient?: Tensor, opts: BackwardOptions 
       const g = grads.get(t);
       if (!g) continue;
       grads.delete(t);
-      const node = t.gradFn;
+      const node = nodeOf(t);
       if (!node) {
         accumulateLeaf(t, g);
         continue;

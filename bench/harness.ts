@@ -10,13 +10,19 @@ import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import b from 'benny';
 import { gpuContext } from '../kernels/index.js';
-import { hasBackend, type Tensor } from '../tensor/index.js';
+import { hasBackend, type Device, type Tensor } from '../tensor/index.js';
 import { LabTimer, median } from './lab/timing.js';
+
+/**
+ * The devices the suites make cases for, in table order (UHD_BENCH_DEVICES=cpu,wasm to pick);
+ * a device that is not open when the suite runs is left out.
+ */
+export const BENCH_DEVICES: readonly Device[] = (process.env.UHD_BENCH_DEVICES?.split(',') ?? ['cpu', 'wasm', 'webgpu']) as Device[];
 
 export interface BenchCase {
   /** e.g. 'matmul 512x512x512'. */
   name: string;
-  device: 'cpu' | 'webgpu';
+  device: Device;
   /** Floating-point operations per call (2·M·N·K for a matmul), if compute-bound. */
   flops?: number;
   /** Bytes moved per call (read + written), if memory-bound. */
@@ -47,7 +53,8 @@ export interface SuiteOptions {
 
 const RESULTS = join(dirname(fileURLToPath(import.meta.url)), 'results');
 
-export async function runSuite(suite: string, cases: BenchCase[], opts: SuiteOptions = {}): Promise<BenchRow[]> {
+export async function runSuite(suite: string, all: BenchCase[], opts: SuiteOptions = {}): Promise<BenchRow[]> {
+  const cases = all.filter((c) => hasBackend(c.device));
   const options = { maxTime: opts.maxTime ?? 2, minSamples: opts.minSamples ?? 5, delay: 0 };
   const adds = cases.map((c) =>
     b.add(
@@ -121,10 +128,11 @@ function write(suite: string, rows: BenchRow[], adapter: string): void {
     suite,
     date: new Date().toISOString(),
     machine: `${os.cpus()[0]?.model ?? 'unknown cpu'} x${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`,
+    load: os.loadavg()[0],
     adapter,
   };
   writeFileSync(join(RESULTS, `${suite}.json`), JSON.stringify({ ...meta, rows }, null, 2) + '\n');
-  const md = `# ${suite}\n\n${meta.date} · ${meta.machine} · adapter: ${adapter || 'n/a'}\n\n${table(rows)}\n`;
+  const md = `# ${suite}\n\n${meta.date} · ${meta.machine} · adapter: ${adapter || 'n/a'} · load average ${meta.load.toFixed(1)} (2 cores shared: read ratios)\n\n${table(rows)}\n`;
   writeFileSync(join(RESULTS, `${suite}.md`), md);
   console.log(`\n${md}`);
 }

@@ -1,11 +1,14 @@
 /**
  * `npm run bench [-- suite ...]`: runs every suite in bench/suites (or the named ones) on the
- * CPU and WebGPU backends and writes bench/results/<suite>.{json,md}.
+ * CPU reference, wasm and WebGPU backends (UHD_BENCH_DEVICES to pick) and writes
+ * bench/results/<suite>.{json,md}.
  */
 import { appendFileSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { initWebGPU, shutdown } from '../kernels/index.js';
+import { closeDevice as shutdown, openDevice } from '../backends/index.js';
+import { initWebGPU } from '../kernels/index.js';
+import { BENCH_DEVICES } from './harness.js';
 import { runSuite, type BenchCase, type BenchRow } from './harness.js';
 
 interface SuiteModule {
@@ -19,8 +22,12 @@ const dir = join(dirname(fileURLToPath(import.meta.url)), 'suites');
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const quick = process.argv.includes('--quick');
 
-const info = await initWebGPU();
-const adapter = `${info.backend}/${info.featureLevel}: ${info.description}`;
+let adapter = 'webgpu not opened';
+if (BENCH_DEVICES.includes('webgpu')) {
+  const info = await initWebGPU();
+  adapter = `${info.backend}/${info.featureLevel}: ${info.description}`;
+}
+if (BENCH_DEVICES.includes('wasm')) await openDevice('wasm');
 try {
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.ts')).sort()) {
     const mod = (await import(pathToFileURL(join(dir, file)).href)) as SuiteModule;

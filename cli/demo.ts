@@ -5,7 +5,8 @@
  * the two are compared and timed.
  */
 import * as ag from '../autograd/index.js';
-import { initWebGPU, shutdown } from '../kernels/index.js';
+import { closeDevice as shutdown, openDevice } from '../backends/index.js';
+import { initWebGPU } from '../kernels/index.js';
 import { CONFIGS } from '../llava-uhd/config.js';
 import { generateSample } from '../llava-uhd/data/synthetic.js';
 import { LlavaUHD } from '../llava-uhd/model.js';
@@ -23,13 +24,14 @@ export async function demoCommand(): Promise<void> {
       (p.grid ? ` + ${p.grid.cols}x${p.grid.rows} slices of ${p.slice!.width}x${p.slice!.height}` : '') +
       `, ${prepared.views.length} views through the tiny tower (D after layer ${config.insert_layer_id}) and connector`,
   );
-  let devices: Device[] = ['cpu', 'webgpu'];
+  const devices: Device[] = ['cpu', 'wasm', 'webgpu'];
+  await openDevice('wasm');
   try {
     const info = await initWebGPU();
     console.log(`webgpu: ${info.backend} (${info.description})`);
   } catch (e) {
-    devices = ['cpu'];
-    console.log(`webgpu unavailable, CPU only: ${(e as Error).message.split('\n')[0]}`);
+    devices.pop();
+    console.log(`webgpu unavailable: ${(e as Error).message.split('\n')[0]}`);
   }
   try {
     const results: Float32Array[] = [];
@@ -50,13 +52,13 @@ export async function demoCommand(): Promise<void> {
       for (const t of pixels) t.dispose();
       model.dispose();
     }
-    if (results.length === 2) {
+    for (let d = 1; d < results.length; d++) {
       let maxDiff = 0;
-      results[0].forEach((a, i) => (maxDiff = Math.max(maxDiff, Math.abs(a - results[1][i]))));
-      console.log(`cpu vs webgpu: max |difference| ${maxDiff.toExponential(2)} ${maxDiff < 1e-3 ? '(agree)' : '(DISAGREE)'}`);
+      results[0].forEach((a, i) => (maxDiff = Math.max(maxDiff, Math.abs(a - results[d][i]))));
+      console.log(`cpu vs ${devices[d]}: max |difference| ${maxDiff.toExponential(2)} ${maxDiff < 1e-3 ? '(agree)' : '(DISAGREE)'}`);
       if (maxDiff >= 1e-3) process.exitCode = 1;
     }
-    console.log(`live tensors after the run: cpu ${uhd.memory().cpu.tensors}, webgpu ${uhd.memory().webgpu.tensors}`);
+    console.log(`live tensors after the run: ${devices.map((d) => `${d} ${uhd.memory(d).tensors}`).join(', ')}`);
   } finally {
     shutdown();
   }

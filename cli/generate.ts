@@ -1,13 +1,12 @@
 /** `uhd generate`: answer a question about an image, streaming the answer. */
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { shutdown } from '../kernels/index.js';
+import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { loadImage } from '../llava-uhd/image.js';
 import { buildPrompt } from '../llava-uhd/layout.js';
 import { generate, type GenerateOptions, type Generation } from '../llava-uhd/generate.js';
 import { loadModel } from '../llava-uhd/load.js';
 import { prepareImage, viewPixels } from '../llava-uhd/preprocess.js';
-import type { Device } from '../tensor/index.js';
 
 /** The options as commander hands them over (strings as typed). */
 export interface GenerateCliOptions {
@@ -49,7 +48,7 @@ function numberFlag(flag: string, text: string | undefined, want: { integer?: bo
 
 /** The generation options the flags ask for, every flag checked before the model loads. */
 export function parseGenerateFlags(o: GenerateCliOptions): GenerateOptions & { maxSlices?: number; maxNewTokens: number; stopStrings: string[] } {
-  if (o.device !== 'cpu' && o.device !== 'webgpu') throw new Error(`--device: '${o.device}' is not cpu or webgpu`);
+  parseDevice('--device', o.device);
   const flags = {
     maxNewTokens: numberFlag('--max-new-tokens', o.maxNewTokens, { integer: true, min: 1 })!,
     minNewTokens: numberFlag('--min-new-tokens', o.minNewTokens, { integer: true, min: 0 }),
@@ -108,7 +107,7 @@ export async function writeLogits(path: string, inputIds: readonly number[], g: 
 export async function generateCommand(o: GenerateCliOptions): Promise<void> {
   const flags = parseGenerateFlags(o);
   try {
-    const { model, tok, config, device, checkpoint } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device: o.device as Device });
+    const { model, tok, config, device, checkpoint } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device: parseDevice('--device', o.device) });
     const img = await loadImage(o.image);
     const prepared = prepareImage(img, config, flags.maxSlices);
     const plan = prepared.plan;

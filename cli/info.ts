@@ -1,5 +1,8 @@
-/** `uhd info`: which backend and adapter were chosen, and the limits in use. */
-import { initWebGPU, shutdown, type GpuInfo } from '../kernels/index.js';
+/** `uhd info`: every backend (the WebGPU adapter and limits, wasm, the CPU reference) and what `--device auto` picks. */
+import { closeDevice, describeDevices, webgpuIsSoftware } from '../backends/index.js';
+import { wasmSummary } from '../backends/wasm/index.js';
+import { initWebGPU, type GpuInfo } from '../kernels/index.js';
+import { getBackend, openDevices } from '../tensor/index.js';
 
 const SHOWN_LIMITS = [
   'maxComputeInvocationsPerWorkgroup', 'maxComputeWorkgroupSizeX', 'maxComputeWorkgroupStorageSize',
@@ -19,7 +22,6 @@ export function formatInfo(info: GpuInfo): string {
   if (info.experimental?.length) lines.push(`experimental:   ${info.experimental.join(', ')}`);
   lines.push('limits in use:');
   for (const k of SHOWN_LIMITS) if (k in info.limits) lines.push(`  ${k.padEnd(36)} ${info.limits[k]}`);
-  lines.push('cpu backend:    always available (float32, float64, int32)');
   return lines.join('\n');
 }
 
@@ -63,12 +65,32 @@ export async function infoCommand(opts: InfoOptions): Promise<void> {
     return;
   }
   try {
-    const info = await initWebGPU();
-    console.log(opts.json ? JSON.stringify(info, null, 2) : formatInfo(info));
-  } catch (e) {
-    console.log(`webgpu: unavailable\n${(e as Error).message}\ncpu backend: available`);
-    process.exitCode = 1;
+    let gpu: GpuInfo | null = null;
+    let gpuError = '';
+    try {
+      gpu = await initWebGPU();
+    } catch (e) {
+      gpuError = (e as Error).message;
+    }
+    const wasm = wasmSummary();
+    const software = gpu !== null && webgpuIsSoftware();
+    const auto = gpu && !software
+      ? { device: 'webgpu', reason: 'a GPU adapter' }
+      : { device: 'wasm', reason: gpu ? 'the WebGPU adapter is a software rasteriser, slower here than wasm' : 'no WebGPU adapter' };
+    if (opts.json) {
+      const backends = Object.fromEntries(openDevices().map((d) => {
+        const c = getBackend(d).capabilities;
+        return [d, { describe: c.describe?.() ?? '', dtypes: c.dtypes, syncRead: c.syncRead }];
+      }));
+      console.log(JSON.stringify({ webgpu: gpu ?? { unavailable: gpuError }, webgpuSoftware: software, backends, wasm, auto }, null, 2));
+      return;
+    }
+    console.log(gpu ? formatInfo(gpu) : `webgpu: unavailable\n${gpuError}`);
+    console.log('\nbackends:');
+    for (const line of describeDevices()) console.log(`  ${line}`);
+    console.log(`  wasm: ${wasm}`);
+    console.log(`\n--device auto: ${auto.device} (${auto.reason})`);
   } finally {
-    shutdown();
+    closeDevice();
   }
 }

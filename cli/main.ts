@@ -9,7 +9,7 @@ const program = new Command('uhd').description('LLaVA-UHD v4 on a TypeScript + W
 
 program
   .command('info')
-  .description('show the chosen backend, adapter and limits; with --model, the memory a model needs')
+  .description('show every backend (the WebGPU adapter and its limits, the wasm backend, the CPU reference) and what --device auto picks; with --model, the memory a model needs')
   .option('--json', 'print JSON')
   .option('--model <name|path>', 'estimate the memory of this config for inference and each training stage (no GPU needed)')
   .option('--dtype <bf16|f16|f32>', 'weight dtype for --model', 'bf16')
@@ -19,7 +19,7 @@ program
 
 program
   .command('demo')
-  .description('a tour of the runtime: a ViT block and the intra-ViT compressor on CPU and WebGPU, compared')
+  .description('a tour of the runtime: a ViT block and the intra-ViT compressor on every backend, compared')
   .action(demoCommand);
 
 program
@@ -89,7 +89,7 @@ program
   .option('--length-penalty <x>', 'beam search: finished scores are sum(log p) / length^x', '1')
   .option('--seed <n>', 'seed for sampling')
   .option('--logits <file>', 'write {"input_ids", "steps": [{"token", "logits"}]} JSON: the raw LM-head outputs per step')
-  .option('--device <cpu|webgpu>', 'where to run', 'cpu')
+  .option('--device <cpu|wasm|webgpu>', 'where to run (wasm: WebAssembly SIMD on every core)', 'cpu')
   .action(async (opts: import('./generate.js').GenerateCliOptions) => (await import('./generate.js')).generateCommand(opts));
 
 program
@@ -97,7 +97,7 @@ program
   .description('the main job: train a tiny LLaVA-UHD v4 with D and the post-ViT baseline on the synthetic task, compare, answer')
   .option('--steps <n>', 'steps of the last training stage (more steps, better answers)')
   .option('--test <n>', 'test questions per model')
-  .option('--device <auto|cpu|webgpu>', 'where to train (auto: WebGPU if an adapter opens, else the CPU)', 'auto')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
   .option('--out <dir>', 'where checkpoints and the fresh image go', 'runs/demo')
   .action(async (opts: import('./start.js').StartOptions) => (await import('./start.js')).startCommand(opts));
 
@@ -108,7 +108,7 @@ program
   .option('--config <name|path>', "model config (default: the weights' own; tiny from random init)")
   .option('--weights <file|dir>', 'start from these weights (default: random init)')
   .option('--out <dir>', 'run folder: metrics.jsonl, checkpoints', 'runs/train')
-  .option('--device <cpu|webgpu>', 'where to train', 'cpu')
+  .option('--device <cpu|wasm|webgpu>', 'where to train', 'cpu')
   .option('--resume', 'continue from <out>/checkpoint.safetensors (refused if the recipe, config or data differ from the checkpoint\'s)')
   .option('--force-resume', 'like --resume, but continue even if the recipe, config or data differ')
   .option('--fresh', 'start afresh in an --out that holds a run, deleting its checkpoint, stage weights and metrics')
@@ -138,7 +138,7 @@ program
   .option('--model-name <name>', 'tsv: the <model> of the <model>_<dataset> file names', 'uhd')
   .option('--image-root <dir>', "tsv: where relative image_path files start (default: the TSV's folder)")
   .option('--no-jpeg-roundtrip', "tsv: skip VLMEvalKit's JPEG re-encoding of single-image rows")
-  .option('--device <cpu|webgpu>', 'where to run', 'cpu')
+  .option('--device <cpu|wasm|webgpu>', 'where to run (wasm: WebAssembly SIMD on every core)', 'cpu')
   .option('--json', 'print JSON')
   .action(async (opts: import('./train.js').EvalCliOptions) => (await import('./train.js')).evalCommand(opts));
 

@@ -6,7 +6,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { initWebGPU, shutdown } from '../kernels/index.js';
+import { autoDevice, closeDevice as shutdown, openDevice, parseDevice } from '../backends/index.js';
 import { CONFIGS, type LlavaUHDConfig } from '../llava-uhd/config.js';
 import { chanceBaseline, generateSample, majorityBaseline, type QuestionType, type SyntheticOptions, type SyntheticSplit } from '../llava-uhd/data/synthetic.js';
 import { loadDatasets } from '../llava-uhd/datasets.js';
@@ -49,7 +49,7 @@ const TASKS: Record<QuestionType, string> = {
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 
 export async function startCommand(o: StartOptions): Promise<void> {
-  if (!['auto', 'cpu', 'webgpu'].includes(o.device)) throw new Error(`--device: '${o.device}' is not auto, cpu or webgpu`);
+  const chosen = o.device === 'auto' ? null : parseDevice('--device', o.device, ['auto']);
   const { recipe, baseDir } = resolveRecipe('tiny-demo');
   if (o.steps) {
     const steps = Number(o.steps);
@@ -64,16 +64,12 @@ export async function startCommand(o: StartOptions): Promise<void> {
   const data = await loadDatasets(spec, baseDir);
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
-  // auto: WebGPU when an adapter opens (llvmpipe counts: it is faster than the CPU backend here)
-  let device: Device = o.device === 'auto' ? 'webgpu' : (o.device as Device);
-  if (device === 'webgpu') {
-    try {
-      await initWebGPU();
-    } catch (e) {
-      if (o.device === 'webgpu') throw e;
-      console.log(`webgpu unavailable (${(e as Error).message.split('\n')[0]}); training on the CPU`);
-      device = 'cpu';
-    }
+  let device: Device;
+  if (chosen) await openDevice((device = chosen));
+  else {
+    const auto = await autoDevice();
+    device = auto.device;
+    console.log(`--device auto: ${device} (${auto.reason})`);
   }
   const tok = await tokenizerFor(CONFIGS.tiny);
   console.log(

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { shutdown } from '../kernels/index.js';
+import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { loadDatasets, validateData, type Datasets, type DataSpec } from '../llava-uhd/datasets.js';
 import { evaluate, type EvalResult } from '../llava-uhd/evaluate.js';
 import { loadModel } from '../llava-uhd/load.js';
@@ -13,7 +13,7 @@ import type { Tokenizer } from '../llava-uhd/tokenizer.js';
 import { train, validateRecipe, type Recipe, type TrainResult } from '../llava-uhd/train.js';
 import type { Device } from '../tensor/index.js';
 import type { VlmevalCliOptions } from './eval.js';
-import { choiceFlag, FlagError, intFlag } from './options.js';
+import { FlagError, intFlag } from './options.js';
 import { progress } from './progress.js';
 
 const RECIPES = join(dirname(fileURLToPath(import.meta.url)), '..', 'recipes');
@@ -134,7 +134,7 @@ function interruptOnSigint(): { signal: AbortSignal; dispose(): void } {
 }
 
 export async function trainCommand(o: TrainCliOptions): Promise<void> {
-  const device = choiceFlag(o.device, '--device', ['cpu', 'webgpu'] as const, 'cpu');
+  const device = parseDevice('--device', o.device ?? 'cpu');
   if (o.fresh && (o.resume || o.forceResume)) throw new FlagError('--fresh', 'starts the run afresh; it cannot be combined with --resume / --force-resume');
   const { recipe, baseDir } = resolveRecipe(o.recipe);
   const spec = recipe.data!;
@@ -174,7 +174,7 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
   // a VLMEvalKit benchmark (or a predictions file to score) goes the paper's way (cli/eval.ts)
   if (o.predictions || o.data?.toLowerCase().endsWith('.tsv')) return (await import('./eval.js')).vlmevalCommand(o);
   const limit = intFlag(o.limit ?? o.n, o.limit ? '--limit' : '--n', { min: 1 });
-  const wanted = choiceFlag(o.device, '--device', ['cpu', 'webgpu'] as const, 'cpu');
+  const wanted = parseDevice('--device', o.device ?? 'cpu');
   if (!o.weights) throw new Error('--weights: required (the trained weights to evaluate)');
   // a user's JSONL file is evaluated whole; otherwise the recipe's test split
   const data = o.data

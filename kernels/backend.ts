@@ -15,6 +15,14 @@ import { layerNormGrad, rmsNormGrad, softmaxGrad } from './norm-grad.js';
 import { adamw } from './optim.js';
 import { reduce, softmax } from './reduce.js';
 import { bufferOf, ctx } from './runtime.js';
+import { windowMerge, windowMergeFits } from './window-merge.js';
+
+declare module '../tensor/device.js' {
+  interface DeviceNames {
+    /** WGSL compute kernels through Dawn (kernels/). */
+    webgpu: true;
+  }
+}
 
 /** Reads a view back: dense views directly, others through a copy kernel first. */
 async function read(x: Tensor): Promise<TypedArray> {
@@ -50,6 +58,15 @@ function isDenseWindow(x: Tensor): boolean {
 
 export const webgpuBackend: Backend = {
   device: 'webgpu',
+  capabilities: {
+    // bfloat16 / float16: weight storage, two halves per u32, computed in float32
+    dtypes: ['float32', 'int32', 'bfloat16', 'float16'],
+    syncRead: false,
+    describe: () => {
+      const i = ctx().info;
+      return `WGSL through Dawn ${i.backend}: ${i.description || i.device || 'unknown adapter'}`;
+    },
+  },
   alloc: (numel: number, dtype: DType) => ctx().alloc(numel, dtype),
   upload: (data: TypedArray, dtype: DType) => ctx().upload(data, dtype),
   uploadHalf: (bits: Uint16Array, dtype: HalfDType) => ctx().uploadHalf(bits, dtype),
@@ -79,5 +96,7 @@ export const webgpuBackend: Backend = {
   adamwMany,
   sumOfSquares,
   scaleMany,
+  // the fused middle of D, where the kernel tiles this width on this device
+  windowMerge: (a, z, mean) => windowMergeFits(a.x.shape[2], a.heads) && (windowMerge(a, undefined, { z, mean }), true),
   sync: () => ctx().sync(),
 };

@@ -309,9 +309,10 @@ ${lines(4 * cv, (i) => {
 
 /**
  * Queues D's window attention, output projection, residual, unshuffle, window mean and pre_norm;
- * `tiles` overrides the tiling (for the lab and tests).
+ * `tiles` overrides the tiling (for the lab and tests); `into` gives the outputs (fresh, dense
+ * [B, h*w/4, 4d] and [B, h*w/4, d]) instead of allocating them.
  */
-export function windowMerge(a: WindowMergeArgs, tiles?: WindowMergeTiles): { z: Tensor; mean: Tensor } {
+export function windowMerge(a: WindowMergeArgs, tiles?: WindowMergeTiles, into?: { z: Tensor; mean: Tensor }): { z: Tensor; mean: Tensor } {
   const { x, grid: g, heads } = a;
   if (x.rank !== 3) throw new Error(`windowMerge: x must be [B, h*w, d], got ${fmt(x.shape)}`);
   const [B, S, d] = x.shape;
@@ -330,8 +331,8 @@ export function windowMerge(a: WindowMergeArgs, tiles?: WindowMergeTiles): { z: 
   const exceeded = deviceLimitsExceeded(tiles);
   if (exceeded) throw new Error(exceeded);
   const windows = (B * S) / 4;
-  const z = Tensor.empty([B, S / 4, 4 * d], 'float32', 'webgpu');
-  const mean = Tensor.empty([B, S / 4, d], 'float32', 'webgpu');
+  const z = into?.z ?? Tensor.empty([B, S / 4, 4 * d], 'float32', 'webgpu');
+  const mean = into?.mean ?? Tensor.empty([B, S / 4, d], 'float32', 'webgpu');
   if (windows === 0) return { z, mean };
   const u = new Uniforms()
     .u32('windows', windows)

@@ -10,9 +10,8 @@
  * every released checkpoint, so they are kept, loaded strictly and saved back.
  */
 import * as ag from '../autograd/index.js';
-import { windowMerge, windowMergeFits } from '../kernels/window-merge.js';
 import { LayerNorm, Linear, MLP, Module, MultiHeadAttention } from '../nn/index.js';
-import { assign, concat, getRngState, setRngState, type Tensor } from '../tensor/index.js';
+import { assign, concat, getRngState, setRngState, windowMerge, type Tensor } from '../tensor/index.js';
 import { fmt } from '../tensor/shape.js';
 import type { InitOptions } from '../nn/init.js';
 import type { VisionConfig } from './config.js';
@@ -30,7 +29,13 @@ export function gridRuns(grids: readonly ViewGrid[]): { grid: ViewGrid; count: n
 }
 
 export class Compressor extends Module {
-  /** Off: forward always takes the unfused chain of library ops (tests and the kernel lab compare the two). */
+  /**
+   * On: forward runs D's middle (window attention, out_proj, residual, unshuffle, window mean,
+   * pre_norm) as the windowMerge op, which the backend fuses when it can (WebGPU, at inference;
+   * the kernel lab measured 0.26-0.33x the time of the eight library ops at d=32 and 0.75-0.86x at
+   * d=1152 on llvmpipe, bench/results/lab-compressor-variants.md). Off: the module's own chain of
+   * library ops (tests and the kernel lab compare the two).
+   */
   static fuseMiddle = true;
 
   layer_norm1: LayerNorm;
@@ -67,7 +72,7 @@ export class Compressor extends Module {
       throw new Error(`Compressor: x ${fmt(x.shape)} does not hold the ${total} tokens of grids ${grids.map((g) => `${g.h}x${g.w}`).join(', ')}`);
     }
     const normed = this.layer_norm1.forward(x);
-    const fused = this.fusesMiddle(x);
+    const fused = Compressor.fuseMiddle;
     const merged: Tensor[] = [];
     const means: Tensor[] = [];
     let at = 0;
@@ -78,7 +83,8 @@ export class Compressor extends Module {
       const d = x.shape[2];
       const batch = (t: Tensor) => ag.reshape(ag.narrow(t, 1, at, n * count), [count, n, d]);
       if (fused) {
-        // the same Y, unshuffle, pre_norm and window mean, in one dispatch (see fusesMiddle)
+        // the same Y, unshuffle, pre_norm and window mean as one op: one dispatch where the
+        // backend offers it and no gradient is recorded through it (tensor/ops/window-merge.ts)
         const a = this.self_attn;
         const h = batch(normed);
         const { z, mean } = windowMerge({
@@ -98,24 +104,8 @@ export class Compressor extends Module {
     }
     const z = merged.length === 1 ? merged[0] : ag.concat(merged, 1);
     const residual = means.length === 1 ? means[0] : ag.concat(means, 1);
-    const normedZ = fused ? z : this.pre_norm.forward(z); // the fused kernel applied pre_norm
+    const normedZ = fused ? z : this.pre_norm.forward(z); // windowMerge applied pre_norm
     return this.linear_2.forward(this.linear_1.forward(normedZ, { activation: 'gelu' }), { residual });
-  }
-
-  /**
-   * Whether forward runs D's middle (window attention, out_proj, residual, unshuffle, window
-   * mean, pre_norm) as one kernels/window-merge.ts dispatch: on WebGPU, in f32, at a width the
-   * kernel tiles on this device, and only when no gradient is recorded through it (the kernel
-   * has no backward; training keeps the library ops). The kernel lab measured the fused middle
-   * at 0.26-0.33x the time of the eight library ops at d=32 and 0.75-0.86x at d=1152 on
-   * llvmpipe, within 5e-6 of them (bench/results/lab-compressor-variants.md).
-   */
-  private fusesMiddle(x: Tensor): boolean {
-    const middle = [x, ...this.layer_norm1.parameters(), ...this.self_attn.parameters(), ...this.pre_norm.parameters()];
-    const recording = ag.isGradEnabled() && middle.some((t) => t.requiresGrad);
-    return Compressor.fuseMiddle && !recording
-      && middle.every((t) => t.device === 'webgpu' && t.dtype === 'float32')
-      && windowMergeFits(this.config.hidden_size, this.config.num_attention_heads);
   }
 
   /**

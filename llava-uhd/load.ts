@@ -1,6 +1,6 @@
 /** Building a ready model: config, tokenizer, weights (or an explicit random init), device. */
 import { totalmem } from 'node:os';
-import { initWebGPU } from '../kernels/index.js';
+import { openDevice } from '../backends/index.js';
 import type { Device } from '../tensor/index.js';
 import { folderTokenizer, readCheckpointFolder, type CheckpointFolder } from './checkpoint-folder.js';
 import { configDifferences, connectorMergeRounds, describeDifferences, resolveConfig, type LlavaUHDConfig } from './config.js';
@@ -92,7 +92,7 @@ export async function loadModel(opts: LoadModelOptions): Promise<LoadedModel> {
   if (tok.vocabSize > config.text_config.vocab_size) {
     throw new Error(`tokenizer${folder?.tokenizer ? ` ${folder.tokenizer.json}` : ''}: ${tok.vocabSize} ids, more than the model's vocab_size ${config.text_config.vocab_size}`);
   }
-  if (device === 'webgpu') await initWebGPU();
+  await openDevice(device);
   const model = new LlavaUHD(config, { device });
   if (folder) {
     try {

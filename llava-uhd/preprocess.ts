@@ -59,7 +59,7 @@ export function prepareImage(img: RgbImage, config: LlavaUHDConfig, maxSlices?: 
 export function viewPixels(views: readonly RgbImage[], device: Device): Tensor[] {
   return views.map((img) => {
     const t = normalize(img);
-    if (device === 'cpu') return t;
+    if (t.device === device) return t;
     const g = t.to(device);
     t.dispose();
     return g;

@@ -21,7 +21,7 @@
  * `memory()` flat.
  */
 import { noGrad, zeroGrad as clearGrads } from '../autograd/index.js';
-import { add, adamwStep, adamwSteps, assign, cast, clone, div, keep, minimum, mul, scaleMany, sqrt, sub, sumOfSquares, tidy, Tensor, zeros, type AdamWItem } from '../tensor/index.js';
+import { add, adamwStep, adamwSteps, assign, cast, clone, div, getBackend, keep, minimum, mul, scaleMany, sqrt, sub, sumOfSquares, tidy, Tensor, zeros, type AdamWItem } from '../tensor/index.js';
 import { fmt, shapesEqual } from '../tensor/shape.js';
 
 // ---- the LLaVA-UHD recipe ------------------------------------------------------------------
@@ -335,11 +335,12 @@ function copyStateTensor(op: string, what: string, src: unknown, p: Tensor): Ten
   if (!(src instanceof Tensor)) throw new Error(`${op}: ${what} is not a Tensor`);
   src.assertAlive(op);
   if (!shapesEqual(src.shape, p.shape)) throw new Error(`${op}: ${what} has shape ${fmt(src.shape)}, the parameter ${fmt(p.shape)}`);
-  if (src.device !== p.device && src.device !== 'cpu') {
+  if (src.device !== p.device && !getBackend(src.device).capabilities.syncRead) {
     throw new Error(`${op}: ${what} is on ${src.device} and the parameter on ${p.device}; move the state with toDevice first`);
   }
   return noGrad(() => {
-    const onDevice = src.device === p.device ? src : src.dtype === 'float64' ? tidy(() => cast(src, 'float32').to(p.device)) : src.to(p.device);
+    const fits = getBackend(p.device).capabilities.dtypes.includes(src.dtype);
+    const onDevice = src.device === p.device ? src : fits ? src.to(p.device) : tidy(() => cast(src, p.dtype).to(p.device));
     const out = keep(Tensor.empty(p.shape, p.dtype, p.device));
     assign(out, onDevice); // converts dtype on the way
     if (onDevice !== src) onDevice.dispose();

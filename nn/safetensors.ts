@@ -94,7 +94,7 @@ export interface SafetensorsHeader {
 
 /** Where loaded tensors go, and which to load. */
 export interface LoadOptions {
-  /** Default 'cpu'. F64 tensors become float32 on 'webgpu' (float64 is CPU-only). */
+  /** Default 'cpu'. F64 tensors become float32 on a device that holds no float64 (all but the CPU). */
   device?: Device;
   /** Loads only the tensors for which this returns true (the whole header is still checked). */
   filter?: (name: string) => boolean;
@@ -546,7 +546,7 @@ const DECODERS: Partial<Record<SafetensorsDType, Decoder>> = {
   U16: widenToInt32((src, n) => new Uint16Array(src, 0, n)),
 };
 
-/** F64 is float64 on the CPU; on WebGPU it is rounded to float32. */
+/** F64 is float64 where the device holds it (the CPU); elsewhere it is rounded to float32. */
 const F64_AS_FLOAT32: Decoder = {
   dtype: 'float32',
   direct: false,
@@ -556,7 +556,7 @@ const F64_AS_FLOAT32: Decoder = {
 };
 
 function decoderFor(path: string, name: string, dtype: SafetensorsDType, device: Device): Decoder {
-  if (dtype === 'F64') return device === 'cpu' ? direct('float64') : F64_AS_FLOAT32;
+  if (dtype === 'F64') return getBackend(device).capabilities.dtypes.includes('float64') ? direct('float64') : F64_AS_FLOAT32;
   const decoder = DECODERS[dtype];
   if (!decoder) throw formatError(path, `dtype ${dtype} cannot be loaded (supported: F32, F16, BF16, F64, I64, I32, U32, U64, I16, U16, I8, U8, BOOL)`, name);
   return decoder;

@@ -1,5 +1,31 @@
+/**
+ * The Backend interface and the registry of open backends.
+ *
+ * A backend is one folder (tensor/cpu, kernels/ for WebGPU, backends/wasm) that implements
+ * `Backend`, adds its device name to `DeviceNames` (tensor/device.ts) by declaration merging,
+ * and registers itself with `registerBackend` when opened; backends/index.ts holds one line per
+ * backend saying how to open it. A backend imports only tensor/.
+ *
+ * Capabilities, not device names, decide what callers may do: `capabilities.dtypes` (float64
+ * lives where the reference is), `capabilities.syncRead` (`readSync` exists: `to()` needs no
+ * await), and the fused ops a backend offers (optional methods of `FusedOps`).
+ *
+ * Adding a fused op (one Backend method, one front end, one test):
+ *   1. add its method to `FusedOps` below, with its arguments' contract; like every Backend
+ *      method it writes into fresh outputs the front end allocated and returns true, or returns
+ *      false to decline a call (a shape its kernel does not tile, fusion switched off), having
+ *      written nothing;
+ *   2. add its front end in tensor/ops/: validate, then `backend.foo?.(args)` unless a gradient
+ *      is being recorded through the inputs (`recording(...)` from tensor/dispatch.ts: a fused
+ *      kernel has no backward rule), else compose it from plain ops called through `ops()`
+ *      (so the composition records gradients when autograd is loaded). The composition is
+ *      also the fused kernel's reference;
+ *   3. a test that the fused path equals the composition on each backend that offers it
+ *      (tests/tensor/fused.test.ts), and that it declines what it cannot run.
+ */
 import type { DType, HalfDType, TypedArray } from './dtype.js';
-import type { Device, Storage } from './storage.js';
+import type { Device } from './device.js';
+import type { Storage } from './storage.js';
 import type { Tensor } from './tensor.js';
 
 export type UnaryOp =
@@ -42,6 +68,37 @@ export interface AdamWHyper {
   step: number;
 }
 
+/** What a backend can hold and do, checked by callers instead of its name. */
+export interface Capabilities {
+  /** Element types its storages hold (float64 only where gradient checks run: the CPU). */
+  readonly dtypes: readonly DType[];
+  /** Tensors can be read back synchronously (`readSync`): host memory, no queued work. */
+  readonly syncRead: boolean;
+  /** One line for `uhd info`: threads, instruction set, adapter. */
+  describe?(): string;
+}
+
+/** The compressor's window-merge middle: D from its q/k/v projections to pre_norm. */
+export interface WindowMergeArgs {
+  /** D's input, the residual: [B, h*w, d]. */
+  x: Tensor;
+  /** The projections, [B, h*w, d] each (heads side by side, as a Linear produces them). */
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  /** out_proj weight [d, d] (Linear's [out, in]) and bias [d]. */
+  outWeight: Tensor;
+  outBias: Tensor;
+  /** pre_norm weight and bias [4d]. */
+  normWeight: Tensor;
+  normBias: Tensor;
+  /** The token grid of each of the B views (row-major, h*w tokens, even sides). */
+  grid: { h: number; w: number };
+  heads: number;
+  /** pre_norm's epsilon. */
+  eps: number;
+}
+
 /** Activations a fused linear layer applies (GELU tanh form, GELU erf form). */
 export type LinearActivation = 'none' | 'gelu' | 'geluErf';
 
@@ -55,17 +112,22 @@ export interface AdamWItem {
 }
 
 /**
- * Fused ops, all optional. A backend with a kernel for one implements the method and returns
- * true; without one (or declining a call: a dtype, a view, fusion switched off) it leaves the
- * method out or returns false, and the front end in tensor/ops/fused.ts composes plain ops,
- * which is also the op's reference. Adding one: a method here, its front end (validation, then
- * `backend.op?.(...) || composition`), a kernel, and a test comparing kernel and composition.
+ * Optional fused kernels (see "Adding a fused op" at the top of this file). Inputs reach them
+ * validated and on this backend; each writes its fresh contiguous outputs and returns true, or
+ * returns false to decline the call, and the front end in tensor/ops then composes the op from
+ * plain ones, which is also its reference.
  */
 export interface FusedOps {
   /**
+   * z = pre_norm(pixelUnshuffle(y)) [B, h*w/4, 4d] and mean = avgPool2x2(y) [B, h*w/4, d] with
+   * y = x + WindowAttn(q, k, v) · outWeightᵀ + outBias (tensor/ops/window-merge.ts); inputs
+   * dense float32.
+   */
+  windowMerge?(args: WindowMergeArgs, z: Tensor, mean: Tensor): boolean;
+  /**
    * out = act(x @ weightᵀ + bias) + residual; preact (when given) = x @ weightᵀ + bias.
    * x: [M, K], weight: [N, K], bias: [N] or null, residual: [M, N] or null (unit column stride),
-   * out and preact fresh contiguous [M, N].
+   * out and preact fresh contiguous [M, N] (tensor/ops/fused.ts).
    */
   linear?(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null, act: LinearActivation, out: Tensor, preact: Tensor | null): boolean;
   /** Every item's AdamW step (as `adamw`), in as few dispatches as the device allows. */
@@ -76,6 +138,14 @@ export interface FusedOps {
   scaleMany?(xs: readonly Tensor[], scale: Tensor, outs: readonly Tensor[]): boolean;
 }
 
+/** The names of the fused ops, for `fusedOpsOf` and `uhd info`. */
+export const FUSED_OPS: readonly (keyof FusedOps)[] = ['windowMerge', 'linear', 'adamwMany', 'sumOfSquares', 'scaleMany'];
+
+/** The fused ops `backend` offers. */
+export function fusedOpsOf(backend: Backend): (keyof FusedOps)[] {
+  return FUSED_OPS.filter((name) => typeof backend[name] === 'function');
+}
+
 /**
  * What a device must implement. Every method receives tensors that may be strided views
  * and writes into `out`, a fresh contiguous tensor the front end allocated with `alloc`.
@@ -84,11 +154,14 @@ export interface FusedOps {
  */
 export interface Backend extends FusedOps {
   readonly device: Device;
+  readonly capabilities: Capabilities;
   alloc(numel: number, dtype: DType): Storage;
   /** A new storage holding a copy of `data`. */
   upload(data: TypedArray, dtype: DType): Storage;
   /** The elements of `x` in row-major order of its (view) shape. */
   read(x: Tensor): Promise<TypedArray>;
+  /** The same, at once: present exactly when `capabilities.syncRead`. */
+  readSync?(x: Tensor): TypedArray;
 
   /** out[i] = x[i] elementwise over the same shape; `out` may be a strided view; converts dtype. */
   copy(x: Tensor, out: Tensor): void;
@@ -155,9 +228,8 @@ export function getBackend(device: Device): Backend {
   const b = backends.get(device);
   if (!b) {
     throw new Error(
-      device === 'webgpu'
-        ? 'webgpu backend not initialised: call `await initWebGPU()` first'
-        : `no backend registered for device '${device}'`,
+      `device '${device}' is not open (open: ${[...backends.keys()].join(', ')}); ` +
+        `open it first with \`await openDevice('${device}')\` (backends/index.ts)`,
     );
   }
   return b;
@@ -165,4 +237,17 @@ export function getBackend(device: Device): Backend {
 
 export function hasBackend(device: Device): boolean {
   return backends.has(device);
+}
+
+/** The devices open now, in the order they were registered. */
+export function openDevices(): Device[] {
+  return [...backends.keys()];
+}
+
+/** Throws naming `op` when `device` cannot hold `dtype`. */
+export function requireDeviceDtype(op: string, device: Device, dtype: DType): void {
+  const { dtypes } = getBackend(device).capabilities;
+  if (!dtypes.includes(dtype)) {
+    throw new Error(`${op}: ${dtype} is not a dtype of device '${device}' (it holds ${dtypes.join(', ')}); cast first`);
+  }
 }

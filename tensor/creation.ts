@@ -1,8 +1,8 @@
 /** Making tensors: from data, filled, ranges, random. */
-import { getBackend } from './backend.js';
+import { getBackend, requireDeviceDtype } from './backend.js';
 import { convertArray, dtypeOfArray, type DType, type TypedArray } from './dtype.js';
 import { checkShape, fmt, numel, type Shape } from './shape.js';
-import type { Device } from './storage.js';
+import type { Device } from './device.js';
 import { normal, uniform } from './random.js';
 import { Tensor } from './tensor.js';
 
@@ -58,13 +58,14 @@ export function tensor(data: NestedInput | TypedArray, opts: TensorOptions = {})
   if (numel(shape) !== values.length) {
     throw new Error(`tensor: ${values.length} values do not fill shape ${fmt(shape)} (${numel(shape)} elements)`);
   }
-  if (dtype === 'float64' && device !== 'cpu') throw new Error('tensor: float64 is CPU-only');
+  requireDeviceDtype('tensor', device, dtype);
   return new Tensor(getBackend(device).upload(convertArray(values, dtype), dtype), shape);
 }
 
 export function full(shape: Shape, value: number, opts: Omit<TensorOptions, 'shape'> = {}): Tensor {
   checkShape('full', shape);
   const dtype = opts.dtype ?? 'float32';
+  requireDeviceDtype('full', opts.device ?? 'cpu', dtype);
   const t = Tensor.empty(shape, dtype, opts.device ?? 'cpu');
   getBackend(t.device).fill(t, value);
   return t;

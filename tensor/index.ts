@@ -10,8 +10,13 @@ export * as ops from './ops/index.js';
 export * from './ops/index.js';
 export { manualSeed, getRngState, setRngState } from './random.js';
 export { tidy, keep, memory, type MemoryInfo } from './memory.js';
-export { registerBackend, getBackend, hasBackend, type Backend, type AttentionParams, type AdamWHyper, type AdamWItem, type FusedOps, type LinearActivation, type UnaryOp, type BinaryOp, type ReduceOp, UNARY_OPS, BINARY_OPS } from './backend.js';
+export {
+  registerBackend, unregisterBackend, getBackend, hasBackend, openDevices, requireDeviceDtype, fusedOpsOf, FUSED_OPS,
+  type Backend, type Capabilities, type FusedOps, type WindowMergeArgs, type AdamWItem, type LinearActivation, type AttentionParams, type AdamWHyper,
+  type UnaryOp, type BinaryOp, type ReduceOp, UNARY_OPS, BINARY_OPS,
+} from './backend.js';
+export { ops as opTable, recording, installAutograd, type OpTable, type AutogradHooks, type GradFn } from './dispatch.js';
 export type { DType, TypedArray } from './dtype.js';
-export type { Device } from './storage.js';
-export { Storage } from './storage.js';
+export type { Device, DeviceNames } from './device.js';
+export { Storage, HostStorage } from './storage.js';
 export type { AttentionOptions } from './ops/attention.js';

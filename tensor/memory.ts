@@ -1,4 +1,4 @@
-import { liveBytes, liveStorages, type Device } from './storage.js';
+import { countedDevices, liveCounts, type Device } from './storage.js';
 
 /** Anything that can be disposed and counted: Tensor implements this. */
 export interface Disposable {
@@ -6,7 +6,6 @@ export interface Disposable {
   readonly disposed: boolean;
 }
 
-export const liveTensors: Record<Device, number> = { cpu: 0, webgpu: 0 };
 
 const scopes: Set<Disposable>[] = [];
 
@@ -71,8 +70,15 @@ export interface MemoryInfo {
   bytes: number;
 }
 
-/** Live tensors, storages and bytes per device. */
-export function memory(): Record<Device, MemoryInfo> {
-  const info = (d: Device): MemoryInfo => ({ tensors: liveTensors[d], storages: liveStorages[d], bytes: liveBytes[d] });
-  return { cpu: info('cpu'), webgpu: info('webgpu') };
+/**
+ * Live tensors, storages and bytes per device: every device that has held a tensor (the CPU
+ * always), so `memory().wasm` is defined once anything ran there; `memory(device)` for one.
+ */
+export function memory(): Record<Device, MemoryInfo>;
+export function memory(device: Device): MemoryInfo;
+export function memory(device?: Device): Record<Device, MemoryInfo> | MemoryInfo {
+  const info = (d: Device): MemoryInfo => ({ ...liveCounts(d) });
+  if (device !== undefined) return info(device);
+  const all = new Set<Device>(['cpu', ...countedDevices()]);
+  return Object.fromEntries([...all].map((d) => [d, info(d)])) as Record<Device, MemoryInfo>;
 }

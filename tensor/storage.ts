@@ -1,10 +1,28 @@
-import type { DType } from './dtype.js';
+import type { DType, TypedArray } from './dtype.js';
+import type { Device } from './device.js';
 
-export type Device = 'cpu' | 'webgpu';
+export type { Device } from './device.js';
 
-/** Live allocations per device, for `memory()`. Storages register themselves here. */
-export const liveBytes: Record<Device, number> = { cpu: 0, webgpu: 0 };
-export const liveStorages: Record<Device, number> = { cpu: 0, webgpu: 0 };
+/** Live tensors, storages and bytes on one device, for `memory()`. */
+export interface LiveCounts {
+  tensors: number;
+  storages: number;
+  bytes: number;
+}
+
+const live = new Map<Device, LiveCounts>();
+
+/** The counters of `device` (created at zero on first use). */
+export function liveCounts(device: Device): LiveCounts {
+  let c = live.get(device);
+  if (!c) live.set(device, (c = { tensors: 0, storages: 0, bytes: 0 }));
+  return c;
+}
+
+/** Devices that have held a tensor or storage. */
+export function countedDevices(): Device[] {
+  return [...live.keys()];
+}
 
 /**
  * A block of memory holding `numel` elements of `dtype` on one device. Several tensors
@@ -14,6 +32,7 @@ export const liveStorages: Record<Device, number> = { cpu: 0, webgpu: 0 };
 export abstract class Storage {
   private refs = 1;
   readonly bytes: number;
+  private readonly counts: LiveCounts;
 
   constructor(
     readonly device: Device,
@@ -22,8 +41,9 @@ export abstract class Storage {
     bytesPerElement: number,
   ) {
     this.bytes = numel * bytesPerElement;
-    liveBytes[device] += this.bytes;
-    liveStorages[device] += 1;
+    this.counts = liveCounts(device);
+    this.counts.bytes += this.bytes;
+    this.counts.storages += 1;
   }
 
   get alive(): boolean {
@@ -44,12 +64,21 @@ export abstract class Storage {
   release(): void {
     if (this.refs <= 0) return;
     if (--this.refs === 0) {
-      liveBytes[this.device] -= this.bytes;
-      liveStorages[this.device] -= 1;
+      this.counts.bytes -= this.bytes;
+      this.counts.storages -= 1;
       this.free();
     }
   }
 
   /** Gives the memory back to its allocator. Called once, when the last reference goes. */
   protected abstract free(): void;
+}
+
+/**
+ * Storage in this process's memory as one typed array over exactly its elements (the CPU
+ * backend's arrays, the wasm backend's regions of its shared memory). The CPU reference
+ * kernels run on any host storage, so a host-memory backend can fall back to them.
+ */
+export abstract class HostStorage extends Storage {
+  abstract readonly data: TypedArray;
 }

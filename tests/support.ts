@@ -1,25 +1,40 @@
 /**
- * Shared test harness: opening the WebGPU device per file, building the same (possibly
- * strided) view on both devices from one seed, and comparing results with a stated tolerance.
+ * Shared test harness: the device under test (UHD_DEVICE, as tinygrad's DEVICE), opening it
+ * per file, building the same (possibly strided) view on it and on the CPU reference from one
+ * seed, and comparing results with a stated tolerance.
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect } from 'vitest';
-import { gpuContext, initWebGPU, shutdown } from '../kernels/index.js';
+import { closeDevice, openDevice, parseDevice } from '../backends/index.js';
+import { gpuContext } from '../kernels/index.js';
 import * as uhd from '../tensor/index.js';
-import type { DType, Tensor, TypedArray } from '../tensor/index.js';
+import type { Device, DType, Tensor, TypedArray } from '../tensor/index.js';
 
 /**
- * Opens the device before the file's tests and destroys it after (so the process can exit).
- * Index checks are on, so an out-of-range gather fails on WebGPU as it does on the CPU.
+ * The backend the device-parametrized tests check against the CPU reference:
+ * `UHD_DEVICE=cpu|webgpu|wasm` (default webgpu). tests/kernels/* and
+ * tests/autograd/device-grads.test.ts run on it; .ci/run runs them once per backend.
  */
-export function useWebGPU(): void {
+export const DEVICE: Device = parseDevice('UHD_DEVICE', process.env.UHD_DEVICE ?? 'webgpu');
+
+/**
+ * Opens `device` (default: the device under test) before the file's tests and closes it after
+ * (so the process can exit). On WebGPU, index checks are on, so an out-of-range gather fails
+ * there as it does on the CPU.
+ */
+export function useDevice(device: Device = DEVICE): void {
   beforeAll(async () => {
-    await initWebGPU();
-    gpuContext().tuning.checkIndices = true;
+    await openDevice(device);
+    if (device === 'webgpu') gpuContext().tuning.checkIndices = true;
   });
   afterAll(() => {
-    shutdown();
+    closeDevice(device);
   });
+}
+
+/** For the files that test WebGPU itself (its runtime, its kernel variants). */
+export function useWebGPU(): void {
+  useDevice('webgpu');
 }
 
 export interface Tolerance {
@@ -68,7 +83,7 @@ export interface ViewRecipe {
 }
 
 /** Builds the view described by `r` on `device`, with values from `r.seed`. */
-export function makeView(r: ViewRecipe, device: 'cpu' | 'webgpu', dtype: DType = 'float32', lo = -1, hi = 1): Tensor {
+export function makeView(r: ViewRecipe, device: Device, dtype: DType = 'float32', lo = -1, hi = 1): Tensor {
   const { shape, kind } = r;
   const n = shape.reduce((a, b) => a * b, 1);
   const make = (s: number[], count: number) => {
@@ -124,16 +139,16 @@ export function arbView(shape: fc.Arbitrary<number[]> = arbShape()): fc.Arbitrar
 /** Property-test settings: few runs (llvmpipe is slow), deterministic seed unless overridden. */
 export const PROP = { numRuns: Number(process.env.UHD_PROP_RUNS ?? 25), seed: Number(process.env.UHD_PROP_SEED ?? 42) };
 
-/** Runs `op` on the CPU and on WebGPU over the same views and compares the results. */
+/** Runs `op` on the CPU and on the device under test over the same views and compares the results. */
 export async function agree(
   op: (...xs: Tensor[]) => Tensor,
   recipes: ViewRecipe[],
   tol: Tolerance = F32,
-  opts: { dtype?: DType; lo?: number; hi?: number; label?: string } = {},
+  opts: { dtype?: DType; lo?: number; hi?: number; label?: string; device?: Device } = {},
 ): Promise<void> {
   const dtype = opts.dtype ?? 'float32';
   const cpuIn = recipes.map((r) => makeView(r, 'cpu', dtype, opts.lo, opts.hi));
-  const gpuIn = recipes.map((r) => makeView(r, 'webgpu', dtype, opts.lo, opts.hi));
+  const gpuIn = recipes.map((r) => makeView(r, opts.device ?? DEVICE, dtype, opts.lo, opts.hi));
   const want = op(...cpuIn);
   const got = op(...gpuIn);
   expect(got.shape).toEqual(want.shape);

@@ -8,6 +8,7 @@
 import type * as JaxModule from '@jax-js/jax';
 import type { GpuInfo } from '../../kernels/index.js';
 import { installNavigatorGpu } from './dawn.js';
+import { installWebWorker } from './web-worker.js';
 import { installedVersion, reason, type Opened, type Prepared, type Runner } from './runner.js';
 import { BLOCK_PARAM_NAMES, type BlockParamName, type BlockWork, type Workload } from './workloads.js';
 
@@ -44,14 +45,14 @@ function blockForward(jax: Jax, w: BlockWork, x: A, p: Params): A {
 /** A new reference to every parameter (a call consumes the ones it is given). */
 const refParams = (p: Params): Params => Object.fromEntries(BLOCK_PARAM_NAMES.map((n) => [n, p[n].ref])) as Params;
 
-function runner(jax: Jax, device: JaxDevice, jitted: boolean): Runner {
+function runner(jax: Jax, device: JaxDevice, jitted: boolean, workers: number): Runner {
   const np = jax.numpy;
   return {
     library: `jax-js ${installedVersion('@jax-js/jax')}`,
     backend: jitted ? `${device}, jit` : device,
     note: jitted ? 'jax.jit of the same function: traced once, ops fused into fewer kernels'
       : device === 'cpu' ? 'interpreted JS (its debug device)'
-      : device === 'wasm' ? 'no Web Worker in Node, so one thread'
+      : device === 'wasm' ? (workers ? `its kernels on ${workers} Web Workers (bench/peers/web-worker.ts: a worker_threads shim; Node has no Worker), relaxed SIMD where our backend enabled V8's flag` : 'no Web Worker in Node, so one thread')
       : "our Dawn adapter as navigator.gpu (bench/peers/dawn.ts), which its README lists as unsupported in Node; without featureLevel 'compatibility' init() finds no adapter",
     // jit fuses chains of ops; a lone matmul is one kernel either way.
     covers: (w) => !jitted || w.work.kind !== 'matmul',
@@ -126,8 +127,11 @@ function runner(jax: Jax, device: JaxDevice, jitted: boolean): Runner {
 export async function openJax(gpu: GpuInfo | null): Promise<Opened[]> {
   const library = `jax-js ${installedVersion('@jax-js/jax')}`;
   let jax: Jax;
+  let workers = 0;
   try {
     if (gpu) installNavigatorGpu(gpu);
+    // its wasm kernels on Web Workers (a worker_threads shim): its fastest configuration here
+    workers = process.env.UHD_PEERS_JAX_WORKERS === '0' ? 0 : installWebWorker();
     jax = await import('@jax-js/jax');
   } catch (e) {
     return [{ library, backend: 'all', reason: reason(e) }];
@@ -138,8 +142,8 @@ export async function openJax(gpu: GpuInfo | null): Promise<Opened[]> {
       if (device === 'webgpu' && !gpu) throw new Error('no WebGPU adapter here');
       const started = await jax.init(device);
       if (!started.includes(device)) throw new Error(`init('${device}') did not start it`);
-      out.push(runner(jax, device, false));
-      if (device !== 'cpu') out.push(runner(jax, device, true));
+      out.push(runner(jax, device, false, workers));
+      if (device !== 'cpu') out.push(runner(jax, device, true, workers));
     } catch (e) {
       out.push({ library, backend: device, reason: reason(e) });
     }

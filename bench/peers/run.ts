@@ -1,15 +1,18 @@
 /**
- * `npm run bench:peers [-- filter ...] [--quick]`: the same workloads in our runtime (CPU and
- * WebGPU) and in JavaScript peers on this machine, in one process: TensorFlow.js (CPU, WebGPU),
- * jax-js (cpu, wasm, webgpu), onnxruntime-node (CPU, inference). Every peer's output is checked
+ * `npm run bench:peers [-- filter ...] [--quick]`: the same workloads in our runtime (CPU,
+ * wasm and WebGPU) and in peers on this machine, in one process: TensorFlow.js (CPU, WebGPU),
+ * jax-js (cpu, wasm on Web Workers, webgpu), onnxruntime-node (CPU, inference), and numpy and
+ * torch through /usr/bin/python3 when present (optional). Every peer's output is checked
  * against our CPU result before it is timed. Writes bench/results/peers.{md,json}.
  * A peer that is missing or refuses to start gets a row saying why; the run goes on.
  * Filters keep the cases or libraries whose name contains one of them ('matmul', 'jax').
  */
 import os from 'node:os';
-import { gpuInfo, initWebGPU, shutdown, type GpuInfo } from '../../kernels/index.js';
+import { closeDevice as shutdown, openDevice } from '../../backends/index.js';
+import { gpuInfo, initWebGPU, type GpuInfo } from '../../kernels/index.js';
 import { openJax } from './jax.js';
 import { openOrt } from './ort.js';
+import { closePython, openPython } from './python.js';
 import { machine, summary, write, type PeerRow, type Report } from './report.js';
 import { isRunner, reason, Skip, type Opened, type Runner, type Unavailable } from './runner.js';
 import { openTfjs } from './tfjs.js';
@@ -67,19 +70,26 @@ async function main(): Promise<void> {
   let gpu: GpuInfo | null = null;
   const opened: Opened[] = [uhdRunner('cpu')];
   try {
+    await openDevice('wasm');
+    opened.push(uhdRunner('wasm'));
+  } catch (e) {
+    opened.push({ library: 'uhd (ours)', backend: 'wasm', reason: reason(e) });
+  }
+  try {
     await initWebGPU();
     gpu = gpuInfo();
     opened.push(uhdRunner('webgpu'));
   } catch (e) {
     opened.push({ library: 'uhd (ours)', backend: 'webgpu', reason: reason(e) });
   }
-  opened.push(...(await openTfjs(gpu)), ...(await openJax(gpu)), ...(await openOrt()));
+  opened.push(...(await openTfjs(gpu)), ...(await openJax(gpu)), ...(await openOrt()), ...(await openPython()));
   const label = (o: Opened) => `${o.library} ${o.backend}`;
   const wantedPeer = selector(opened.map(label));
   // Ours always run: they are the reference and the denominators.
   const runners = opened.filter(isRunner).filter((r) => r.library.startsWith('uhd') || wantedPeer(label(r)));
   const unavailable = opened.filter((o): o is Unavailable => !isRunner(o) && wantedPeer(label(o)));
-  const [oursCpu, oursGpu] = runners.filter((r) => r.library.startsWith('uhd'));
+  const ours = runners.filter((r) => r.library.startsWith('uhd'));
+  const oursCpu = ours.find((r) => r.backend === 'cpu');
 
   const rows: PeerRow[] = [];
   /** FLOP/s each backend reached on its first case with a FLOP count (for SLOW_CALL_S). */
@@ -91,14 +101,14 @@ async function main(): Promise<void> {
   for (const w of cases) {
     console.log(`\n${w.name}`);
     let reference: Float32Array[] | null = null;
-    const ourMs: Record<string, number | null> = { cpu: null, webgpu: null };
+    const ourMs: Record<string, number | null> = { cpu: null, wasm: null, webgpu: null };
     for (const r of runners) {
       if (r.covers && !r.covers(w)) continue;
       const key = `${r.library} / ${r.backend}`;
       const est = w.flops && rate.has(key) ? w.flops / rate.get(key)! : 0;
       if (est > SLOW_CALL_S) {
         const reason = `one call would take ~${est.toFixed(0)} s at the ${(rate.get(key)! / 1e6).toFixed(1)} MFLOP/s it ran ${rateCase.get(key)} at`;
-        rows.push({ case: w.name, library: r.library, backend: r.backend, status: 'skipped', maxRelErr: null, medianMs: null, gflops: null, samples: 0, vsUhdCpu: null, vsUhdWebgpu: null, reason });
+        rows.push({ case: w.name, library: r.library, backend: r.backend, status: 'skipped', maxRelErr: null, medianMs: null, gflops: null, samples: 0, vsUhdCpu: null, vsUhdWasm: null, vsUhdWebgpu: null, reason });
         console.log(`  ${key.padEnd(34)} skipped: ${reason}`);
         continue;
       }
@@ -108,13 +118,14 @@ async function main(): Promise<void> {
         rateCase.set(key, w.name);
       }
       if (r === oursCpu) reference = row.outputs;
-      if (r === oursCpu || r === oursGpu) ourMs[r.backend] = row.row.medianMs;
+      if (ours.includes(r)) ourMs[r.backend] = row.row.medianMs;
       rows.push(row.row);
       const m = row.row.medianMs;
       console.log(`  ${key.padEnd(34)} ${m === null ? '' : `${m.toFixed(2)} ms`.padStart(12)}  ${row.row.status}${row.row.reason ? `: ${row.row.reason}` : ''}`);
     }
     for (const row of rows.filter((x) => x.case === w.name && x.medianMs !== null)) {
       row.vsUhdCpu = ourMs.cpu ? row.medianMs! / ourMs.cpu : null;
+      row.vsUhdWasm = ourMs.wasm ? row.medianMs! / ourMs.wasm : null;
       row.vsUhdWebgpu = ourMs.webgpu ? row.medianMs! / ourMs.webgpu : null;
     }
   }
@@ -138,7 +149,7 @@ async function main(): Promise<void> {
 async function measure(r: Runner, w: Workload, reference: Float32Array[] | 'self' | null): Promise<{ row: PeerRow; outputs: Float32Array[] | null }> {
   const row: PeerRow = {
     case: w.name, library: r.library, backend: r.backend, status: 'failed', maxRelErr: null,
-    medianMs: null, gflops: null, samples: 0, vsUhdCpu: null, vsUhdWebgpu: null,
+    medianMs: null, gflops: null, samples: 0, vsUhdCpu: null, vsUhdWasm: null, vsUhdWebgpu: null,
   };
   let prepared;
   try {
@@ -156,7 +167,8 @@ async function measure(r: Runner, w: Workload, reference: Float32Array[] | 'self
     row.status = row.maxRelErr <= tol ? 'checked' : 'wrong';
     // Over SLOW_CALL_MS a call: the checked call was the warm-up, and two timed calls suffice.
     const slow = firstMs > SLOW_CALL_MS;
-    const t = await time(() => prepared.run(), slow ? { ...timing, warmup: 0, minSamples: 2 } : timing);
+    const opts = slow ? { ...timing, warmup: 0, minSamples: 2 } : timing;
+    const t = prepared.timed ? await prepared.timed(opts) : await time(() => prepared.run(), opts);
     row.medianMs = t.medianMs;
     row.samples = t.samples;
     row.gflops = w.flops ? w.flops / (t.medianMs * 1e6) : null;
@@ -171,6 +183,7 @@ async function measure(r: Runner, w: Workload, reference: Float32Array[] | 'self
 try {
   await main();
 } finally {
+  closePython();
   shutdown();
 }
 // The peers' Dawn instances keep the event loop alive; the results are written.

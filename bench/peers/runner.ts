@@ -15,6 +15,8 @@ export interface Prepared {
    * BLOCK_PARAM_NAMES order. Row-major float32.
    */
   outputs(): Promise<Float32Array[]>;
+  /** For peers that time their own calls (out of process): the median of calls timed as asked. */
+  timed?(timing: import('./timing.js').TimingOptions): Promise<import('./timing.js').Timing>;
   dispose(): void;
 }
 

@@ -1,5 +1,5 @@
 /**
- * Our runtime on its two backends, the baseline every peer is compared with. Timed calls end
+ * Our runtime on its backends, the baseline every peer is compared with. Timed calls end
  * as bench/harness.ts's do: a read-back of one element, which flushes the queued GPU work.
  */
 import * as ag from '../../autograd/index.js';
@@ -104,7 +104,7 @@ export function uhdRunner(device: Device): Runner {
   return {
     library: 'uhd (ours)',
     backend: device,
-    note: device === 'cpu' ? 'single-threaded TypeScript' : undefined,
+    note: device === 'cpu' ? 'single-threaded TypeScript' : device === 'wasm' ? 'WebAssembly SIMD kernels generated at run time, on every core (main thread + worker_threads)' : undefined,
     async prepare({ work: w }: Workload): Promise<Prepared> {
       const t = (data: Float32Array, shape: number[]) => uhd.tensor(data, { shape, device });
       switch (w.kind) {

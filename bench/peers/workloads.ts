@@ -123,7 +123,7 @@ function blockForwardFlops(seq: number, dim: number, hidden: number): number {
 export async function workloads(): Promise<Workload[]> {
   uhd.manualSeed(0);
   const out: Workload[] = [];
-  for (const n of [256, 512, 1024]) {
+  for (const n of [256, 512, 1024, 2048]) {
     out.push({ name: `matmul ${n}x${n}x${n}`, flops: 2 * n ** 3, work: { kind: 'matmul', n, a: await normal([n, n]), b: await normal([n, n]) } });
   }
   const [rows, cols] = [1024, 1024];

@@ -9,15 +9,16 @@
  * 18 · D (s and dP are computed twice by the dq pass, once more by the dk/dv pass, so the
  * Sq x Sk matrix is never stored); the convention counts only the useful work, as is usual.
  */
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 import * as uhd from '../../tensor/index.js';
+import type { Device } from '../../tensor/index.js';
 import type { AttentionOptions, Tensor } from '../../tensor/index.js';
 import { attentionGrad } from '../../tensor/ops/grad.js';
 
 export const name = 'attention-grad';
 
 /** A [B, H, S, D] view of a random [B, S, H, D] tensor, the layout a projection produces. */
-function bhsd(device: 'cpu' | 'webgpu', B: number, H: number, S: number, D: number): Tensor {
+function bhsd(device: Device, B: number, H: number, S: number, D: number): Tensor {
   const base = uhd.randn([B, S, H, D], { device });
   const view = base.permute(0, 2, 1, 3);
   base.dispose();
@@ -25,7 +26,7 @@ function bhsd(device: 'cpu' | 'webgpu', B: number, H: number, S: number, D: numb
 }
 
 /** The timed call: all three gradients are computed; dK and dV are dropped, dQ returned (reading it waits for all). */
-function backward(device: 'cpu' | 'webgpu', B: number, Hq: number, Hkv: number, S: number, D: number, opts: AttentionOptions): () => Tensor {
+function backward(device: Device, B: number, Hq: number, Hkv: number, S: number, D: number, opts: AttentionOptions): () => Tensor {
   const [q, k, v, gOut] = [bhsd(device, B, Hq, S, D), bhsd(device, B, Hkv, S, D), bhsd(device, B, Hkv, S, D), bhsd(device, B, Hq, S, D)];
   return () => {
     const { gq, gk, gv } = attentionGrad(q, k, v, gOut, opts);
@@ -37,7 +38,7 @@ function backward(device: 'cpu' | 'webgpu', B: number, Hq: number, Hkv: number, 
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     {
       // (a) 4 views of 256 tokens each in one sequence, attention only within a view.
       const [views, per, H, D] = [4, 256, 4, 64];

@@ -9,14 +9,15 @@
  * Bytes: q, k, v read once and the output written once (f32), the least traffic possible;
  * it is the meaningful figure for the window case, which is memory-bound.
  */
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 import * as uhd from '../../tensor/index.js';
+import type { Device } from '../../tensor/index.js';
 import type { Tensor } from '../../tensor/index.js';
 
 export const name = 'attention';
 
 /** q, k, v as [B, H, S, D] views of [B, S, H, D] tensors, the layout a projection produces. */
-function qkv(device: 'cpu' | 'webgpu', B: number, Hq: number, Hkv: number, S: number, D: number): [Tensor, Tensor, Tensor] {
+function qkv(device: Device, B: number, Hq: number, Hkv: number, S: number, D: number): [Tensor, Tensor, Tensor] {
   const make = (H: number) => {
     const base = uhd.randn([B, S, H, D], { device });
     const view = base.permute(0, 2, 1, 3);
@@ -28,7 +29,7 @@ function qkv(device: 'cpu' | 'webgpu', B: number, Hq: number, Hkv: number, S: nu
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     {
       // (a) 4 views of 256 tokens each in one sequence, attention only within a view.
       const [views, per, H, D] = [4, 256, 4, 64];

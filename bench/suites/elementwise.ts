@@ -1,12 +1,12 @@
 /** Memory-bound elementwise kernels: GB/s of a unary map, a broadcast add, a strided copy. */
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 import * as uhd from '../../tensor/index.js';
 
 export const name = 'elementwise';
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     for (const n of [1 << 16, 1 << 20]) {
       out.push({
         name: `gelu ${n}`,

@@ -4,7 +4,7 @@
  * [N, 1]), and the 2x2 merges on a SigLIP-width token grid (pixelUnshuffle, avgPool2x2).
  * Bytes count what each op must read and write once, not cache traffic.
  */
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 import * as uhd from '../../tensor/index.js';
 
 export const name = 'indexing';
@@ -34,7 +34,7 @@ export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
   const tokens = GRID * GRID;
   const gridNumel = VIEWS * tokens * WIDTH;
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     out.push({
       name: `indexSelect ${N} rows of [${VOCAB},${D}]`,
       device,

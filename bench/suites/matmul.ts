@@ -2,15 +2,15 @@
  * Compute-bound matmul: GFLOP/s (2·M·N·K per call) of square products, x @ w.T as in a
  * linear layer (b a transposed view, no copy), and a batched product as in attention.
  */
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 import * as uhd from '../../tensor/index.js';
 
 export const name = 'matmul';
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
-    for (const n of [256, 512, 1024]) {
+  for (const device of BENCH_DEVICES) {
+    for (const n of [256, 512, 1024, ...(device === 'wasm' ? [2048] : [])]) {
       out.push({
         name: `${n}x${n}x${n}`,
         device,

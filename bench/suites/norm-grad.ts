@@ -3,14 +3,14 @@
  * Qwen-style 1024): gx from (x or y) and gy. All memory-bound; GB/s counts the bytes read plus
  * the bytes written (f32), each element once: x (or y), gy and gx, plus the weight.
  */
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 import * as uhd from '../../tensor/index.js';
 
 export const name = 'norm-grad';
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     out.push({
       name: 'layerNormGrad [4096,1152] +w',
       device,

@@ -3,14 +3,14 @@
  * Qwen-style 1024), and sums along a contiguous and along a strided dim. GB/s counts the bytes
  * read plus the bytes written (f32), each element once.
  */
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 import * as uhd from '../../tensor/index.js';
 
 export const name = 'reduce';
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     for (const [rows, d] of [[1024, 1024], [4096, 256]] as const) {
       out.push({
         name: `softmax [${rows},${d}]`,

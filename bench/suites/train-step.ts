@@ -6,7 +6,7 @@ import * as ag from '../../autograd/index.js';
 import { AdamW, DecoderLayer } from '../../nn/index.js';
 import * as uhd from '../../tensor/index.js';
 import type { Tensor } from '../../tensor/index.js';
-import type { BenchCase } from '../harness.js';
+import { BENCH_DEVICES, type BenchCase } from '../harness.js';
 
 export const name = 'train-step';
 
@@ -26,7 +26,7 @@ function fwdBwd(x: Tensor, f: (x: Tensor) => Tensor): () => Tensor {
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     const [B, H, S, D] = [1, 4, 256, 64];
     out.push({
       name: `attention fwd+bwd causal [${B},${H},${S},${D}]`,

@@ -8,7 +8,8 @@ import { CONFIGS, type LlavaUHDConfig } from '../../llava-uhd/config.js';
 import { viewFlops } from '../../llava-uhd/flops.js';
 import { LlavaUHD } from '../../llava-uhd/model.js';
 import * as uhd from '../../tensor/index.js';
-import type { BenchCase, BenchRow } from '../harness.js';
+import type { Device } from '../../tensor/index.js';
+import { BENCH_DEVICES, type BenchCase, type BenchRow } from '../harness.js';
 
 export const name = 'vit-encode';
 
@@ -25,7 +26,7 @@ const SETTINGS: { label: string; config: LlavaUHDConfig; side: number }[] = [
   { label: 'mid d=384 L=12 k=3', config: MID, side: 448 },
 ];
 
-function encodeCase(label: string, config: LlavaUHDConfig, side: number, device: 'cpu' | 'webgpu'): BenchCase {
+function encodeCase(label: string, config: LlavaUHDConfig, side: number, device: Device): BenchCase {
   const flops = 2 * viewFlops(config, { width: side, height: side }).visualEncoding;
   return {
     name: `${label} ${config.insert_layer_id === null ? 'baseline' : 'D'} ${side}x${side}`,
@@ -42,7 +43,7 @@ function encodeCase(label: string, config: LlavaUHDConfig, side: number, device:
 
 export function cases(): BenchCase[] {
   const out: BenchCase[] = [];
-  for (const device of ['cpu', 'webgpu'] as const) {
+  for (const device of BENCH_DEVICES) {
     for (const s of SETTINGS) {
       out.push(encodeCase(s.label, s.config, s.side, device));
       out.push(encodeCase(s.label, { ...s.config, insert_layer_id: null }, s.side, device));
@@ -54,7 +55,7 @@ export function cases(): BenchCase[] {
 /** Baseline/D time ratios next to the FLOPs model's. */
 export function summarize(rows: BenchRow[]): string {
   const lines = ['| setting | device | FLOPs ratio baseline/D | measured time ratio baseline/D |', '|---|---|---:|---:|'];
-  for (const device of ['cpu', 'webgpu']) {
+  for (const device of BENCH_DEVICES) {
     for (const s of SETTINGS) {
       const d = rows.find((r) => r.device === device && r.name.startsWith(s.label) && r.name.includes(' D '));
       const b = rows.find((r) => r.device === device && r.name.startsWith(s.label) && r.name.includes(' baseline '));

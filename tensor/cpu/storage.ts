@@ -1,10 +1,10 @@
 import { bytesPerElement, convertArray, type DType, type TypedArray, typedArrayFor } from '../dtype.js';
-import { Storage } from '../storage.js';
+import { HostStorage } from '../storage.js';
 import { isContiguous } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 
 /** CPU memory: one typed array. */
-export class CpuStorage extends Storage {
+export class CpuStorage extends HostStorage {
   constructor(
     dtype: DType,
     public data: TypedArray,
@@ -20,9 +20,9 @@ export function cpuStorage(dtype: DType, numel: number): CpuStorage {
   return new CpuStorage(dtype, typedArrayFor(dtype, numel));
 }
 
-/** The typed array behind a CPU tensor (the whole storage, not just the view). */
+/** The typed array behind a host-memory tensor (the whole storage, not just the view). */
 export function buf(t: Tensor): TypedArray {
-  return (t.storage as CpuStorage).data;
+  return (t.storage as HostStorage).data;
 }
 
 /**
@@ -69,7 +69,7 @@ export function offsets(t: Tensor): Int32Array {
   return out;
 }
 
-/** A CPU tensor's elements as a dense typed array (a copy when it is a view). */
+/** A host-memory tensor's elements as a dense typed array (always a copy). */
 export function readCpu(t: Tensor): TypedArray {
   const data = buf(t);
   if (t.isContiguous) return data.slice();

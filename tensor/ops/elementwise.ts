@@ -1,10 +1,9 @@
 /** Elementwise ops: unary maps, broadcasting binary ops, comparisons, where, copies and casts. */
-import { getBackend, type BinaryOp, type UnaryOp } from '../backend.js';
+import { getBackend, requireDeviceDtype, type BinaryOp, type UnaryOp } from '../backend.js';
 import { isFloat, type DType } from '../dtype.js';
 import { broadcastShapes, fmt } from '../shape.js';
 import type { Device } from '../storage.js';
 import { Tensor } from '../tensor.js';
-import { readCpu } from '../cpu/storage.js';
 import { backendFor, empty, requireSameDtype, scalarLike } from './common.js';
 
 const FLOAT_ONLY: ReadonlySet<UnaryOp> = new Set([
@@ -119,31 +118,33 @@ export function contiguous(x: Tensor): Tensor {
 export function cast(x: Tensor, dtype: DType): Tensor {
   const backend = backendFor('cast', x);
   if (dtype === x.dtype) return clone(x);
-  if (dtype === 'float64' && x.device !== 'cpu') throw new Error(`cast: float64 is CPU-only (tensor is on ${x.device})`);
+  requireDeviceDtype('cast', x.device, dtype);
   const out = empty(x.shape, dtype, x.device);
   backend.copy(x, out);
   return out;
 }
 
 /**
- * A copy on another device (a new handle if already there). Synchronous from the CPU;
- * reading a GPU tensor back needs `await toDevice(x, 'cpu')`.
+ * A copy on another device (a new handle if already there). Synchronous when the source
+ * device reads back synchronously (`capabilities.syncRead`: the CPU, wasm); from a device
+ * with queued work (WebGPU) use `await toDevice(x, device)`.
  */
 export function to(x: Tensor, device: Device): Tensor {
   x.assertAlive('to');
   if (x.device === device) return x.asStrided(x.shape, x.strides, x.offset);
-  if (x.device !== 'cpu') {
+  const src = getBackend(x.device);
+  if (!src.readSync) {
     throw new Error(`to: moving ${x} to ${device} needs a read-back; use \`await toDevice(x, '${device}')\``);
   }
-  if (x.dtype === 'float64') throw new Error(`to: float64 is CPU-only, cast ${x} to float32 first`);
-  return new Tensor(getBackend(device).upload(readCpu(x), x.dtype), x.shape);
+  requireDeviceDtype('to', device, x.dtype);
+  return new Tensor(getBackend(device).upload(src.readSync(x), x.dtype), x.shape);
 }
 
 /** Moves a tensor between devices (asynchronous because the source may be on the GPU). */
 export async function toDevice(x: Tensor, device: Device): Promise<Tensor> {
   x.assertAlive('toDevice');
   if (x.device === device) return x.asStrided(x.shape, x.strides, x.offset);
-  if (x.dtype === 'float64' && device !== 'cpu') throw new Error(`toDevice: float64 is CPU-only, cast to float32 first`);
+  requireDeviceDtype('toDevice', device, x.dtype);
   const data = await x.data();
   return new Tensor(getBackend(device).upload(data, x.dtype), x.shape);
 }

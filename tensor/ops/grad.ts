@@ -7,6 +7,7 @@ import { fmt, normalizeDim, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { attentionParams, type AttentionOptions } from './attention.js';
 import { backendFor, empty, requireDtype } from './common.js';
+import { checkAffine } from './norm.js';
 
 function sameShape(op: string, a: Tensor, b: Tensor, an: string, bn: string): void {
   if (!shapesEqual(a.shape, b.shape)) throw new Error(`${op}: ${an} ${fmt(a.shape)} and ${bn} ${fmt(b.shape)} differ`);
@@ -41,6 +42,7 @@ export function softmaxGrad(y: Tensor, gy: Tensor, dim: number, log: boolean): T
 export function layerNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number): Tensor {
   const backend = backendFor('layerNormGrad', x, weight, gy);
   sameShape('layerNormGrad', x, gy, 'x', 'gy');
+  checkAffine('layerNormGrad', x, 'weight', weight);
   const out = empty(x.shape, x.dtype, x.device);
   backend.layerNormGrad(x, weight, gy, eps, out);
   return out;
@@ -49,6 +51,7 @@ export function layerNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps:
 export function rmsNormGrad(x: Tensor, weight: Tensor | null, gy: Tensor, eps: number): Tensor {
   const backend = backendFor('rmsNormGrad', x, weight, gy);
   sameShape('rmsNormGrad', x, gy, 'x', 'gy');
+  checkAffine('rmsNormGrad', x, 'weight', weight);
   const out = empty(x.shape, x.dtype, x.device);
   backend.rmsNormGrad(x, weight, gy, eps, out);
   return out;

@@ -7,3 +7,4 @@ export * from './indexing.js';
 export * from './grid.js';
 export * from './grad.js';
 export * from './fused.js';
+export * from './window-merge.js';

@@ -3,7 +3,8 @@ import { fmt } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { backendFor, empty, requireDtype, requireSameDtype } from './common.js';
 
-function checkAffine(op: string, x: Tensor, name: string, p: Tensor | null | undefined): void {
+/** A norm's weight or bias must be [D] for x [..., D], in x's dtype. */
+export function checkAffine(op: string, x: Tensor, name: string, p: Tensor | null | undefined): void {
   if (!p) return;
   requireSameDtype(op, x, p);
   const D = x.shape[x.rank - 1];

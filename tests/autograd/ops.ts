@@ -62,6 +62,8 @@ export const CASES: OpCase[] = [
     }),
   },
   { name: 'matmul (vector)', arb: fc.record({ shapes: fc.tuple(dim(), dim()).map(([k, n]) => [[k], [k, n]]), p }), fn: ([a, b]) => ag.matmul(a, b) },
+  // issue 12: the tensor layer returned the scalar while autograd threw (squeeze of a 1-d result)
+  { name: 'matmul (vector . vector, matrix @ vector)', arb: fc.record({ shapes: fc.tuple(dim(), dim()).map(([k, m]) => [[k], [k], [m, k]]), p }), fn: ([a, b, m]) => ag.add(ag.matmul(a, b), ag.matmul(m, a)) },
   {
     name: 'attention (GQA, causal or segments)',
     arb: fc.record({

@@ -3,13 +3,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { flashTiles, setTileProfile, type TileProfile } from '../../kernels/attention.js';
 import { gpuContext } from '../../kernels/index.js';
 import * as uhd from '../../tensor/index.js';
-import type { Tensor } from '../../tensor/index.js';
-import { expectClose, PROP, useWebGPU, type Tolerance } from '../support.js';
+import type { Device, Tensor } from '../../tensor/index.js';
+import { DEVICE, expectClose, PROP, useDevice, type Tolerance } from '../support.js';
 
-useWebGPU();
+useDevice();
 
-type Device = 'cpu' | 'webgpu';
-const DEVICES: readonly Device[] = ['cpu', 'webgpu'];
+const DEVICES: readonly Device[] = [...new Set<Device>(['cpu', DEVICE])];
 
 /** f32 online softmax (WebGPU) against the f64-accumulated reference, inputs in [-1, 1]. */
 const TOL: Tolerance = { atol: 2e-5, rtol: 2e-4 };
@@ -170,10 +169,10 @@ async function run(p: Problem, device: Device): Promise<Float32Array> {
   return data;
 }
 
-/** WebGPU agrees with the CPU reference within TOL. */
+/** The device under test agrees with the CPU reference within TOL. */
 async function expectAgree(p: Problem): Promise<void> {
   const label = JSON.stringify({ ...p, q: undefined, k: undefined, v: undefined, segQ: undefined, segK: undefined });
-  expectClose(await run(p, 'webgpu'), await run(p, 'cpu'), TOL, label);
+  expectClose(await run(p, DEVICE), await run(p, 'cpu'), TOL, label);
 }
 
 /** Rows (b, h, i) of two [B, H, S, D] outputs are bitwise equal wherever `keep(b, i)` holds. */
@@ -320,8 +319,9 @@ describe('the CPU reference', () => {
  * whole head dims) and `gpu` (the default on real GPUs: the head dim split across threads).
  */
 const PROFILE_RUNS: Record<TileProfile, number> = { cpu: 30, gpu: 15 };
-for (const profile of ['cpu', 'gpu'] as const) {
-  describe(`WebGPU attention matches the CPU reference (${profile} tiles)`, () => {
+const PROFILES: (TileProfile | null)[] = DEVICE === 'webgpu' ? ['cpu', 'gpu'] : [null];
+for (const profile of PROFILES) {
+  describe(`${DEVICE} attention matches the CPU reference (${profile ?? 'default'} tiles)`, () => {
     beforeAll(() => setTileProfile(profile));
     afterAll(() => setTileProfile(null));
 
@@ -330,7 +330,7 @@ for (const profile of ['cpu', 'gpu'] as const) {
         fc.asyncProperty(arbShape, async (s) => {
           await expectAgree(problem(s));
         }),
-        { ...PROP, numRuns: PROFILE_RUNS[profile] },
+        { ...PROP, numRuns: PROFILE_RUNS[profile ?? 'cpu'] },
       );
     });
 
@@ -343,7 +343,7 @@ for (const profile of ['cpu', 'gpu'] as const) {
   });
 }
 
-describe('WebGPU attention, other cases', () => {
+describe(`${DEVICE} attention, other cases`, () => {
   it('with 2x2 windows (and causal / segment masks on top) on random even grids', async () => {
     await fc.assert(
       fc.asyncProperty(arbWindow, arbShape, async (win, s) => {
@@ -373,15 +373,15 @@ describe('WebGPU attention, other cases', () => {
     }
   });
 
-  it('compiles one pipeline per tile configuration, not per size', async () => {
+  it.skipIf(DEVICE !== 'webgpu')('compiles one pipeline per tile configuration, not per size', async () => {
     const shape = (B: number, S: number): Shape => ({
       B, Hkv: 1, group: 2, Sq: S, Sk: S + 3, D: 8, causal: true, segs: 'sorted', layout: 'dense', segStrided: false, customScale: false, seed: 5,
     });
     expect(flashTiles(8, 40, true, 'cpu')).toEqual(flashTiles(8, 400, true, 'cpu'));
-    await run(problem(shape(1, 40)), 'webgpu');
+    await run(problem(shape(1, 40)), DEVICE);
     const before = gpuContext().pipelineCount;
-    await run(problem(shape(2, 97)), 'webgpu');
-    await run(problem({ ...shape(1, 61), layout: 'reversed' }), 'webgpu');
+    await run(problem(shape(2, 97)), DEVICE);
+    await run(problem({ ...shape(1, 61), layout: 'reversed' }), DEVICE);
     expect(gpuContext().pipelineCount).toBe(before);
   });
 });

@@ -2,9 +2,9 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as uhd from '../../tensor/index.js';
 import { BINARY_OPS, UNARY_OPS, type BinaryOp, type UnaryOp } from '../../tensor/index.js';
-import { agree, arbShape, arbView, F32, PROP, useWebGPU } from '../support.js';
+import { agree, arbShape, arbView, DEVICE, F32, PROP, useDevice } from '../support.js';
 
-useWebGPU();
+useDevice();
 
 /** Input ranges where each op is defined and well conditioned. */
 const RANGE: Partial<Record<UnaryOp | BinaryOp, [number, number]>> = {
@@ -74,7 +74,7 @@ describe('where, copy, cast, fill', () => {
   });
   it('full fills every element, including non-finite values', async () => {
     for (const v of [0, -3.5, Infinity]) {
-      const t = uhd.full([3, 70001], v, { device: 'webgpu' });
+      const t = uhd.full([3, 70001], v, { device: DEVICE });
       const d = await t.data();
       expect(d.every((x) => x === v)).toBe(true);
       t.dispose();

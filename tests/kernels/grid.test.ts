@@ -1,16 +1,16 @@
 /**
  * Token-grid ops (the compressor's and the connector's 2x2 merge): pixelUnshuffle's window
- * order, its inverse, its relation to avgPool2x2, WebGPU against the CPU, and bad grids.
+ * order, its inverse, its relation to avgPool2x2, the device under test against the CPU, and bad grids.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as uhd from '../../tensor/index.js';
 import type { Device, Tensor } from '../../tensor/index.js';
-import { agree, expectClose, makeView, PROP, useWebGPU, type Tolerance, type ViewRecipe } from '../support.js';
+import { agree, DEVICE, expectClose, makeView, PROP, useDevice, type Tolerance, type ViewRecipe } from '../support.js';
 
-useWebGPU();
+useDevice();
 
-const DEVICES: readonly Device[] = ['cpu', 'webgpu'];
+const DEVICES: readonly Device[] = [...new Set<Device>(['cpu', DEVICE])];
 const EXACT: Tolerance = { atol: 0, rtol: 0 };
 /** A mean of four float32 values taken in two ways (rounding differs by a few ulp). */
 const MEAN4: Tolerance = { atol: 1e-6, rtol: 1e-6 };
@@ -74,7 +74,7 @@ describe('pixelUnshuffle', () => {
     );
   });
 
-  it('on WebGPU equals the CPU on random grids and views', async () => {
+  it(`on ${DEVICE} equals the CPU on random grids and views`, async () => {
     await fc.assert(
       fc.asyncProperty(arbGrid(6, 9), async (g) => {
         const [h, w] = [2 * g.hh, 2 * g.hw];
@@ -107,7 +107,7 @@ describe('avgPool2x2', () => {
     );
   });
 
-  it('on WebGPU equals the CPU on random grids and views', async () => {
+  it(`on ${DEVICE} equals the CPU on random grids and views`, async () => {
     await fc.assert(
       fc.asyncProperty(arbGrid(6, 9), async (g) => {
         const [h, w] = [2 * g.hh, 2 * g.hw];

@@ -8,9 +8,9 @@ import { describe, expect, it } from 'vitest';
 import { gpuContext } from '../../kernels/index.js';
 import * as uhd from '../../tensor/index.js';
 import type { DType, Tensor } from '../../tensor/index.js';
-import { agree, arbShape, arbView, expectClose, makeView, PROP, useWebGPU, type Tolerance, type ViewRecipe } from '../support.js';
+import { agree, arbShape, arbView, DEVICE, expectClose, makeView, PROP, useDevice, type Tolerance, type ViewRecipe } from '../support.js';
 
-useWebGPU();
+useDevice();
 
 const EXACT: Tolerance = { atol: 0, rtol: 0 };
 /**
@@ -25,7 +25,7 @@ const arbSeed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
 
 /** The same view on both devices. */
 function onBoth(r: ViewRecipe, dtype: DType = 'float32', lo = -1, hi = 1): [Tensor, Tensor] {
-  return [makeView(r, 'cpu', dtype, lo, hi), makeView(r, 'webgpu', dtype, lo, hi)];
+  return [makeView(r, 'cpu', dtype, lo, hi), makeView(r, DEVICE, dtype, lo, hi)];
 }
 
 /** An int32 index view with values in [0, range) (makeView floors uniform values). */
@@ -33,7 +33,7 @@ function indexOnBoth(shape: number[], kind: ViewKind, seed: number, range: numbe
   return onBoth({ shape, kind, seed }, 'int32', 0, range);
 }
 
-/** Compares a WebGPU result with the CPU one, then disposes everything given. */
+/** Compares the device under test's result with the CPU one, then disposes everything given. */
 async function expectAgree(gpu: Tensor, cpu: Tensor, tol: Tolerance, label: string, ...rest: Tensor[]): Promise<void> {
   expect(gpu.shape, label).toEqual(cpu.shape);
   expect(gpu.dtype, label).toBe(cpu.dtype);
@@ -83,8 +83,8 @@ describe('gather matches the CPU reference', () => {
   });
 
   it('with an empty index gives an empty result', async () => {
-    const x = uhd.ones([3, 4], { device: 'webgpu' });
-    const i = uhd.zeros([0, 4], { dtype: 'int32', device: 'webgpu' });
+    const x = uhd.ones([3, 4], { device: DEVICE });
+    const i = uhd.zeros([0, 4], { dtype: 'int32', device: DEVICE });
     const out = uhd.gather(x, 0, i);
     expect(out.shape).toEqual([0, 4]);
     expect((await out.data()).length).toBe(0);
@@ -168,7 +168,7 @@ describe('scatterAdd matches the CPU reference under many collisions', () => {
       const ec = ic.expand([n, d]);
       const eg = ig.expand([n, d]);
       const zc = uhd.zeros([vocab, d], { dtype });
-      const zg = uhd.zeros([vocab, d], { dtype, device: 'webgpu' });
+      const zg = uhd.zeros([vocab, d], { dtype, device: DEVICE });
       // ~100 float32 additions of values in [-1, 1] per element, in any order
       const tol = dtype === 'int32' ? EXACT : { atol: 2e-4, rtol: 1e-5 };
       await expectAgree(uhd.scatterAdd(zg, 0, eg, gg), uhd.scatterAdd(zc, 0, ec, gc), tol, `embedding backward ${dtype}`, gc, gg, ic, ig, ec, eg, zc, zg);
@@ -187,7 +187,15 @@ describe('out-of-range indices', () => {
     for (const t of [x, bad, neg]) t.dispose();
   });
 
-  it('on WebGPU with index checks (as the tests run), the next read-back throws naming the index, as the CPU does', async () => {
+  it.skipIf(DEVICE === 'webgpu' || DEVICE === 'cpu')(`on ${DEVICE}, gather and scatterAdd throw as the CPU reference does`, () => {
+    const x = uhd.zeros([5, 3], { device: DEVICE });
+    const bad = uhd.tensor([[1, 9, 0]], { dtype: 'int32', device: DEVICE });
+    expect(() => uhd.gather(x, 0, bad)).toThrow('gather: index 9 out of range for dim 0 of size 5');
+    expect(() => uhd.scatterAdd(x, 0, bad, x)).toThrow('scatterAdd: index 9 out of range for dim 0 of size 5');
+    for (const t of [x, bad]) t.dispose();
+  });
+
+  it.skipIf(DEVICE !== 'webgpu')('on WebGPU with index checks (as the tests run), the next read-back throws naming the index, as the CPU does', async () => {
     const c = gpuContext();
     expect(c.tuning.checkIndices).toBe(true);
     const x = uhd.tensor([[1, 2, 3], [4, 5, 6]], { device: 'webgpu' });
@@ -204,7 +212,7 @@ describe('out-of-range indices', () => {
     for (const t of [x, idx, g, emb, s, ok]) t.dispose();
   });
 
-  it('without index checks, gather writes 0 and scatterAdd drops the contribution, never touching memory outside the dim', async () => {
+  it.skipIf(DEVICE !== 'webgpu')('without index checks, gather writes 0 and scatterAdd drops the contribution, never touching memory outside the dim', async () => {
     const c = gpuContext();
     c.tuning.checkIndices = false;
     try {

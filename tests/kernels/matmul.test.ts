@@ -4,10 +4,10 @@ import {
   chooseConfig, chooseVariant, CPU_TILES, GPU_TILES, matmulWith, type MatmulVariant, type PanelMode,
 } from '../../kernels/matmul.js';
 import * as uhd from '../../tensor/index.js';
-import type { Tensor } from '../../tensor/index.js';
-import { agree, expectClose, PROP, useWebGPU, values, type Tolerance, type ViewRecipe } from '../support.js';
+import type { Device, Tensor } from '../../tensor/index.js';
+import { agree, DEVICE, expectClose, PROP, useDevice, values, type Tolerance, type ViewRecipe } from '../support.js';
 
-useWebGPU();
+useDevice();
 
 /**
  * f32 accumulation against the f64-accumulated reference, operands in [-1, 1]: the rounding
@@ -29,7 +29,7 @@ const kind = fc.constantFrom<ViewRecipe['kind']>('dense', 'permuted', 'sliced', 
 const seed = fc.integer({ min: 1, max: 2 ** 31 - 1 });
 
 /** The same strided view (shape, strides, offset into a 1-d base of random values) on a device. */
-function strided(device: 'cpu' | 'webgpu', s: number, shape: number[], strides: number[], offset: number): Tensor {
+function strided(device: Device, s: number, shape: number[], strides: number[], offset: number): Tensor {
   const extent = offset + shape.reduce((acc, n, d) => acc + (n - 1) * strides[d], 0) + 1;
   const base = uhd.tensor(values(extent, s), { dtype: 'float32', device });
   const view = base.asStrided(shape, strides, offset);
@@ -39,12 +39,12 @@ function strided(device: 'cpu' | 'webgpu', s: number, shape: number[], strides: 
 
 /** Like support's `agree`, for operands `make` builds (views `makeView` has no recipe for). */
 async function expectAgree(
-  make: (device: 'cpu' | 'webgpu') => [Tensor, Tensor],
+  make: (device: Device) => [Tensor, Tensor],
   K: number,
   run: (a: Tensor, b: Tensor) => Tensor = matmul,
 ): Promise<void> {
   const [ca, cb] = make('cpu');
-  const [ga, gb] = make('webgpu');
+  const [ga, gb] = make(DEVICE);
   const want = run(ca, cb);
   const got = run(ga, gb);
   expect(got.shape).toEqual(want.shape);
@@ -75,7 +75,7 @@ describe('the CPU reference', () => {
   });
 });
 
-describe('webgpu matmul matches the CPU reference', () => {
+describe(`${DEVICE} matmul matches the CPU reference`, () => {
   it('on random sizes and views of 2-d operands (transposed, sliced, broadcast rows)', async () => {
     await fc.assert(
       fc.asyncProperty(dim, dim, dim, kind, kind, seed, seed, async (M, N, K, ka, kb, sa, sb) => {
@@ -137,7 +137,7 @@ describe('webgpu matmul matches the CPU reference', () => {
   });
 });
 
-describe('kernel variants', () => {
+describe.skipIf(DEVICE !== 'webgpu')('WebGPU kernel variants', () => {
   // [M, K] views of a and [K, N] views of b that select each fetch mode: [mode, strides, offset]
   const M = 8;
   const K = 12;
@@ -153,7 +153,7 @@ describe('kernel variants', () => {
 
   it('every fetch mode of a and b, and both output stores, agree with the reference', async () => {
     for (const [N, [ma, as, ao], [mb, bs, bo]] of pairs) {
-      const make = (d: 'cpu' | 'webgpu'): [Tensor, Tensor] => [strided(d, 1, [M, K], as, ao), strided(d, 2, [K, N], bs, bo)];
+      const make = (d: Device): [Tensor, Tensor] => [strided(d, 1, [M, K], as, ao), strided(d, 2, [K, N], bs, bo)];
       const [ga, gb] = make('webgpu');
       const out = uhd.Tensor.empty([M, N], 'float32', 'webgpu');
       const v = chooseVariant(ga, gb, out);

@@ -20,15 +20,15 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as uhd from '../../tensor/index.js';
-import type { Tensor } from '../../tensor/index.js';
-import { arbShape, arbView, makeView, PROP, useWebGPU, values, type ViewRecipe } from '../support.js';
+import type { Device, Tensor } from '../../tensor/index.js';
+import { arbShape, arbView, DEVICE, makeView, PROP, useDevice, values, type ViewRecipe } from '../support.js';
 
-useWebGPU();
+useDevice();
 
 /** Allowed error per unit of s_i (see above). */
 const REL = 1e-5;
 
-type Device = 'cpu' | 'webgpu';
+
 /** One input of the op, built the same way on either device. */
 type Input = (device: Device) => Tensor;
 /** s_i for every element, given the CPU inputs as row-major arrays (rows along the last dim). */
@@ -53,7 +53,7 @@ async function rowsOf(t: Tensor, order: number[] | null): Promise<Float32Array> 
  */
 async function agreeGrad(label: string, inputs: Input[], op: (xs: Tensor[]) => Tensor, scale: Scale, order: number[] | null = null): Promise<void> {
   const cpu = inputs.map((f) => f('cpu'));
-  const gpu = inputs.map((f) => f('webgpu'));
+  const gpu = inputs.map((f) => f(DEVICE));
   const want = op(cpu);
   const got = op(gpu);
   expect(got.shape).toEqual(want.shape);
@@ -227,7 +227,7 @@ describe('every kernel matches the CPU reference on row windows at every alignme
 
 describe('norm gradients: edge cases', () => {
   it('an empty last dim gives an empty gradient', async () => {
-    const x = uhd.zeros([3, 0], { device: 'webgpu' });
+    const x = uhd.zeros([3, 0], { device: DEVICE });
     for (const gx of [uhd.softmaxGrad(x, x, -1, false), uhd.layerNormGrad(x, null, x, 1e-5), uhd.rmsNormGrad(x, null, x, 1e-6)]) {
       expect(gx.shape).toEqual([3, 0]);
       expect((await gx.data()).length).toBe(0);
@@ -237,8 +237,8 @@ describe('norm gradients: edge cases', () => {
   });
 
   it('a weight that does not match the last dim is refused with both shapes', () => {
-    const x = uhd.zeros([2, 5], { device: 'webgpu' });
-    const w = uhd.zeros([4], { device: 'webgpu' });
+    const x = uhd.zeros([2, 5], { device: DEVICE });
+    const w = uhd.zeros([4], { device: DEVICE });
     expect(() => uhd.layerNormGrad(x, w, x, 1e-5)).toThrow('layerNormGrad: weight must be [5] to match x [2,5], got [4]');
     expect(() => uhd.rmsNormGrad(x, w, x, 1e-5)).toThrow('rmsNormGrad: weight must be [5] to match x [2,5], got [4]');
     x.dispose();

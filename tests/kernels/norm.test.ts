@@ -7,10 +7,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as uhd from '../../tensor/index.js';
-import type { Tensor } from '../../tensor/index.js';
-import { agree, arbShape, arbView, expectClose, makeView, PROP, useWebGPU, type Tolerance, type ViewRecipe } from '../support.js';
+import type { Device, Tensor } from '../../tensor/index.js';
+import { agree, arbShape, arbView, DEVICE, expectClose, makeView, PROP, useDevice, type Tolerance, type ViewRecipe } from '../support.js';
 
-useWebGPU();
+useDevice();
 
 const NORM_TOL: Tolerance = { atol: 2e-5, rtol: 1e-4 };
 
@@ -43,9 +43,9 @@ async function checkNorm(
   // x in [lo, hi) far from 0, weight and bias of order 1 (agree() would shift them too).
   const lo = opts.lo;
   const hi = opts.hi ?? lo + 1;
-  const build = (device: 'cpu' | 'webgpu') => [makeView(r, device, 'float32', lo, hi), ...recipes.slice(1).map((p) => makeView(p, device))];
+  const build = (device: Device) => [makeView(r, device, 'float32', lo, hi), ...recipes.slice(1).map((p) => makeView(p, device))];
   const cpu = build('cpu');
-  const gpu = build('webgpu');
+  const gpu = build(DEVICE);
   const want = op(cpu[0], ...cpu.slice(1));
   const got = op(gpu[0], ...gpu.slice(1));
   expectClose(await got.data(), await want.data(), NORM_TOL, `${kind} [${lo}, ${hi}) ${JSON.stringify(r)}`);
@@ -131,7 +131,7 @@ describe('norm properties on the GPU', () => {
   it('layerNorm rows have mean 0 and variance 1; rmsNorm rows have mean square 1', async () => {
     await fc.assert(
       fc.asyncProperty(arbView(arbShape(2, 3, 600, 30_000).filter((s) => s[0] > 1 && s[s.length - 1] >= 8)), async (r) => {
-        const x = makeView(r, 'webgpu', 'float32', -3, 5);
+        const x = makeView(r, DEVICE, 'float32', -3, 5);
         const ln = uhd.layerNorm(x, null, null, 1e-12);
         const rms = uhd.rmsNorm(x, null, 1e-12);
         const stats = [ln.mean(-1), uhd.tidy(() => ln.mul(ln).mean(-1)), uhd.tidy(() => rms.mul(rms).mean(-1))];
@@ -148,7 +148,7 @@ describe('norm properties on the GPU', () => {
   });
 
   it('an empty last dim gives an empty result', async () => {
-    const x = uhd.zeros([3, 0], { device: 'webgpu' });
+    const x = uhd.zeros([3, 0], { device: DEVICE });
     const y = uhd.layerNorm(x);
     expect(y.shape).toEqual([3, 0]);
     expect((await y.data()).length).toBe(0);

@@ -7,10 +7,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as uhd from '../../tensor/index.js';
-import type { Tensor } from '../../tensor/index.js';
-import { agree, arbShape, arbView, F32, makeView, PROP, useWebGPU, type Tolerance, type ViewRecipe } from '../support.js';
+import type { Device, Tensor } from '../../tensor/index.js';
+import { agree, arbShape, arbView, DEVICE, F32, makeView, PROP, useDevice, type Tolerance, type ViewRecipe } from '../support.js';
 
-useWebGPU();
+useDevice();
 
 const SUM_TOL: Tolerance = { atol: 1e-3, rtol: 1e-4 };
 const MEAN_TOL: Tolerance = { atol: 1e-5, rtol: 1e-4 };
@@ -111,7 +111,7 @@ describe('sum, mean, max match the CPU reference', () => {
   });
 
   it('reducing an empty dim gives 0 for sum and NaN for mean; reducing no dims copies', async () => {
-    const x = uhd.zeros([4, 0, 3], { device: 'webgpu' });
+    const x = uhd.zeros([4, 0, 3], { device: DEVICE });
     expect(await gpuData(x.sum(1))).toEqual(new Array(12).fill(0));
     expect((await gpuData(x.mean(1))).every(Number.isNaN)).toBe(true);
     x.dispose();
@@ -188,7 +188,7 @@ describe('argmax returns the first maximum, like the CPU', () => {
       { data: Array.from({ length: n }, (_, i) => (i % 25_000 === 777 ? 1 : 0)), shape: [n], want: [777] },
       { data: Array.from({ length: n }, () => 4), shape: [n], want: [0] },
     ];
-    for (const device of ['cpu', 'webgpu'] as const) {
+    for (const device of [...new Set<Device>(['cpu', DEVICE])]) {
       for (const c of cases) {
         for (const dtype of ['float32', 'int32'] as const) {
           if (dtype === 'int32' && c.data.some((v) => !Number.isFinite(v))) continue;
@@ -202,7 +202,7 @@ describe('argmax returns the first maximum, like the CPU', () => {
 
   it('treats NaN as the greatest value (first NaN wins), like the CPU; max propagates NaN', async () => {
     const data = [1, NaN, 3, NaN, 2, 5, 5, 1];
-    for (const device of ['cpu', 'webgpu'] as const) {
+    for (const device of [...new Set<Device>(['cpu', DEVICE])]) {
       const x = uhd.tensor(data, { shape: [2, 4], device });
       expect(await gpuData(x.argmax(1))).toEqual([1, 1]);
       const m = await gpuData(x.max(1));
@@ -253,7 +253,7 @@ describe('softmax and log-softmax match the CPU reference', () => {
     await fc.assert(
       fc.asyncProperty(arbView(arbShape(1, 3, 300, 30_000)), fc.nat(2), async (r, pick) => {
         const d = pick % r.shape.length;
-        const x = makeView(r, 'webgpu', 'float32', -10, 10);
+        const x = makeView(r, DEVICE, 'float32', -10, 10);
         const sums = await gpuData(uhd.tidy(() => x.softmax(d).sum(d)));
         for (const s of sums) expect(Math.abs(s - 1)).toBeLessThan(1e-5);
         x.dispose();
@@ -266,7 +266,7 @@ describe('softmax and log-softmax match the CPU reference', () => {
     await agree((x) => x.softmax(1), [{ shape: [7, 333], kind: 'sliced', seed: 9 }], F32, { lo: -1000, hi: 1000 });
     await agree((x) => x.logSoftmax(0), [{ shape: [300, 5], kind: 'permuted', seed: 9 }], { atol: 1e-3, rtol: 1e-6 }, { lo: -1000, hi: 1000 });
     const row = [-Infinity, 0, -Infinity, 1, 2000, -Infinity, 1999];
-    for (const device of ['cpu', 'webgpu'] as const) {
+    for (const device of [...new Set<Device>(['cpu', DEVICE])]) {
       const x = uhd.tensor(row, { shape: [1, 7], device });
       const p = await gpuData(x.softmax(-1));
       const e = Math.exp(-1);

@@ -25,7 +25,7 @@ const DEVICES = ['cpu', 'webgpu'] as const;
 
 describe.each(DEVICES)('memory after an error (%s)', (device) => {
   it('tidy disposes what fn created before it threw, in nested scopes too', () => {
-    const m0 = uhd.memory()[device];
+    const m0 = uhd.memory(device);
     const a = uhd.ones([4, 4], { device });
     expect(() =>
       uhd.tidy(() => {
@@ -39,7 +39,7 @@ describe.each(DEVICES)('memory after an error (%s)', (device) => {
       }),
     ).toThrow('inner');
     a.dispose();
-    expect(uhd.memory()[device]).toEqual(m0);
+    expect(uhd.memory(device)).toEqual(m0);
   });
 
   it('a generate that fails after encoding the image leaves memory unchanged', async () => {
@@ -48,9 +48,9 @@ describe.each(DEVICES)('memory after an error (%s)', (device) => {
     const view = [uhd.randn([3, 112, 112], { device })];
     // 3 placeholders for an image that gives 4 features: the ViT and D run, then embed throws
     const prompt = { ids: [5, 6, 0, 0, 0, 9], unkPositions: [2, 3, 4] };
-    const m0 = uhd.memory()[device];
+    const m0 = uhd.memory(device);
     await expect(generate(m, prompt, view, { maxNewTokens: 4 })).rejects.toThrow('3 <unk> placeholders but 4 visual features');
-    expect(uhd.memory()[device]).toEqual(m0);
+    expect(uhd.memory(device)).toEqual(m0);
   });
 
   it('a training step that fails midway (after a backward, with optimizer state) leaves memory unchanged', async () => {
@@ -68,9 +68,9 @@ describe.each(DEVICES)('memory after an error (%s)', (device) => {
       if (++calls === 7) throw new Error('forward failed');
       return out;
     };
-    const m0 = uhd.memory()[device];
+    const m0 = uhd.memory(device);
     await expect(train(m, new ByteTokenizer(), recipe, { device, outDir: join(dir, device), train: data })).rejects.toThrow('forward failed');
     expect(calls).toBe(7);
-    expect(uhd.memory()[device]).toEqual(m0);
+    expect(uhd.memory(device)).toEqual(m0);
   });
 });
