@@ -88,6 +88,18 @@ describe('linear on wasm: matmul, then bias, activation and residual in one epil
       for (const x of [...Object.values(c), ...Object.values(g), want.out, want.preact!, got.out, got.preact!, lc, lg]) x.dispose();
     }
   });
+
+  it('under noGrad keeps no pre-activation, though the weights require grad', () => {
+    const x = t('wasm', [4, 6], 1);
+    const w = t('wasm', [5, 6], 2).requiresGrad_();
+    const b = t('wasm', [5], 3).requiresGrad_();
+    const spy = vi.spyOn(uhd.getBackend('wasm'), 'linear');
+    const y = ag.noGrad(() => ag.linear(x, w, b, { activation: 'gelu' }));
+    const z = ag.linear(x, w, b, { activation: 'gelu' });
+    expect(spy.mock.calls.map((c) => c[6] === null)).toEqual([true, false]);
+    spy.mockRestore();
+    for (const u of [x, w, b, y, z]) u.dispose();
+  });
 });
 
 function hyper(i: number, step: number): AdamWHyper {
