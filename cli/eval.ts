@@ -9,14 +9,13 @@
  * cli/train.ts, which hands `.tsv` data here.
  */
 import { basename } from 'node:path';
-import { shutdown } from '../kernels/index.js';
+import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { modelAnswerFn } from '../llava-uhd/eval/answer.js';
 import { parseBenchmark, RELEASE_GENERATION, type GenerationSettings } from '../llava-uhd/eval/benchmarks.js';
 import { summarize } from '../llava-uhd/eval/report.js';
 import { runVlmeval, scorePredictionsFile } from '../llava-uhd/eval/run.js';
 import type { ScoreReport } from '../llava-uhd/eval/score.js';
 import { loadModel } from '../llava-uhd/load.js';
-import type { Device } from '../tensor/index.js';
 import { progress } from './progress.js';
 
 export interface VlmevalCliOptions {
@@ -74,7 +73,7 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
   }
   if (!o.data) throw new Error('--data: the benchmark .tsv to evaluate');
   if (!o.weights) throw new Error('--weights: required (the model to evaluate)');
-  if (o.device !== 'cpu' && o.device !== 'webgpu') throw new Error(`--device: '${o.device}' is not cpu or webgpu`);
+  const chosenDevice = parseDevice('--device', o.device);
   const settings: Partial<GenerationSettings> = {};
   const set = <K extends keyof GenerationSettings>(k: K, v: number | undefined) => {
     if (v !== undefined) settings[k] = v;
@@ -87,7 +86,7 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
   const limit = int(o.limit ?? o.n, o.limit ? '--limit' : '--n', 1);
   const effective = { ...RELEASE_GENERATION, ...settings };
   try {
-    const { model, tok, device, config, checkpoint } = await loadModel({ config: o.config, weights: o.weights, device: o.device as Device });
+    const { model, tok, device, config, checkpoint } = await loadModel({ config: o.config, weights: o.weights, device: chosenDevice });
     model.eval();
     let bar: ReturnType<typeof progress> | null = null;
     console.error(
