@@ -5,7 +5,7 @@
 import type { LinearOptions } from '../tensor/ops/fused.js';
 import * as T from '../tensor/ops/index.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { noGrad, record } from './graph.js';
+import { isGradEnabled, noGrad, record } from './graph.js';
 
 /**
  * y = act(x @ weightᵀ + bias) + residual, x: [..., K], weight: [N, K], bias: [N] (PyTorch's
@@ -17,7 +17,8 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   const act = opts.activation ?? 'none';
   const residual = opts.residual ?? null;
   const inputs = [x, weight, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
-  const wantsGrad = inputs.some((t) => t.requiresGrad);
+  // as `record` decides: under noGrad no pre-activation is kept (one epilogue pass, no extra [M, N])
+  const wantsGrad = isGradEnabled() && inputs.some((t) => t.requiresGrad);
   const { out, preact } = noGrad(() => T.linearForward(x, weight, bias, { ...opts, keepPreact: wantsGrad }));
   const xShape = x.shape;
   const res = record('linear', inputs, out, preact ? [x, weight, preact] : [x, weight], (g, saved, needs) => {

@@ -99,3 +99,19 @@ export async function autoDevice(): Promise<{ device: Device; reason: string }> 
   await openDevice('wasm');
   return { device: 'wasm', reason: why };
 }
+
+/**
+ * A command's --device: 'auto' picks as `autoDevice` does and says what it chose and why
+ * (through `say`, stderr by default: stdout may be an answer being piped); a device name is
+ * checked and opened. Returns the device, open.
+ */
+export async function chooseDevice(flag: string, name: string, say: (line: string) => void = (l) => console.error(l)): Promise<Device> {
+  if (name === 'auto') {
+    const { device, reason } = await autoDevice();
+    say(`${flag} auto: ${device} (${reason})`);
+    return device;
+  }
+  const device = parseDevice(flag, name, ['auto']);
+  await openDevice(device);
+  return device;
+}

@@ -58,7 +58,7 @@ async function trainSteps(d: Device, s: State, keep: boolean): Promise<void> {
   let t = performance.now();
   const times: number[] = [];
   await train(s.model, tok, recipe, {
-    device: d, outDir: join(os.tmpdir(), `uhd-bench-main-${d}`), train: data.train,
+    device: d, outDir: join(os.tmpdir(), `uhd-bench-main-${d}`), train: data.train, fresh: true,
     events: { step: () => { const n = performance.now(); times.push(n - t); t = n; } },
   });
   if (keep) s.stepMs.push(...times);

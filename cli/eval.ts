@@ -9,7 +9,7 @@
  * cli/train.ts, which hands `.tsv` data here.
  */
 import { basename } from 'node:path';
-import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
+import { chooseDevice, closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { modelAnswerFn } from '../llava-uhd/eval/answer.js';
 import { parseBenchmark, RELEASE_GENERATION, type GenerationSettings } from '../llava-uhd/eval/benchmarks.js';
 import { summarize } from '../llava-uhd/eval/report.js';
@@ -73,7 +73,7 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
   }
   if (!o.data) throw new Error('--data: the benchmark .tsv to evaluate');
   if (!o.weights) throw new Error('--weights: required (the model to evaluate)');
-  const chosenDevice = parseDevice('--device', o.device);
+  if (o.device && o.device !== 'auto') parseDevice('--device', o.device, ['auto']);
   const settings: Partial<GenerationSettings> = {};
   const set = <K extends keyof GenerationSettings>(k: K, v: number | undefined) => {
     if (v !== undefined) settings[k] = v;
@@ -86,7 +86,7 @@ export async function vlmevalCommand(o: VlmevalCliOptions): Promise<void> {
   const limit = int(o.limit ?? o.n, o.limit ? '--limit' : '--n', 1);
   const effective = { ...RELEASE_GENERATION, ...settings };
   try {
-    const { model, tok, device, config, checkpoint } = await loadModel({ config: o.config, weights: o.weights, device: chosenDevice });
+    const { model, tok, device, config, checkpoint } = await loadModel({ config: o.config, weights: o.weights, device: await chooseDevice('--device', o.device ?? 'auto') });
     model.eval();
     let bar: ReturnType<typeof progress> | null = null;
     console.error(

@@ -1,7 +1,7 @@
 /** `uhd generate`: answer a question about an image, streaming the answer. */
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
+import { chooseDevice, closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { loadImage } from '../llava-uhd/image.js';
 import { buildPrompt } from '../llava-uhd/layout.js';
 import { generate, type GenerateOptions, type Generation } from '../llava-uhd/generate.js';
@@ -48,7 +48,7 @@ function numberFlag(flag: string, text: string | undefined, want: { integer?: bo
 
 /** The generation options the flags ask for, every flag checked before the model loads. */
 export function parseGenerateFlags(o: GenerateCliOptions): GenerateOptions & { maxSlices?: number; maxNewTokens: number; stopStrings: string[] } {
-  parseDevice('--device', o.device);
+  if (o.device !== 'auto') parseDevice('--device', o.device, ['auto']);
   const flags = {
     maxNewTokens: numberFlag('--max-new-tokens', o.maxNewTokens, { integer: true, min: 1 })!,
     minNewTokens: numberFlag('--min-new-tokens', o.minNewTokens, { integer: true, min: 0 }),
@@ -107,7 +107,7 @@ export async function writeLogits(path: string, inputIds: readonly number[], g: 
 export async function generateCommand(o: GenerateCliOptions): Promise<void> {
   const flags = parseGenerateFlags(o);
   try {
-    const { model, tok, config, device, checkpoint } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device: parseDevice('--device', o.device) });
+    const { model, tok, config, device, checkpoint } = await loadModel({ config: o.config, weights: o.weights, randomInit: o.randomInit, device: await chooseDevice('--device', o.device) });
     const img = await loadImage(o.image);
     const prepared = prepareImage(img, config, flags.maxSlices);
     const plan = prepared.plan;

@@ -89,7 +89,7 @@ program
   .option('--length-penalty <x>', 'beam search: finished scores are sum(log p) / length^x', '1')
   .option('--seed <n>', 'seed for sampling')
   .option('--logits <file>', 'write {"input_ids", "steps": [{"token", "logits"}]} JSON: the raw LM-head outputs per step')
-  .option('--device <cpu|wasm|webgpu>', 'where to run (wasm: WebAssembly SIMD on every core)', 'cpu')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to run (auto: WebGPU on a GPU adapter, else wasm: WebAssembly SIMD on every core)', 'auto')
   .action(async (opts: import('./generate.js').GenerateCliOptions) => (await import('./generate.js')).generateCommand(opts));
 
 program
@@ -108,7 +108,7 @@ program
   .option('--config <name|path>', "model config (default: the weights' own; tiny from random init)")
   .option('--weights <file|dir>', 'start from these weights (default: random init)')
   .option('--out <dir>', 'run folder: metrics.jsonl, checkpoints', 'runs/train')
-  .option('--device <cpu|wasm|webgpu>', 'where to train', 'cpu')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
   .option('--resume', 'continue from <out>/checkpoint.safetensors (refused if the recipe, config or data differ from the checkpoint\'s)')
   .option('--force-resume', 'like --resume, but continue even if the recipe, config or data differ')
   .option('--fresh', 'start afresh in an --out that holds a run, deleting its checkpoint, stage weights and metrics')
@@ -138,7 +138,7 @@ program
   .option('--model-name <name>', 'tsv: the <model> of the <model>_<dataset> file names', 'uhd')
   .option('--image-root <dir>', "tsv: where relative image_path files start (default: the TSV's folder)")
   .option('--no-jpeg-roundtrip', "tsv: skip VLMEvalKit's JPEG re-encoding of single-image rows")
-  .option('--device <cpu|wasm|webgpu>', 'where to run (wasm: WebAssembly SIMD on every core)', 'cpu')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to run (auto: WebGPU on a GPU adapter, else wasm: WebAssembly SIMD on every core)', 'auto')
   .option('--json', 'print JSON')
   .action(async (opts: import('./train.js').EvalCliOptions) => (await import('./train.js')).evalCommand(opts));
 

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
+import { chooseDevice, closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { loadDatasets, validateData, type Datasets, type DataSpec } from '../llava-uhd/datasets.js';
 import { evaluate, type EvalResult } from '../llava-uhd/evaluate.js';
 import { loadModel } from '../llava-uhd/load.js';
@@ -134,7 +134,7 @@ function interruptOnSigint(): { signal: AbortSignal; dispose(): void } {
 }
 
 export async function trainCommand(o: TrainCliOptions): Promise<void> {
-  const device = parseDevice('--device', o.device ?? 'cpu');
+  if (o.device && o.device !== 'auto') parseDevice('--device', o.device, ['auto']);
   if (o.fresh && (o.resume || o.forceResume)) throw new FlagError('--fresh', 'starts the run afresh; it cannot be combined with --resume / --force-resume');
   const { recipe, baseDir } = resolveRecipe(o.recipe);
   const spec = recipe.data!;
@@ -147,6 +147,7 @@ export async function trainCommand(o: TrainCliOptions): Promise<void> {
   };
   const interrupt = interruptOnSigint();
   try {
+    const device = await chooseDevice('--device', o.device ?? 'auto');
     const { model, tok, device: used } = await loadModel({ config: o.config, weights: o.weights, randomInit: !o.weights, device });
     console.error(`training ${o.config ?? (o.weights ? `the config of ${o.weights}` : 'tiny')} with recipe ${recipe.name} on ${used}: ${data.train.size} training samples -> ${o.out}`);
     const r = await trainWithProgress(model, tok, recipe, data, {
@@ -174,7 +175,7 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
   // a VLMEvalKit benchmark (or a predictions file to score) goes the paper's way (cli/eval.ts)
   if (o.predictions || o.data?.toLowerCase().endsWith('.tsv')) return (await import('./eval.js')).vlmevalCommand(o);
   const limit = intFlag(o.limit ?? o.n, o.limit ? '--limit' : '--n', { min: 1 });
-  const wanted = parseDevice('--device', o.device ?? 'cpu');
+  if (o.device && o.device !== 'auto') parseDevice('--device', o.device, ['auto']);
   if (!o.weights) throw new Error('--weights: required (the trained weights to evaluate)');
   // a user's JSONL file is evaluated whole; otherwise the recipe's test split
   const data = o.data
@@ -186,7 +187,7 @@ export async function evalCommand(o: EvalCliOptions): Promise<void> {
   for (const p of data.problems) console.error(`skipped ${p}`);
   const test = o.data ? data.train : (data.test ?? data.train);
   try {
-    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: wanted });
+    const { model, tok, device } = await loadModel({ config: o.config, weights: o.weights, device: await chooseDevice('--device', o.device ?? 'auto') });
     const r = await evaluateWithProgress(model, tok, test, { device, limit });
     if (o.json) {
       console.log(JSON.stringify({ ...r, answers: r.answers.slice(0, 20) }, null, 2));

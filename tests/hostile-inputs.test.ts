@@ -124,6 +124,6 @@ describe('hostile flags', () => {
     expect([n.code, n.stderr]).toEqual([1, "uhd: --n: must be an integer >= 1, got '-1'\n"]);
     expect([abc.code, abc.stderr]).toEqual([1, "uhd: --n: must be an integer >= 1, got 'abc'\n"]);
     expect([promt.code, promt.stderr]).toEqual([1, "error: unknown option '--promt'\n(Did you mean --prompt?)\n"]);
-    expect([device.code, device.stderr]).toEqual([1, "uhd: --device: 'gpu' is not one of cpu, webgpu, wasm\n"]);
+    expect([device.code, device.stderr]).toEqual([1, "uhd: --device: 'gpu' is not one of auto, cpu, webgpu, wasm\n"]);
   });
 });

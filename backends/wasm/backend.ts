@@ -2,7 +2,8 @@
  * The wasm backend: tensors live in one shared WebAssembly.Memory; the hot ops run as
  * generated WebAssembly SIMD kernels on every core (./kernels/*), and the rest run the CPU
  * reference's loops directly on that memory (a wasm storage is a host typed array). float32
- * and int32; float64 stays on the CPU reference. Every call is synchronous.
+ * and int32; float64 stays on the CPU reference. Every call is synchronous. Fused ops: linear
+ * (matmul + bias/activation/residual epilogue) and the multi-tensor optimizer kernels.
  */
 import type { Backend } from '../../tensor/backend.js';
 import { cpuBackend } from '../../tensor/cpu/backend.js';
@@ -14,7 +15,9 @@ import { adamw } from './kernels/adamw.js';
 import { attention, attentionGrad } from './kernels/attention.js';
 import * as E from './kernels/elementwise.js';
 import * as I from './kernels/indexing.js';
+import { linear } from './kernels/linear.js';
 import { matmul } from './kernels/matmul.js';
+import { adamwMany, scaleMany, sumOfSquares } from './kernels/multi-tensor.js';
 import { reduce } from './kernels/reduce.js';
 import { rowOp } from './kernels/rows.js';
 import { WasmStorage } from './memory.js';
@@ -100,5 +103,10 @@ export const wasmBackend: Backend = {
   rmsNormGrad: (x, weight, gy, eps, out) => f32(x) ? rowOp('rmsNormGrad', x, out, { weight, gy, eps }) : cpu.rmsNormGrad(x, weight, gy, eps, out),
   attentionGrad: (q, k, v, p, g, gq, gk, gv) => (q.dtype === 'float32' ? attentionGrad(q, k, v, p, g, gq, gk, gv) : cpu.attentionGrad(q, k, v, p, g, gq, gk, gv)),
   adamw: (param, grad, m, v, h) => (f32(param) ? adamw(param, grad, m, v, h) : cpu.adamw(param, grad, m, v, h)),
+  // fused ops (tensor/backend.ts FusedOps): each declines what its kernel does not cover
+  linear,
+  adamwMany,
+  sumOfSquares,
+  scaleMany,
   sync: async () => {},
 };

@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { encodeModule, Func, sleb, uleb } from '../../backends/wasm/emit.js';
-import { MATMUL_TUNING } from '../../backends/wasm/kernels/matmul.js';
+import { MATMUL_TUNING, matmulRuns } from '../../backends/wasm/kernels/matmul.js';
 import { MAX_PAGES, WasmHeap } from '../../backends/wasm/memory.js';
 import { runtime } from '../../backends/wasm/runtime.js';
 import * as uhd from '../../tensor/index.js';
@@ -139,6 +139,21 @@ describe('matmul at tile, block and batch boundaries', () => {
     await agreeWithCpu((x, y) => x.transpose().matmul(y), [[2, 3, 17, 29], [2, 3, 17, 31]], { atol: 1e-4, rtol: 1e-4 });
     // a's rows not evenly spaced over the batch (a permuted batch): not merged
     await agreeWithCpu((x, w) => x.permute(1, 0, 2).matmul(w), [[9, 4, 12], [12, 10]], { atol: 1e-4, rtol: 1e-4 });
+  });
+
+  it('a with repeated rows (row stride 0) and b with repeated columns: one row or column, broadcast', async () => {
+    const tol = { atol: 1e-4, rtol: 1e-4 };
+    // an expanded row [1, K] -> [M, K] (a sum's gradient), a fully broadcast scalar, batched rows, b's columns
+    for (const [run, shapes] of [
+      [(r: Tensor, b: Tensor) => r.expand(37, 20).matmul(b), [[1, 20], [20, 45]]],
+      [(s: Tensor, b: Tensor) => s.reshape(1, 1).expand(30, 9).matmul(b), [[1], [9, 14]]],
+      [(r: Tensor, b: Tensor) => r.expand(3, 11, 16).matmul(b), [[3, 1, 16], [3, 16, 7]]],
+      [(a: Tensor, c: Tensor) => a.matmul(c.expand(19, 23)), [[13, 19], [19, 1]]],
+    ] as [(...xs: Tensor[]) => Tensor, number[][]][]) {
+      const before = matmulRuns.repeated;
+      await agreeWithCpu(run, shapes, tol, JSON.stringify(shapes));
+      expect(matmulRuns.repeated, JSON.stringify(shapes)).toBe(before + 1);
+    }
   });
 
   it('the relaxed-SIMD (fused multiply-add) and the mul + add kernels agree with the reference', async () => {

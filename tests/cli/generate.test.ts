@@ -47,7 +47,7 @@ describe('uhd generate flags', () => {
     expect(bad({ seed: '-3' })).toThrow('--seed: must be an integer >= 0');
     expect(bad({ stop: [''] })).toThrow('--stop: a stop string must not be empty');
     expect(bad({ numBeams: '3', temperature: '0.7' })).toThrow('--num-beams 3 with --temperature 0.7');
-    expect(bad({ device: 'tpu' })).toThrow("--device: 'tpu' is not one of cpu, webgpu, wasm");
+    expect(bad({ device: 'tpu' })).toThrow("--device: 'tpu' is not one of auto, cpu, webgpu, wasm");
     expect(parseGenerateFlags({ ...base, topK: '40', topP: '0.9', temperature: '0.7', repetitionPenalty: '1.05', stop: ['\n\n'] }))
       .toMatchObject({ topK: 40, topP: 0.9, temperature: 0.7, repetitionPenalty: 1.05, stopStrings: ['\n\n'], maxNewTokens: 6 });
   });

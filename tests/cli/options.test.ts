@@ -1,7 +1,10 @@
 /** Flags are checked where they enter; a mistyped flag is an unknown option; the progress bar reads right. */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { chooseDevice, closeDevice } from '../../backends/index.js';
 import { choiceFlag, intFlag, numberFlag, sizeFlag, unknownOptionsFirst } from '../../cli/options.js';
 import { barFormat, formatDuration } from '../../cli/progress.js';
 
@@ -77,5 +80,26 @@ describe('progress bar', () => {
     const params = { progress: 0.5, eta: 119.6, startTime: Date.now(), stopTime: null, total: 10, value: 5, maxWidth: 200 };
     const line = cliProgress.Format.Formatter(options as never, params as never, { f0: '1.234', f1: '5.0e-3', f2: '12.5' });
     expect(line).toBe('stage 1/2 align          [=====-----] 5/10 | loss 1.234 | lr 5.0e-3 | samples/s 12.5 | ETA 2m00s');
+  });
+});
+
+describe('--device', () => {
+  it("'auto' opens what autoDevice picks and says what and why; a name is checked and opened", async () => {
+    const lines: string[] = [];
+    const d = await chooseDevice('--device', 'auto', (l) => lines.push(l));
+    expect(['wasm', 'webgpu']).toContain(d);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(new RegExp(`^--device auto: ${d} \\(.+\\)$`));
+    expect(await chooseDevice('--device', 'cpu', (l) => lines.push(l))).toBe('cpu');
+    expect(lines).toHaveLength(1);
+    await expect(chooseDevice('--device', 'tpu')).rejects.toThrow("--device: 'tpu' is not one of auto, cpu, webgpu, wasm");
+    closeDevice();
+  });
+
+  it('defaults to auto on every command that takes it', () => {
+    const src = readFileSync(join(import.meta.dirname, '../../cli/main.ts'), 'utf8');
+    const flags = src.match(/\.option\('--device <[^']*>', '[^']*', '[^']*'\)/g) ?? [];
+    expect(flags.length).toBeGreaterThanOrEqual(4);
+    for (const f of flags) expect(f).toMatch(/'auto'\)$/);
   });
 });

@@ -20,7 +20,7 @@ const recipe = {
   seed: 3,
   stages: [
     { name: 'align', trainable: ['compressor', 'connector'], lr: 2e-3, min_lr: 1e-3, warmup_steps: 1, steps: 2, max_slices: 1, batch_size: 2 },
-    { name: 'all', trainable: ['vit', 'compressor', 'connector', 'llm'], lr: 2e-3, min_lr: 1e-3, warmup_steps: 1, steps: 7, max_slices: 4, batch_size: 2, pack_length: 1024 },
+    { name: 'all', trainable: ['vit', 'compressor', 'connector', 'llm'], lr: 2e-3, min_lr: 1e-3, warmup_steps: 1, steps: 27, max_slices: 4, batch_size: 2, pack_length: 1024 },
   ],
 };
 const recipePath = join(dir, 'recipe.json');
@@ -64,7 +64,7 @@ describe('uhd train', () => {
     const r = spawnSync(process.execPath, cli(full), { encoding: 'utf8', timeout: 300_000 });
     expect(r.status, r.stderr).toBe(0);
     want = losses(full);
-    expect(want).toHaveLength(9);
+    expect(want).toHaveLength(29);
 
     // kill after stage 2 step 3 (its last checkpoint was at step 2), while it runs
     const cut = join(dir, 'cut');
@@ -79,7 +79,7 @@ describe('uhd train', () => {
     child.kill('SIGKILL');
     await done;
     const before = losses(cut);
-    expect(before.length).toBeLessThan(9);
+    expect(before.length).toBeLessThan(29);
     // what a save killed midway leaves (ours by name), and a file that is not ours
     writeFileSync(join(cut, 'checkpoint.safetensors.tmp-4194300-0123456789ab'), 'partial');
     writeFileSync(join(cut, 'notes.tmp-1'), 'mine');
@@ -87,15 +87,17 @@ describe('uhd train', () => {
     const resumed = spawnSync(process.execPath, cli(cut, '--resume'), { encoding: 'utf8', timeout: 300_000 });
     expect(resumed.status, resumed.stderr).toBe(0);
     expect(resumed.stderr).toContain(`took over the stale lock ${join(cut, 'train.lock')} (pid ${child.pid} is not running)`);
-    expect(resumed.stderr).toContain('removed 1 temp file of an interrupted save: checkpoint.safetensors.tmp-4194300-0123456789ab');
+    // the planted temp file, and the killed run's own when the kill fell inside a save (likely on a fast backend)
+    expect(resumed.stderr).toMatch(/removed (1 temp file|2 temp files) of an interrupted save: (.*, )?checkpoint\.safetensors\.tmp-4194300-0123456789ab/);
     expect(readdirSync(cut).sort()).toEqual(['checkpoint.safetensors', 'metrics.jsonl', 'notes.tmp-1', 'stage-0-align.safetensors', 'stage-1-all.safetensors']);
     const after = losses(cut).slice(before.length);
     // the resumed run restarts after the last checkpoint (an even step of stage 2), redoing at
-    // most the steps taken since, and then matches the uninterrupted run exactly
+    // most the steps taken since (none when the kill fell just after a checkpoint), skipping
+    // none, and then matches the uninterrupted run exactly
     const from = after[0].step;
     expect(after[0].stage).toBe('all');
     expect(from % 2).toBe(1);
-    expect(from).toBeLessThanOrEqual(before[before.length - 1].step);
+    expect(from).toBeLessThanOrEqual(before[before.length - 1].step + 1);
     expect(after.map((m) => [m.stage, m.step, m.loss])).toEqual(want.filter((m) => m.stage === 'all' && m.step >= from).map((m) => [m.stage, m.step, m.loss]));
   });
 
@@ -136,7 +138,7 @@ describe('uhd train', () => {
     const again = spawnSync(process.execPath, cli(join(dir, 'full')), { encoding: 'utf8', timeout: 120_000 });
     expect(again.status).toBe(1);
     expect(again.stderr).toContain(`train: ${join(dir, 'full')} already holds a run (checkpoint.safetensors, metrics.jsonl, stage-0-align.safetensors, stage-1-all.safetensors). Continue it with --resume, or start afresh with --fresh`);
-    expect(losses(join(dir, 'full'))).toHaveLength(9);
+    expect(losses(join(dir, 'full'))).toHaveLength(29);
   });
 
   it('a bad recipe fails before training, naming the field', () => {

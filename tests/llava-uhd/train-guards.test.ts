@@ -15,6 +15,11 @@ import { train, TrainingDivergedError, type Dataset, type Recipe, type Sample, t
 import { findNonFinite } from '../../nn/checkpoint.js';
 import { loadSafetensors, readSafetensorsHeader } from '../../nn/safetensors.js';
 import * as uhd from '../../tensor/index.js';
+import { useDevice } from '../support.js';
+
+// the training loop's guards do not depend on the backend: they run on wasm, the fast one here
+const DEVICE = 'wasm' as const;
+useDevice(DEVICE);
 
 const dir = mkdtempSync(join(tmpdir(), 'uhd-train-guards-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,15 +42,15 @@ const stage = { name: 'only', trainable: ['connector', 'llm'], lr: 5e-3, min_lr:
 const recipe = (over: Partial<Recipe> = {}): Recipe => ({ name: 'guards', seed: 1, checkpoint_every: 2, stages: [stage], ...over });
 const model = () => {
   uhd.manualSeed(0);
-  return new LlavaUHD(structuredClone(CONFIGS.tiny));
+  return new LlavaUHD(structuredClone(CONFIGS.tiny), { device: DEVICE });
 };
 const metrics = (out: string) => readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-const run = (m: LlavaUHD, r: Recipe, o: Partial<TrainOptions> & { outDir: string }) => train(m, tok, r, { device: 'cpu', train: toy(16), ...o });
+const run = (m: LlavaUHD, r: Recipe, o: Partial<TrainOptions> & { outDir: string }) => train(m, tok, r, { device: DEVICE, train: toy(16), ...o });
 
 /** Overwrites one LLM weight with NaN, as an overflow in the data or a diverging update would. */
 function poison(m: LlavaUHD): void {
   const w = m.llm.model.layers[0].mlp.down_proj.weight;
-  ag.noGrad(() => uhd.assign(w, uhd.full(w.shape, NaN)));
+  ag.noGrad(() => uhd.assign(w, uhd.full(w.shape, NaN, { device: w.device })));
 }
 
 describe('non-finite steps', () => {
@@ -107,7 +112,7 @@ describe('resume', () => {
     await expect(again(recipe(), { dataId: 'set B' })).rejects.toThrow('the data differs: "set A" in the checkpoint, "set B" now');
     const other = structuredClone(CONFIGS.tiny);
     other.insert_layer_id = 2;
-    await expect(train(new LlavaUHD(other), tok, recipe(), { device: 'cpu', train: toy(16), outDir: out, resume: true, dataId: 'set A' })).rejects.toThrow('the model config differs');
+    await expect(train(new LlavaUHD(other, { device: DEVICE }), tok, recipe(), { device: DEVICE, train: toy(16), outDir: out, resume: true, dataId: 'set A' })).rejects.toThrow('the model config differs');
     await expect(again(recipe({ seed: 2 }))).rejects.toThrow('or pass --force-resume to continue anyway');
     // a recipe too short for the checkpoint is an error, forced or not
     await expect(again(recipe({ stages: [{ ...stage, steps: 2 }] }), { forceResume: true })).rejects.toThrow("was taken at stage 1 ('only') step 2, but this recipe's stage 1 has 2 steps: this recipe is too short to continue it");
@@ -169,7 +174,7 @@ describe('bad samples', () => {
     const out = newDir();
     const notices: string[] = [];
     const rss = process.memoryUsage().rss;
-    const opts = { device: 'cpu' as const, outDir: out, train: toy(8, answers), describeSample: (i: number) => `data.jsonl:${i + 1}`, events: { notice: (m: string) => notices.push(m) } };
+    const opts = { device: DEVICE, outDir: out, train: toy(8, answers), describeSample: (i: number) => `data.jsonl:${i + 1}`, events: { notice: (m: string) => notices.push(m) } };
     const r = await train(model(), tok, { ...two(), checkpoint_every: 1 }, { ...opts, stopAfter: 6 });
     expect(r.stopped).toBe(true);
     // the million-character answer took no gigabytes: it was refused before any tensor was made
@@ -189,7 +194,7 @@ describe('bad samples', () => {
 
   it("on_bad_sample 'fail' refuses to start, listing them", async () => {
     const out = newDir();
-    await expect(train(model(), tok, { ...two(), on_bad_sample: 'fail' }, { device: 'cpu', outDir: out, train: toy(8, answers), describeSample: (i) => `data.jsonl:${i + 1}` })).rejects.toThrow(
+    await expect(train(model(), tok, { ...two(), on_bad_sample: 'fail' }, { device: DEVICE, outDir: out, train: toy(8, answers), describeSample: (i) => `data.jsonl:${i + 1}` })).rejects.toThrow(
       /^train: bad training samples \(on_bad_sample 'fail'; the first 3\):\n {2}data\.jsonl:2: conversations\[1\] \(assistant\) holds a lone surrogate U\+D800[^\n]*\n {2}data\.jsonl:4: \d+ tokens[^\n]*\n {2}data\.jsonl:6: \d+ tokens[^\n]*limit of 600 \(pack_length\)$/,
     );
     expect(existsSync(join(out, 'metrics.jsonl'))).toBe(false);

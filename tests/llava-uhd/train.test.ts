@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import * as uhd from '../../tensor/index.js';
+import { useDevice } from '../support.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
 import type { RgbImage } from '../../llava-uhd/image.js';
 import { LlavaUHD } from '../../llava-uhd/model.js';
@@ -34,10 +35,12 @@ const recipe = (steps: number): Recipe => ({
   ],
 });
 
-const model = () => {
+const model = (device: 'cpu' | 'wasm' = 'cpu') => {
   uhd.manualSeed(0);
-  return new LlavaUHD(structuredClone(CONFIGS.tiny));
+  return new LlavaUHD(structuredClone(CONFIGS.tiny), { device });
 };
+// training runs on wasm (the loop does not depend on the backend; wasm is the fast one here)
+useDevice('wasm');
 const tok = new ByteTokenizer();
 
 describe('recipes', () => {
@@ -78,20 +81,20 @@ describe('training', () => {
 
   it('loss falls, and an interrupted run resumes exactly', async () => {
     // uninterrupted
-    const a = model();
+    const a = model('wasm');
     const runA = join(dir, 'a');
-    await train(a, tok, recipe(6), { device: 'cpu', outDir: runA, train: toy(16), val: toy(4, 1), valSamples: 4 });
+    await train(a, tok, recipe(6), { device: 'wasm', outDir: runA, train: toy(16), val: toy(4, 1), valSamples: 4 });
     const lossesA = readFileSync(join(runA, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => 'loss' in m);
     expect(lossesA).toHaveLength(8);
     expect(lossesA[lossesA.length - 1].loss).toBeLessThan(lossesA[2].loss);
 
     // interrupted after 5 optimizer steps (stage 2, step 3; last checkpoint at stage 2 step 2), then resumed
-    const b = model();
+    const b = model('wasm');
     const runB = join(dir, 'b');
-    const first = await train(b, tok, recipe(6), { device: 'cpu', outDir: runB, train: toy(16), stopAfter: 5 });
+    const first = await train(b, tok, recipe(6), { device: 'wasm', outDir: runB, train: toy(16), stopAfter: 5 });
     expect(first.stopped).toBe(true);
-    const c = model();
-    await train(c, tok, recipe(6), { device: 'cpu', outDir: runB, train: toy(16), resume: true });
+    const c = model('wasm');
+    await train(c, tok, recipe(6), { device: 'wasm', outDir: runB, train: toy(16), resume: true });
     const lossesB = readFileSync(join(runB, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => 'loss' in m);
     // the resumed run repeats step 3 of stage 2 (taken after the checkpoint at step 2) and goes on
     const tail = lossesB.slice(5);

@@ -298,3 +298,20 @@ export function copy(x: Tensor, out: Tensor): boolean {
     f.set(o);
   });
 }
+
+/**
+ * A fused linear layer's epilogue over out [M, N] (any view), in one pass: out = act(z + bias)
+ * + residual, with z [M, N], bias broadcast over rows ([M, N] view with row stride 0) and
+ * residual optional. `act` 'none' with no residual is the bias add alone.
+ */
+export function linearEpilogue(act: 'none' | 'gelu' | 'geluErf', z: Tensor, bias: Tensor | null, residual: Tensor | null, out: Tensor): boolean {
+  const inputs = [z, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
+  const key = `linear.${act}.${bias ? 'b' : ''}${residual ? 'r' : ''}`;
+  return map(key, out, inputs, (f, ins, o, m) => {
+    const [zv] = ins;
+    if (bias) f.get(zv).get(ins[1]).f32x4_add().set(zv);
+    if (act === 'none') f.get(zv).set(o);
+    else UNARY_BODIES[act](f, [zv], o, m);
+    if (residual) f.get(o).get(ins[ins.length - 1]).f32x4_add().set(o);
+  });
+}

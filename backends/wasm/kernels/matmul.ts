@@ -12,7 +12,8 @@
  * A batch whose b is shared (a Linear's weight) and whose a rows are evenly strided is one
  * matrix with batch*M rows, so tiles span the batch.
  */
-import type { Tensor } from '../../../tensor/tensor.js';
+import { Tensor } from '../../../tensor/tensor.js';
+import { copy } from './elementwise.js';
 import { Func, type Local } from '../emit.js';
 import { MAX_PAGES, WasmStorage } from '../memory.js';
 import { Args, ARGS_PTR, runtime, type Runtime } from '../runtime.js';
@@ -317,15 +318,46 @@ function rowsSpanBatch(a: Tensor, batch: readonly number[], M: number): boolean 
 export const matmulLog: Map<string, { n: number; ms: number; flops: number }> | null = process.env.UHD_WASM_PROFILE ? new Map() : null;
 
 export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
-  if (!matmulLog) return matmulImpl(a, b, out);
+  if (!matmulLog) return void (repeated(a, b, out) || matmulImpl(a, b, out));
   const t0 = performance.now();
-  matmulImpl(a, b, out);
+  if (!repeated(a, b, out)) matmulImpl(a, b, out);
   const key = `${a.shape.join('x')} @ ${b.shape.join('x')} a${a.strides.slice(-2)} b${b.strides.slice(-2)}`;
   const e = matmulLog.get(key) ?? { n: 0, ms: 0, flops: 0 };
   e.n++;
   e.ms += performance.now() - t0;
   e.flops += 2 * out.size * a.shape[a.rank - 1];
   matmulLog.set(key, e);
+}
+
+/**
+ * a whose M rows are one row (row stride 0: the gradient of a sum or mean, expanded, as it
+ * reaches a Linear's backward) gives M equal output rows: one row's product, then a broadcast
+ * copy, for M times fewer multiply-adds. Likewise b whose N columns are one column.
+ */
+/** Calls that took the repeated-row (or column) path, for the tests. */
+export const matmulRuns = { repeated: 0 };
+
+function repeated(a: Tensor, b: Tensor, out: Tensor): boolean {
+  const r = a.rank;
+  const [M, K] = a.shape.slice(-2);
+  const N = b.shape[r - 1];
+  const batch = out.shape.slice(0, -2);
+  const rowsOne = M > 1 && a.strides[r - 2] === 0;
+  const colsOne = !rowsOne && N > 1 && b.strides[r - 1] === 0;
+  if (!rowsOne && !colsOne) return false;
+  const a1 = rowsOne ? a.asStrided([...batch.map((_, d) => a.shape[d]), 1, K], a.strides, a.offset) : a;
+  const b1 = colsOne ? b.asStrided([...batch.map((_, d) => b.shape[d]), K, 1], b.strides, b.offset) : b;
+  const o1 = Tensor.empty([...batch, rowsOne ? 1 : M, colsOne ? 1 : N], 'float32', out.device);
+  const bs = o1.strides.slice(0, -2);
+  const rep = o1.asStrided(out.shape, rowsOne ? [...bs, 0, 1] : [...bs, 1, 0], 0);
+  try {
+    matmulImpl(a1, b1, o1);
+    if (!copy(rep, out)) throw new Error('matmul: the broadcast copy of a repeated row did not map');
+  } finally {
+    for (const t of [rep, o1, ...(a1 !== a ? [a1] : []), ...(b1 !== b ? [b1] : [])]) t.dispose();
+  }
+  matmulRuns.repeated++;
+  return true;
 }
 
 function matmulImpl(a: Tensor, b: Tensor, out: Tensor): void {
