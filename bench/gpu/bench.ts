@@ -129,6 +129,9 @@ report.meta = {
 log(`adapter: ${info.backend}/${info.featureLevel} ${info.description} | ${info.features.join(',')} | timing: ${timer.method}`);
 if (process.env.TORCH_JSON && existsSync(process.env.TORCH_JSON)) {
   report.sections['pytorch (same card)'] = JSON.parse(readFileSync(process.env.TORCH_JSON, 'utf8')) as Row;
+} else {
+  // torch_ref.py could not run (no torch on this machine): the report says so rather than omit it
+  report.sections['pytorch (same card)'] = { skipped: 'PyTorch reference did not run (no torch here: see torch.log)' };
 }
 
 // ---- matmul ------------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ export async function measure(label: string, body: () => Promise<number | undefi
 /** The main job's model and stage 2 ("instruction": everything trains, 9 slices), ready to step. */
 export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): Promise<{
   step: (i: number) => Promise<HostCost>;
+  /** step(i) in two halves: the batch of step i on the device, then the measured step on it. */
+  prepare: (i: number) => PreparedBatch;
+  run: (batch: PreparedBatch) => Promise<HostCost>;
   dispose: () => void;
 }> {
   // beside this file, or from the repo root when bundled elsewhere (bench/gpu)
@@ -98,7 +101,7 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
     lr: stage.lr, betas: [...LLAVA_UHD_ADAMW.betas] as [number, number], weightDecay: LLAVA_UHD_ADAMW.weightDecay,
   });
   const vocab = config.text_config.vocab_size;
-  const step = async (i: number): Promise<HostCost> => {
+  const prepare = (i: number): PreparedBatch => {
     const d0 = performance.now();
     const samples = batchIndices(data.train.size, stage.batch_size, i, 1000003).map((k) => data.train.get(k));
     const encoded = samples.map((s) => encodeSample(model, tok, s, stage.max_slices));
@@ -111,7 +114,9 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
       pixels: g.samples.flatMap((m) => viewPixels(encoded[m.index].pixels, 'webgpu')),
       unk: g.unkPositions,
     }));
-    const dataMs = performance.now() - d0;
+    return { inputs, dataMs: performance.now() - d0 };
+  };
+  const run = async ({ inputs, dataMs }: PreparedBatch): Promise<HostCost> => {
     const r = await measure('train step (tiny, stage 2)', async () => {
       const mean = uhd.tidy(() => {
         const ls = inputs.map((g) => {
@@ -135,12 +140,20 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
     return { ...r, dataMs };
   };
   return {
-    step,
+    step: (i) => run(prepare(i)),
+    prepare,
+    run,
     dispose: () => {
       opt.dispose();
       for (const p of model.parameters()) p.dispose();
     },
   };
+}
+
+/** One training batch on the device (ids, labels, segment ids, pixels per packed sequence). */
+export interface PreparedBatch {
+  inputs: { ids: Tensor; labels: Tensor; seg: Tensor; pixels: Tensor[]; unk: number[] }[];
+  dataMs: number;
 }
 
 /** One view encoded by the ViT (+ D where the config has it), without gradients. */

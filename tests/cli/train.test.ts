@@ -28,8 +28,11 @@ writeFileSync(recipePath, JSON.stringify(recipe));
 
 const cli = (out: string, ...extra: string[]) => ['--import', 'tsx', 'cli/main.ts', 'train', '--recipe', recipePath, '--config', 'tiny', '--out', out, ...extra];
 
+/** The logged losses; while the run is writing, only its complete (newline-ended) lines. */
 function losses(out: string): { stage: string; step: number; loss: number }[] {
-  return readFileSync(join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => 'loss' in m);
+  const text = readFileSync(join(out, 'metrics.jsonl'), 'utf8');
+  const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+  return complete.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l)).filter((m) => 'loss' in m);
 }
 
 /** Resolves once the run writing `out` has logged stage 'all' step >= `step` (rejects if it exits first). */

@@ -1,6 +1,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import { vlmevalCommand } from '../../../cli/eval.js';
 import { CONFIGS } from '../../../llava-uhd/config.js';
 import { makeSplit, syntheticOptions, ANSWERS } from '../../../llava-uhd/data/synthetic.js';
 import { modelAnswerFn } from '../../../llava-uhd/eval/answer.js';
@@ -9,6 +10,7 @@ import { runVlmeval } from '../../../llava-uhd/eval/run.js';
 import { readTable } from '../../../llava-uhd/eval/table.js';
 import { loadModel, tokenizerFor } from '../../../llava-uhd/load.js';
 import { LlavaUHD } from '../../../llava-uhd/model.js';
+import { saveWeights } from '../../../llava-uhd/weights.js';
 import { manualSeed } from '../../../tensor/index.js';
 import { tempDir } from './helpers.js';
 
@@ -54,4 +56,24 @@ describe('the synthetic task through the TSV path with a tiny model', () => {
       expect(r.score!.overall.value).toBeGreaterThan(25);
     }
   }, 600_000);
+});
+
+describe('uhd eval --data FILE.tsv', () => {
+  it('runs on every backend (--device cpu and wasm), and names a bad --device', async () => {
+    manualSeed(0);
+    const weights = join(dir, 'tiny.safetensors');
+    await saveWeights(new LlavaUHD(structuredClone(CONFIGS.tiny)), weights, CONFIGS.tiny);
+    const data = await stripesTsv('cli_mcq.tsv', 2, 'mcq');
+    const quiet = [vi.spyOn(process.stdout, 'write').mockImplementation(() => true), vi.spyOn(console, 'log').mockImplementation(() => {}), vi.spyOn(console, 'error').mockImplementation(() => {})];
+    try {
+      for (const device of ['cpu', 'wasm']) {
+        const out = join(dir, `cli-${device}`);
+        await vlmevalCommand({ weights, data, out, device, maxNewTokens: '2', numBeams: '1' });
+        expect(existsSync(join(out, 'uhd_cli_mcq_acc.csv')), device).toBe(true);
+      }
+      await expect(vlmevalCommand({ weights, data, device: 'gpu' })).rejects.toThrow(/--device: 'gpu'/);
+    } finally {
+      for (const q of quiet) q.mockRestore();
+    }
+  }, 60_000);
 });
