@@ -89,7 +89,7 @@ describe('uhd train', () => {
     expect(resumed.stderr).toContain(`took over the stale lock ${join(cut, 'train.lock')} (pid ${child.pid} is not running)`);
     // the planted temp file, and the killed run's own when the kill fell inside a save (likely on a fast backend)
     expect(resumed.stderr).toMatch(/removed (1 temp file|2 temp files) of an interrupted save: (.*, )?checkpoint\.safetensors\.tmp-4194300-0123456789ab/);
-    expect(readdirSync(cut).sort()).toEqual(['checkpoint.safetensors', 'metrics.jsonl', 'notes.tmp-1', 'stage-0-align.safetensors', 'stage-1-all.safetensors']);
+    expect(readdirSync(cut).sort()).toEqual(['checkpoint.safetensors', 'curves.svg', 'metrics.jsonl', 'notes.tmp-1', 'stage-0-align.safetensors', 'stage-1-all.safetensors']);
     const after = losses(cut).slice(before.length);
     // the resumed run restarts after the last checkpoint (an even step of stage 2), redoing at
     // most the steps taken since (none when the kill fell just after a checkpoint), skipping

@@ -158,7 +158,7 @@ describe('resume', () => {
     const notices: string[] = [];
     await run(model(), recipe({ stages: [{ ...stage, steps: 1 }] }), { outDir: out, fresh: true, events: { notice: (m) => notices.push(m) } });
     expect(notices[0]).toBe(`removed 2 temp files of an interrupted save: ${stale.join(', ')}`);
-    expect(readdirSync(out).sort()).toEqual(['checkpoint.safetensors', 'data.tmp-3', 'metrics.jsonl', 'model.safetensors.tmp-12-xyz', 'stage-0-only.safetensors']);
+    expect(readdirSync(out).sort()).toEqual(['checkpoint.safetensors', 'curves.svg', 'data.tmp-3', 'metrics.jsonl', 'model.safetensors.tmp-12-xyz', 'stage-0-only.safetensors']);
     // a live owner (this very process, as another run would be) keeps the folder
     writeFileSync(join(out, 'train.lock'), JSON.stringify({ pid: process.pid, host: (await import('node:os')).hostname(), started: 'then', argv: ['uhd', 'train'] }));
     await expect(run(model(), recipe(), { outDir: out, resume: true })).rejects.toThrow(`is in use by another run (pid ${process.pid}, started then: uhd train)`);
