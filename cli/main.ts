@@ -102,6 +102,25 @@ program
   .action(async (opts: import('./start.js').StartOptions) => (await import('./start.js')).startCommand(opts));
 
 program
+  .command('pretrain')
+  .description('pretrain a small baseline from nothing on the pretraining mix: the tower with classification heads, then connector + LLM on questions; writes a checkpoint folder')
+  .option('--out <dir>', 'the checkpoint folder to write (config.json, model.safetensors; the run\'s files under run/)', 'runs/pretrain')
+  .option('--config <name>', 'a baseline config (mini-baseline, tiny-baseline)', 'mini-baseline')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
+  .option('--seed <n>', 'seed of the weights, the images and the batches', '0')
+  .option('--tower-steps <n>', 'phase 1 steps (tower + heads)', '600')
+  .option('--tower-batch <n>', 'images per phase 1 step', '16')
+  .option('--tower-lr <x>', 'phase 1 peak learning rate', '0.003')
+  .option('--lm-steps <n>', 'phase 2 steps (connector + LLM, tower frozen)', '300')
+  .option('--lm-batch <n>', 'questions per phase 2 step', '8')
+  .option('--lm-lr <x>', 'phase 2 peak learning rate', '0.005')
+  .option('--held-out <n>', 'held-out images for the heads\' accuracy', '100')
+  .option('--resume', 'continue: skip phase 1 if <out>/run/tower.safetensors exists, resume phase 2 from its checkpoint')
+  .action(async (opts: import('./pretrain.js').PretrainCliOptions) => {
+    await (await import('./pretrain.js')).pretrainCommand(opts);
+  });
+
+program
   .command('train')
   .description('run a training recipe (stages, data, checkpoints); --resume continues an interrupted run')
   .option('--recipe <name|path>', 'shipped recipe (tiny-demo, llava-uhd-v4) or a JSON file', 'tiny-demo')
