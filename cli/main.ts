@@ -115,6 +115,7 @@ program
   .option('--lm-batch <n>', 'questions per phase 2 step', '8')
   .option('--lm-lr <x>', 'phase 2 peak learning rate', '0.005')
   .option('--held-out <n>', 'held-out images for the heads\' accuracy', '100')
+  .option('--test <n>', 'test questions answered at the end, accuracy per type (0: none)', '100')
   .option('--resume', 'continue: skip phase 1 if <out>/run/tower.safetensors exists, resume phase 2 from its checkpoint')
   .action(async (opts: import('./pretrain.js').PretrainCliOptions) => {
     await (await import('./pretrain.js')).pretrainCommand(opts);

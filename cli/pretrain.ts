@@ -5,10 +5,12 @@
 import { resolve } from 'node:path';
 import { chooseDevice, closeDevice } from '../backends/index.js';
 import { CONFIGS } from '../llava-uhd/config.js';
-import { MIX_LABELS, MIX_CLASSES } from '../llava-uhd/data/pretrain-mix.js';
+import { MIX_CLASSES, MIX_LABELS, MixSplit, type MixLabel } from '../llava-uhd/data/pretrain-mix.js';
+import { tokenizerFor } from '../llava-uhd/load.js';
 import { pretrain, type PretrainResult } from '../llava-uhd/pretrain.js';
 import { choiceFlag, FlagError, intFlag, numberFlag } from './options.js';
 import { progress } from './progress.js';
+import { evaluateWithProgress } from './train.js';
 
 export interface PretrainCliOptions {
   config: string;
@@ -22,6 +24,7 @@ export interface PretrainCliOptions {
   lmBatch?: string;
   lmLr?: string;
   heldOut?: string;
+  test?: string;
   resume?: boolean;
 }
 
@@ -41,6 +44,7 @@ export function pretrainFlags(o: PretrainCliOptions) {
     lmBatch: intFlag(o.lmBatch, '--lm-batch', { min: 1, max: 256 }, 8),
     lmLr: numberFlag(o.lmLr, '--lm-lr', { min: 0, minExclusive: true, max: 1 }, 5e-3),
     heldOut: intFlag(o.heldOut, '--held-out', { min: 1 }, 100),
+    test: intFlag(o.test, '--test', { min: 0 }, 100),
   };
 }
 
@@ -92,6 +96,11 @@ export async function pretrainCommand(o: PretrainCliOptions): Promise<PretrainRe
     const acc = MIX_LABELS.map((l) => `${l} ${(100 * r.headAccuracy[l]).toFixed(1)}% (chance ${(100 / MIX_CLASSES[l].length).toFixed(0)}%)`).join(', ');
     console.log(`phase 1: ${r.seconds.tower.toFixed(0)} s, final head loss ${r.towerLoss.toFixed(3)}; held-out head accuracy: ${acc}`);
     console.log(`phase 2: ${r.seconds.lm.toFixed(0)} s, final answer loss ${r.lmLoss.toFixed(3)}`);
+    if (f.test > 0) {
+      const ev = await evaluateWithProgress(r.model, await tokenizerFor(r.model.config), new MixSplit('test', f.test, f.seed), { device, label: 'answers' });
+      const byType = Object.entries(ev.byType).sort(([a], [b]) => (a < b ? -1 : 1)).map(([t, x]) => `${t} ${(100 * x.accuracy).toFixed(1)}% (${x.correct}/${x.total}, chance ${(100 / MIX_CLASSES[t as MixLabel].length).toFixed(0)}%)`);
+      console.log(`answers on ${f.test} test questions: ${(100 * ev.accuracy).toFixed(1)}%: ${byType.join(', ')}`);
+    }
     console.log(`checkpoint folder: ${out} (${r.files.join(', ')})`);
     return r;
   } finally {
