@@ -94,11 +94,13 @@ program
 
 program
   .command('start')
-  .description('the main job: train a tiny LLaVA-UHD v4 with D and the post-ViT baseline on the synthetic task, compare, answer')
-  .option('--steps <n>', 'steps of the last training stage (more steps, better answers)')
+  .description("the main job: from the pretrained baseline (pretrained/mini), D inserted by parameter reuse and at random; step-0 distance, then baseline and both D models fine-tuned alike; accuracy per type, MACs, encode time (the paper's Table 4 in miniature); a fresh question")
+  .option('--steps <n>', 'fine-tuning steps per model (default: recipes/mini-finetune.json)')
   .option('--test <n>', 'test questions per model')
+  .option('--weights <dir>', 'the pretrained baseline folder', 'pretrained/mini')
+  .option('--insert-layer <k>', "D's layer k (0-based)", '2')
   .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
-  .option('--out <dir>', 'where checkpoints and the fresh image go', 'runs/demo')
+  .option('--out <dir>', 'where checkpoint folders and the fresh image go', 'runs/demo')
   .action(async (opts: import('./start.js').StartOptions) => (await import('./start.js')).startCommand(opts));
 
 program

@@ -29,12 +29,12 @@ import { LlavaUHD } from './model.js';
 import { viewPixels } from './preprocess.js';
 import { train, type Recipe, type TrainEvents } from './train.js';
 
-/** One linear head per label on the pooled tower output. */
+/** One linear head per label on the pooled tower output (whole view and quadrants). */
 export class TowerHeads extends Module {
   readonly heads: Record<MixLabel, Linear>;
   constructor(width: number, opts: InitOptions = {}) {
     super();
-    this.heads = Object.fromEntries(MIX_LABELS.map((l) => [l, this.module(l, new Linear(width, MIX_CLASSES[l].length, opts))])) as Record<MixLabel, Linear>;
+    this.heads = Object.fromEntries(MIX_LABELS.map((l) => [l, this.module(l, new Linear(POOL_REGIONS * width, MIX_CLASSES[l].length, opts))])) as Record<MixLabel, Linear>;
   }
 }
 
@@ -90,21 +90,38 @@ export function towerBatch(step: number, batch: number, seed: number): number[] 
   return Array.from({ length: batch }, () => rng.int(0, TRAIN_IMAGES - 1));
 }
 
-/** Mean-pooled final tokens of each image, [B, width], the images one view each in one sequence. */
+/** Regions each image's final tokens are averaged over: the whole view, then its four quadrants. */
+export const POOL_REGIONS = 5;
+
+/**
+ * Pooled final tokens of each image, [B, 5 x width]: the mean over the whole view and over each
+ * quadrant, concatenated (a plain mean keeps no layout, and the heads could not see where the
+ * shape is: position stayed at chance with it). The images are one view each in one sequence.
+ */
 function pooledFeatures(model: LlavaUHD, samples: MixSample[], device: Device): Tensor {
   const pixels = viewPixels(samples.map((s) => s.images[0]), device);
   const { x, grids } = model.vpm.forward(pixels, null, null);
   for (const p of pixels) p.dispose();
   const n = grids.reduce((a, g) => a + g.h * g.w, 0);
-  const pool = new Float32Array(samples.length * n);
+  const B = samples.length;
+  const pool = new Float32Array(B * POOL_REGIONS * n);
   let at = 0;
   grids.forEach((g, b) => {
-    const k = g.h * g.w;
-    pool.fill(1 / k, b * n + at, b * n + at + k);
-    at += k;
+    const rows = b * POOL_REGIONS;
+    pool.fill(1 / (g.h * g.w), rows * n + at, rows * n + at + g.h * g.w);
+    const inQuadrant = [0, 0, 0, 0];
+    const quadrant = (r: number, c: number) => (c >= g.w / 2 ? 1 : 0) + (r >= g.h / 2 ? 2 : 0);
+    for (let r = 0; r < g.h; r++) for (let c = 0; c < g.w; c++) inQuadrant[quadrant(r, c)]++;
+    for (let r = 0; r < g.h; r++) {
+      for (let c = 0; c < g.w; c++) {
+        const q = quadrant(r, c);
+        pool[(rows + 1 + q) * n + at + r * g.w + c] = 1 / inQuadrant[q];
+      }
+    }
+    at += g.h * g.w;
   });
-  const P = tensor(pool, { shape: [samples.length, n], device });
-  return ag.matmul(P, ag.reshape(x, [n, x.shape[2]]));
+  const P = tensor(pool, { shape: [B * POOL_REGIONS, n], device });
+  return ag.reshape(ag.matmul(P, ag.reshape(x, [n, x.shape[2]])), [B, POOL_REGIONS * x.shape[2]]);
 }
 
 function headLosses(heads: TowerHeads, pooled: Tensor, samples: MixSample[], device: Device): Tensor {
