@@ -9,7 +9,8 @@
  * about a freshly generated image.
  */
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as ag from '../autograd/index.js';
 import { chooseDevice, closeDevice } from '../backends/index.js';
 import { saveCheckpointFolder } from '../llava-uhd/checkpoint-folder.js';
@@ -40,7 +41,7 @@ export interface StartOptions {
 }
 
 /** Where the repository keeps the pretrained baseline. */
-export const PRETRAINED = resolve(import.meta.dirname, '..', 'pretrained', 'mini');
+export const PRETRAINED = join(dirname(fileURLToPath(import.meta.url)), '..', 'pretrained', 'mini');
 
 interface Contender {
   label: string;
