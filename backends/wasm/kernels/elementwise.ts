@@ -52,9 +52,12 @@ const UNARY_BODIES: Record<UnaryOp, Body> = {
   sigmoid: (f, [x], o, m) => { sigmoid4(f, x, m.t, m.u); f.set(o); },
   // x > 0 ? x : 0 (NaN -> 0, as the reference)
   relu: (f, [x], o) => void f.f32x4(0).get(x).f32x4_pmax().set(o),
+  // 0.5 x (1 + tanh u) = x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3): one exp, one division
   gelu: (f, [x], o, m) => {
-    geluTanhInner(f, x, m);
-    f.get(m.y).f32x4(1).f32x4_add().get(x).f32x4_mul().f32x4(0.5).f32x4_mul().set(o);
+    f.get(x).get(x).get(x).f32x4_mul().get(x).f32x4_mul().f32x4(0.044715).f32x4_mul().f32x4_add().f32x4(-2 * SQRT_2_OVER_PI).f32x4_mul().set(m.y);
+    exp4(f, m.y, m.t);
+    f.set(m.y);
+    f.get(x).f32x4(1).get(m.y).f32x4_add().f32x4_div().set(o);
   },
   geluErf: (f, [x], o, m) => {
     f.get(x).f32x4(Math.SQRT1_2).f32x4_mul().set(m.y);
