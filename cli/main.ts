@@ -116,6 +116,7 @@ program
   .option('--lm-steps <n>', 'phase 2 steps (connector + LLM, tower frozen)', '300')
   .option('--lm-batch <n>', 'questions per phase 2 step', '8')
   .option('--lm-lr <x>', 'phase 2 peak learning rate', '0.005')
+  .option('--lm-slices <n>', 'phase 2 slice budget (1: thumbnails only, fewer visual tokens to search)', '4')
   .option('--held-out <n>', 'held-out images for the heads\' accuracy', '100')
   .option('--test <n>', 'test questions answered at the end, accuracy per type (0: none)', '100')
   .option('--resume', 'continue: skip phase 1 if <out>/run/tower.safetensors exists, resume phase 2 from its checkpoint')

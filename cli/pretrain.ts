@@ -23,6 +23,7 @@ export interface PretrainCliOptions {
   lmSteps?: string;
   lmBatch?: string;
   lmLr?: string;
+  lmSlices?: string;
   heldOut?: string;
   test?: string;
   resume?: boolean;
@@ -43,6 +44,7 @@ export function pretrainFlags(o: PretrainCliOptions) {
     lmSteps: intFlag(o.lmSteps, '--lm-steps', { min: 0 }, 300),
     lmBatch: intFlag(o.lmBatch, '--lm-batch', { min: 1, max: 256 }, 8),
     lmLr: numberFlag(o.lmLr, '--lm-lr', { min: 0, minExclusive: true, max: 1 }, 5e-3),
+    lmSlices: intFlag(o.lmSlices, '--lm-slices', { min: 1, max: 9 }, 4),
     heldOut: intFlag(o.heldOut, '--held-out', { min: 1 }, 100),
     test: intFlag(o.test, '--test', { min: 0 }, 100),
   };
@@ -69,6 +71,7 @@ export async function pretrainCommand(o: PretrainCliOptions): Promise<PretrainRe
       lmSteps: f.lmSteps,
       lmBatch: f.lmBatch,
       lmLr: f.lmLr,
+      maxSlices: f.lmSlices,
       heldOut: f.heldOut,
       resume: o.resume,
       events: {

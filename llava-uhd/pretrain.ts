@@ -25,6 +25,7 @@ import type { LlavaUHDConfig } from './config.js';
 import { MIX_CLASSES, MIX_LABELS, MixSplit, type MixLabel, type MixSample } from './data/pretrain-mix.js';
 import { hashSeed, Rng } from './data/synthetic.js';
 import { tokenizerFor } from './load.js';
+import { CHECKPOINT_FILE } from './run-dir.js';
 import { LlavaUHD } from './model.js';
 import { viewPixels } from './preprocess.js';
 import { train, type Recipe, type TrainEvents } from './train.js';
@@ -248,12 +249,14 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
   let lmLoss = NaN;
   let lmSeconds = 0;
   if (o.lmSteps > 0) {
+    // phase 2 resumes where its own checkpoint is (resuming phase 1 alone starts phase 2 afresh)
+    const resumeLm = o.resume === true && existsSync(join(o.out, 'run', CHECKPOINT_FILE));
     const r = await train(model, tok, lmRecipe({ ...o, seed }), {
       device,
       outDir: join(o.out, 'run'),
       train: new MixSplit('train', 100_000, seed),
-      resume: o.resume,
-      fresh: !o.resume,
+      resume: resumeLm,
+      fresh: !resumeLm,
       dataId: `pretrain-mix seed ${seed}`,
       events: o.events?.lm,
     });
