@@ -15,7 +15,7 @@ import * as ag from '../autograd/index.js';
 import { chooseDevice, closeDevice } from '../backends/index.js';
 import { saveCheckpointFolder } from '../llava-uhd/checkpoint-folder.js';
 import { type LlavaUHDConfig } from '../llava-uhd/config.js';
-import { MIX_CLASSES, mixSample, type MixLabel } from '../llava-uhd/data/pretrain-mix.js';
+import { MIX_CLASSES, MIX_LABELS, mixSample, type MixLabel } from '../llava-uhd/data/pretrain-mix.js';
 import { loadDatasets } from '../llava-uhd/datasets.js';
 import { answer, type EvalResult } from '../llava-uhd/evaluate.js';
 import { encodePng } from '../llava-uhd/image.js';
@@ -139,6 +139,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
   if (test !== undefined && spec.kind === 'pretrain-mix') spec.test = test;
   const k = intFlag(o.insertLayer, '--insert-layer', { min: 0 }, 2);
   const data = await loadDatasets(spec, baseDir);
+  const types: readonly MixLabel[] = spec.kind === 'pretrain-mix' && spec.types ? spec.types : MIX_LABELS;
   const out = resolve(o.out);
   mkdirSync(out, { recursive: true });
   const device = await chooseDevice('--device', o.device, (l) => console.log(l));
@@ -152,7 +153,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
     const v = baseline.config.vision_config;
     console.log(
       `LLaVA-UHD v4 in miniature, from ${weights} (tower ${v.hidden_size} x ${v.num_hidden_layers} layers, pretrained by uhd pretrain). ` +
-        `Each model fine-tunes ${stage.steps} steps x ${stage.batch_size} on the pretraining mix's questions (${Object.keys(MIX_CLASSES).join(', ')}), ${data.test!.size} test questions. Device: ${device}.\n`,
+        `Each model fine-tunes ${stage.steps} steps x ${stage.batch_size} on the pretraining mix's ${types.join(', ')} questions (at most ${stage.max_slices - 1} slices), ${data.test!.size} test questions. Device: ${device}.\n`,
     );
     const contenders: Contender[] = [
       { label: 'baseline (post-ViT 16x)', name: 'baseline', model: baseline },
@@ -176,11 +177,11 @@ export async function startCommand(o: StartOptions): Promise<void> {
       const dir = join(out, c.name);
       const r = await trainWithProgress(c.model, tok, recipe, data, { device, out: join(dir, 'run'), label: c.name, fresh: true });
       c.trainSeconds = r.seconds;
-      c.eval = await evaluateWithProgress(c.model, tok, data.test!, { device, label: c.name });
+      c.eval = await evaluateWithProgress(c.model, tok, data.test!, { device, label: c.name, maxSlices: stage.max_slices });
       await saveCheckpointFolder(c.model, dir);
     }
     table(contenders, out);
-    await askAboutFreshImage(contenders[1], tok, device, out);
+    await askAboutFreshImage(contenders[1], tok, device, out, MIX_LABELS.length + MIX_LABELS.indexOf(types[0]), stage.max_slices);
   } finally {
     closeDevice();
   }
@@ -209,11 +210,11 @@ function table(cs: Contender[], out: string): void {
   );
 }
 
-async function askAboutFreshImage(c: Contender, tok: Tokenizer, device: Device, out: string): Promise<void> {
+async function askAboutFreshImage(c: Contender, tok: Tokenizer, device: Device, out: string, index: number, maxSlices: number): Promise<void> {
   // a seed no split uses: an image nobody has seen
-  const s = mixSample(7, 'test', 424242);
+  const s = mixSample(index, 'test', 424242);
   const path = join(out, 'fresh-question.png');
   await encodePng(s.images[0], path);
-  const a = await answer(c.model, tok, s, { device });
+  const a = await answer(c.model, tok, s, { device, maxSlices });
   console.log(`A fresh image: ${path}\n  Q: ${s.question}\n  model (${c.label}): ${JSON.stringify(a.text)}   (truth: ${JSON.stringify(s.answer)})`);
 }

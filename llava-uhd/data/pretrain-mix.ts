@@ -171,14 +171,23 @@ export function mixSample(index: number, split: Split, seed = 0): MixSample {
   return { index, split, labels, question, answer, type, scene, images: [image], turns };
 }
 
-/** A split of the mix as the trainer's Dataset (samples built on demand). */
+/**
+ * A split of the mix as the trainer's Dataset (samples built on demand). `types` keeps only those
+ * question types: sample i is then image 5 * floor(i / types.length) + the type's slot, so each
+ * image keeps the question its index asks.
+ */
 export class MixSplit implements Dataset {
-  constructor(readonly split: Split, readonly size: number, readonly seed = 0) {
+  private readonly slots: number[];
+  constructor(readonly split: Split, readonly size: number, readonly seed = 0, types: readonly MixLabel[] = MIX_LABELS) {
     if (!Number.isInteger(size) || size < 0) throw new Error(`pretrain-mix: split size must be a non-negative integer, got ${size}`);
+    if (types.length === 0) throw new Error('pretrain-mix: types is empty');
+    for (const t of types) if (!MIX_LABELS.includes(t)) throw new Error(`pretrain-mix: '${t}' is not a question type (one of ${MIX_LABELS.join(', ')})`);
+    this.slots = types.map((t) => MIX_LABELS.indexOf(t));
   }
   get(i: number): MixSample {
     if (!Number.isInteger(i) || i < 0 || i >= this.size) throw new Error(`pretrain-mix ${this.split}: index ${i} out of range 0..${this.size - 1}`);
-    return mixSample(i, this.split, this.seed);
+    const n = this.slots.length;
+    return mixSample(MIX_LABELS.length * Math.floor(i / n) + this.slots[i % n], this.split, this.seed);
   }
   *[Symbol.iterator](): Iterator<MixSample> {
     for (let i = 0; i < this.size; i++) yield this.get(i);

@@ -53,7 +53,8 @@ describe('uhd start', () => {
     const text = lines.join('\n');
     expect(text).toMatch(/D after layer 1, reuse +cosine vs the baseline's 2x2-pooled features -?\d\.\d{3}, answer loss \d+\.\d{3}/);
     expect(text).toMatch(/D after layer 1, random +cosine/);
-    for (const t of ['shape', 'colour', 'position', 'count', 'digit', 'visual encoding GMACs per image', 'measured encode ms per image']) expect(text).toContain(t);
+    for (const t of ['  colour ', 'visual encoding GMACs per image', 'measured encode ms per image', 'step 0: cosine vs baseline features']) expect(text).toContain(t);
+    expect(text).toContain("Q: What colour is the large shape?");
     expect(text).toMatch(/fewer visual-encoding MACs/);
     expect(text).toMatch(/Q: .+\?\n {2}model \(D after layer 1, reuse\): ".*" {3}\(truth: ".+"\)/);
     for (const name of ['baseline', 'reuse-d', 'random-d']) {

@@ -107,3 +107,13 @@ describe('uhd pretrain flags', () => {
     expect(() => pretrainFlags({ config: 'mini-baseline', out: 'x', device: 'wasm', seed: '-3' })).toThrow('--seed: must be an integer >= 0');
   });
 });
+
+describe('a split of chosen question types', () => {
+  it('keeps each image with the question its index asks, and refuses unknown types', () => {
+    const only = new MixSplit('train', 6, 0, ['colour', 'digit']);
+    expect([...only].map((s) => s.type)).toEqual(['colour', 'digit', 'colour', 'digit', 'colour', 'digit']);
+    expect(only.get(2).index).toBe(6);
+    expect(only.get(3).index).toBe(9);
+    expect(() => new MixSplit('train', 2, 0, ['size' as never])).toThrow("'size' is not a question type");
+  });
+});
