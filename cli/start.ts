@@ -153,7 +153,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
     const v = baseline.config.vision_config;
     console.log(
       `LLaVA-UHD v4 in miniature, from ${weights} (tower ${v.hidden_size} x ${v.num_hidden_layers} layers, pretrained by uhd pretrain). ` +
-        `Each model fine-tunes ${stage.steps} steps x ${stage.batch_size} on the pretraining mix's ${types.join(', ')} questions (at most ${stage.max_slices - 1} slices), ${data.test!.size} test questions. Device: ${device}.\n`,
+        `Each model fine-tunes ${stage.steps} steps x ${stage.batch_size} on the pretraining mix's ${types.join(', ')} questions (${stage.max_slices > 1 ? `thumbnail + up to ${stage.max_slices} slices` : 'thumbnails'}), ${data.test!.size} test questions. Device: ${device}.\n`,
     );
     const contenders: Contender[] = [
       { label: 'baseline (post-ViT 16x)', name: 'baseline', model: baseline },
