@@ -126,27 +126,7 @@ export class Compressor extends Module {
       copy(this.self_attn.out.bias!, layer.self_attn.out.bias!);
       copy(this.layer_norm1.weight, layer.layer_norm1.weight);
       copy(this.layer_norm1.bias, layer.layer_norm1.bias);
-      const tile4 = (t: Tensor) => concat([t, t, t, t], 0);
-      const tiled = [tile4(layer.layer_norm2.weight), tile4(layer.layer_norm2.bias), tile4(layer.mlp.fc1.bias!)];
-      copy(this.pre_norm.weight, tiled[0]);
-      copy(this.pre_norm.bias, tiled[1]);
-      copy(this.linear_1.bias!, tiled[2]);
-      const fc1 = layer.mlp.fc1.weight; // [f, d]
-      const fc2 = layer.mlp.fc2.weight; // [d, f]
-      const [f, d] = fc1.shape;
-      const w1 = this.linear_1.weight; // [4f, 4d]
-      const zero = w1.mul(0);
-      copy(w1, zero);
-      for (let b = 0; b < 4; b++) {
-        const block = w1.slice([b * f, (b + 1) * f], [b * d, (b + 1) * d]);
-        copy(block, fc1);
-        block.dispose();
-      }
-      const quarter = fc2.div(4);
-      const w2 = concat([quarter, quarter, quarter, quarter], 1); // [d, 4f]
-      copy(this.linear_2.weight, w2);
-      copy(this.linear_2.bias!, layer.mlp.fc2.bias!);
-      for (const t of [...tiled, zero, quarter, w2]) t.dispose();
+      initMergeMlpFromLayer(this.pre_norm, this.linear_1, this.linear_2, layer);
     });
   }
 
@@ -161,4 +141,37 @@ export class Compressor extends Module {
       }
     });
   }
+}
+
+/**
+ * D's merge MLP from layer k's MLP sub-block (spec, "Parameter-reuse initialisation"): pre_norm =
+ * layer_norm2 tiled 4x; linear_1 = BlockDiag(fc1 x4) with fc1.bias tiled; linear_2 =
+ * [fc2 | fc2 | fc2 | fc2] / 4 with fc2.bias. On a window of 4 copies of t, with the window mean as
+ * the residual, it gives t + fc2(gelu(fc1(LN2 t))): layer k's MLP block.
+ */
+export function initMergeMlpFromLayer(preNorm: LayerNorm, linear1: Linear, linear2: Linear, layer: EncoderLayer): void {
+  ag.noGrad(() => {
+    const copy = (dst: Tensor, src: Tensor) => assign(dst, src);
+    const tile4 = (t: Tensor) => concat([t, t, t, t], 0);
+    const tiled = [tile4(layer.layer_norm2.weight), tile4(layer.layer_norm2.bias), tile4(layer.mlp.fc1.bias!)];
+    copy(preNorm.weight, tiled[0]);
+    copy(preNorm.bias, tiled[1]);
+    copy(linear1.bias!, tiled[2]);
+    const fc1 = layer.mlp.fc1.weight; // [f, d]
+    const fc2 = layer.mlp.fc2.weight; // [d, f]
+    const [f, d] = fc1.shape;
+    const w1 = linear1.weight; // [4f, 4d]
+    const zero = w1.mul(0);
+    copy(w1, zero);
+    for (let b = 0; b < 4; b++) {
+      const block = w1.slice([b * f, (b + 1) * f], [b * d, (b + 1) * d]);
+      copy(block, fc1);
+      block.dispose();
+    }
+    const quarter = fc2.div(4);
+    const w2 = concat([quarter, quarter, quarter, quarter], 1); // [d, 4f]
+    copy(linear2.weight, w2);
+    copy(linear2.bias!, layer.mlp.fc2.bias!);
+    for (const t of [...tiled, zero, quarter, w2]) t.dispose();
+  });
 }

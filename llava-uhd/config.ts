@@ -55,7 +55,17 @@ export interface LlavaUHDConfig {
    * without (16x overall either way); set only for other combinations.
    */
   merger_times?: number;
+  /**
+   * The compressor after layer k (llava-uhd/compressors.ts, the paper's Table 4 variants).
+   * Absent: `win-attn-reused`, the paper's D.
+   */
+  compressor?: CompressorName;
 }
+
+/** The compressor variants (llava-uhd/compressors.ts holds their modules). */
+export const COMPRESSOR_NAMES = ['avg-pool', 'unshuffle-mlp', 'reused-mlp', 'cross-attn-topleft', 'cross-attn-mean', 'win-attn-mlp', 'win-attn-reused'] as const;
+export type CompressorName = (typeof COMPRESSOR_NAMES)[number];
+const compressorSchema = z.enum(COMPRESSOR_NAMES, { error: `must be one of ${COMPRESSOR_NAMES.join(', ')}` });
 
 /** 2x2 merges in the connector: one with D (D already merged once), two for the baseline. */
 export function connectorMergeRounds(c: LlavaUHDConfig): number {
@@ -239,6 +249,7 @@ const projectSchema = z
     slice_config: sliceSchema,
     tokenizer_words: z.array(z.string().regex(/^[A-Za-z]+$/, 'must be letters only')).optional(),
     merger_times: posInt.optional(),
+    compressor: compressorSchema.optional(),
   })
   .superRefine((c, ctx) => checkConsistency(c, ctx, (f) => f.split('.')));
 
@@ -296,6 +307,7 @@ const minicpmvSchema = z
     /** k; absent or -1: no D (the release's VLU_SmartCPM defaults it to -1). */
     insert_layer_id: z.number().int().min(-1).optional(),
     merger_times: posInt.optional(),
+    compressor: compressorSchema.optional(),
     /** MiniCPM-V drops the tower's last layer when set (its checkpoints then hold one layer fewer). */
     drop_vision_last_layer: z.boolean().optional(),
     torch_dtype: z.enum(TORCH_DTYPES).optional(),
@@ -342,6 +354,7 @@ const minicpmvSchema = z
       insert_layer_id: k,
       slice_config: { scale_resolution: j.slice_config.scale_resolution, max_slice_nums: j.slice_config.max_slice_nums, align_unit: v.patch_size * 4 },
       ...(j.tokenizer_words && { tokenizer_words: j.tokenizer_words }),
+      ...(j.compressor && j.compressor !== 'win-attn-reused' && { compressor: j.compressor }),
     };
     // merger_times is kept only where it differs from what insert_layer_id implies
     if (j.merger_times !== undefined && j.merger_times !== connectorMergeRounds(c)) c.merger_times = j.merger_times;
@@ -433,6 +446,7 @@ export function toMiniCPMVConfig(c: LlavaUHDConfig, torchDType: TorchDType = 'fl
     merger_times: connectorMergeRounds(c),
     drop_vision_last_layer: false,
     ...(c.tokenizer_words && { tokenizer_words: c.tokenizer_words }),
+    ...(c.compressor && c.compressor !== 'win-attn-reused' && { compressor: c.compressor }),
   };
 }
 

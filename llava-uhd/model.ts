@@ -8,7 +8,7 @@ import { CausalLM, Module, type KVCache } from '../nn/index.js';
 import type { InitOptions } from '../nn/init.js';
 import { tensor, zeros, type Tensor } from '../tensor/index.js';
 import { fmt } from '../tensor/shape.js';
-import { Compressor } from './compressor.js';
+import { compressorVariant, DEFAULT_COMPRESSOR, type VisionCompressor } from './compressors.js';
 import { connectorMergeRounds, validateConfig, type LlavaUHDConfig } from './config.js';
 import { Connector } from './connector.js';
 import { VisionTower, type ViewGrid } from './vision.js';
@@ -24,7 +24,8 @@ export interface VisualFeatures {
 
 export class LlavaUHD extends Module {
   vpm: VisionTower;
-  vit_merger: Compressor | null;
+  /** D, or the variant `config.compressor` names (compressors.ts). */
+  vit_merger: VisionCompressor | null;
   resampler: Connector;
   llm: CausalLM;
 
@@ -32,7 +33,7 @@ export class LlavaUHD extends Module {
     super();
     validateConfig(config);
     this.vpm = this.module('vpm', new VisionTower(config.vision_config, opts));
-    this.vit_merger = config.insert_layer_id === null ? null : this.module('vit_merger', new Compressor(config.vision_config, opts));
+    this.vit_merger = config.insert_layer_id === null ? null : this.module('vit_merger', compressorVariant(config.compressor ?? DEFAULT_COMPRESSOR).create(config.vision_config, opts));
     this.resampler = this.module('resampler', new Connector(config.vision_config.hidden_size, config.text_config.hidden_size, connectorMergeRounds(config), opts));
     this.llm = this.module('llm', new CausalLM(config.text_config, opts));
     if (this.vit_merger) this.initCompressor();
@@ -42,7 +43,7 @@ export class LlavaUHD extends Module {
   initCompressor(): void {
     const k = this.config.insert_layer_id;
     if (!this.vit_merger || k === null) throw new Error('initCompressor: this configuration has no compressor (insert_layer_id is null)');
-    this.vit_merger.initFromLayer(this.vpm.encoder.layers[k]);
+    this.vit_merger.initFromLayer?.(this.vpm.encoder.layers[k]); // variants without one keep their init
   }
 
   /** Normalised views [3, H, W] (H, W multiples of 56) -> LLM-width features per view. */

@@ -35,6 +35,7 @@ import type { LlavaUHD } from './model.js';
 import { prepareImage, viewPixels } from './preprocess.js';
 import { maxSampleTokens, MODULE_NAMES, nonFinitePolicy, validateRecipe, type ModuleName, type Recipe, type StageSpec } from './recipe.js';
 import { acquireRunLock, CHECKPOINT_FILE, clearRun, METRICS_FILE, runFiles } from './run-dir.js';
+import { writeCurves } from './report/curves.js';
 import type { Tokenizer } from './tokenizer.js';
 import { saveWeights } from './weights.js';
 
@@ -578,6 +579,7 @@ async function runStages(model: LlavaUHD, tok: Tokenizer, recipe: Recipe, opts: 
           const v = await validationLoss(model, tok, opts.val, stage, opts.device, opts.valSamples ?? 16);
           appendFileSync(metricsPath, JSON.stringify({ stage: stage.name, step, val_loss: v }) + '\n');
           opts.events?.validation?.({ stage: stage.name, step, loss: v });
+          writeCurves(opts.outDir);
         }
         const every = recipe.checkpoint_every ?? 0;
         if (every > 0 && step % every === 0 && step < stage.steps) {
@@ -589,6 +591,7 @@ async function runStages(model: LlavaUHD, tok: Tokenizer, recipe: Recipe, opts: 
         appendFileSync(metricsPath, JSON.stringify({ stage: stage.name, step, val_loss: v }) + '\n');
         opts.events?.validation?.({ stage: stage.name, step, loss: v });
       }
+      writeCurves(opts.outDir); // curves.svg beside metrics.jsonl, at each stage's end
       const bad = await findNonFinite(model.stateDict());
       if (bad) {
         throw new TrainingDivergedError(`train: stage '${stage.name}' ended with ${bad.name} holding ${bad.value} (element ${bad.index}); not saving its weights; ${describeCheckpoint(result.checkpoint, recipe)}`, result.checkpoint);

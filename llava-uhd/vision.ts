@@ -8,7 +8,7 @@ import { LayerNorm, MLP, Module, MultiHeadAttention, PatchEmbed, Embedding } fro
 import { tensor, type Device, type Tensor } from '../tensor/index.js';
 import type { InitOptions } from '../nn/init.js';
 import type { VisionConfig } from './config.js';
-import { Compressor } from './compressor.js';
+import type { VisionCompressor } from './compressors.js';
 
 /** One view's patch grid: h x w patches (each side = pixels / 14, a multiple of 4). */
 export interface ViewGrid {
@@ -153,7 +153,7 @@ export class VisionTower extends Module {
    * `insertLayer` and each view's grid halves per side. Returns post-layernormed tokens
    * [1, N', d] and the grids after compression.
    */
-  forward(pixels: Tensor[], compressor: Compressor | null, insertLayer: number | null): { x: Tensor; grids: ViewGrid[] } {
+  forward(pixels: Tensor[], compressor: VisionCompressor | null, insertLayer: number | null): { x: Tensor; grids: ViewGrid[] } {
     let { x, grids } = this.embed(pixels);
     const device = x.device;
     let seg = segmentIdsFor(grids, device);

@@ -32,6 +32,7 @@ import { assign, type Tensor } from '../tensor/index.js';
 import { fmt } from '../tensor/shape.js';
 import { configDifferences, describeDifferences, parseConfigJson, validateConfig, type LlavaUHDConfig } from './config.js';
 import { LlavaUHD } from './model.js';
+import { Compressor } from './compressor.js';
 import { readJsonFile } from './schema.js';
 
 // ---- where the weights are ------------------------------------------------------------------------
@@ -417,7 +418,7 @@ export async function loadWeights(model: Module, pathOrSource: string | WeightSo
   } catch (err) {
     throw new Error(`weights: ${where}: reading failed after ${assigned} of ${plan.length} tensors were assigned; the model is partly loaded, discard it (${(err as Error).message})`, { cause: err });
   }
-  if (derived && model instanceof LlavaUHD && model.vit_merger && model.config.insert_layer_id !== null && !planned.has('vit_merger.mlp.fc1.weight')) {
+  if (derived && model instanceof LlavaUHD && model.vit_merger instanceof Compressor && model.config.insert_layer_id !== null && !planned.has('vit_merger.mlp.fc1.weight')) {
     model.vit_merger.copyUnusedFromLayer(model.vpm.encoder.layers[model.config.insert_layer_id]);
   }
   return report;

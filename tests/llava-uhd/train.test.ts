@@ -87,6 +87,10 @@ describe('training', () => {
     const lossesA = readFileSync(join(runA, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => 'loss' in m);
     expect(lossesA).toHaveLength(8);
     expect(lossesA[lossesA.length - 1].loss).toBeLessThan(lossesA[2].loss);
+    // curves.svg beside metrics.jsonl: one path point per logged loss, the validation line too
+    const curves = readFileSync(join(runA, 'curves.svg'), 'utf8');
+    expect(curves).toContain('validation loss');
+    expect(curves.match(/<path d="([^"]+)"/)![1].match(/[ML]/g)).toHaveLength(lossesA.length);
 
     // interrupted after 5 optimizer steps (stage 2, step 3; last checkpoint at stage 2 step 2), then resumed
     const b = model('wasm');

@@ -9,6 +9,7 @@ import type { Tensor } from '../../tensor/index.js';
 import { CONFIGS, type LlavaUHDConfig } from '../../llava-uhd/config.js';
 import { LlavaUHD } from '../../llava-uhd/model.js';
 import { loadWeights, locateWeights, saveWeights } from '../../llava-uhd/weights.js';
+import { Compressor } from '../../llava-uhd/compressor.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'uhd-weights-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -64,7 +65,7 @@ describe('the release layout is the model\'s own', () => {
     const m = build(2);
     const k = m.config.insert_layer_id!;
     const layer = m.vpm.encoder.layers[k];
-    const d = m.vit_merger!;
+    const d = m.vit_merger as Compressor;
     for (const [a, b] of [[d.layer_norm2.weight, layer.layer_norm2.weight], [d.mlp.fc1.weight, layer.mlp.fc1.weight], [d.mlp.fc2.bias!, layer.mlp.fc2.bias!]] as const) {
       expect(Array.from(await a.data())).toEqual(Array.from(await b.data()));
     }
