@@ -8,20 +8,24 @@
  * measured encode time side by side; saves the three checkpoint folders and answers a question
  * about a freshly generated image.
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ag from '../autograd/index.js';
 import { chooseDevice, closeDevice } from '../backends/index.js';
 import { saveCheckpointFolder } from '../llava-uhd/checkpoint-folder.js';
 import { type LlavaUHDConfig } from '../llava-uhd/config.js';
-import { MIX_CLASSES, MIX_LABELS, mixSample, type MixLabel } from '../llava-uhd/data/pretrain-mix.js';
+import { MIX_CLASSES, MIX_LABELS, mixSample, type MixLabel, type MixSample } from '../llava-uhd/data/pretrain-mix.js';
 import { loadDatasets } from '../llava-uhd/datasets.js';
 import { answer, type EvalResult } from '../llava-uhd/evaluate.js';
 import { encodePng } from '../llava-uhd/image.js';
 import { loadModel } from '../llava-uhd/load.js';
 import { LlavaUHD } from '../llava-uhd/model.js';
 import { viewPixels, prepareImage } from '../llava-uhd/preprocess.js';
+import { parseCurves } from '../llava-uhd/report/curves.js';
+import { writeReport } from '../llava-uhd/report/html.js';
+import { mergeMap, mergeMapSvg, sliceGridSvg } from '../llava-uhd/report/picture.js';
+import { METRICS_FILE } from '../llava-uhd/run-dir.js';
 import type { Tokenizer } from '../llava-uhd/tokenizer.js';
 import { validationLoss, type Dataset, type StageSpec } from '../llava-uhd/train.js';
 import type { ViewGrid } from '../llava-uhd/vision.js';
@@ -180,14 +184,33 @@ export async function startCommand(o: StartOptions): Promise<void> {
       c.eval = await evaluateWithProgress(c.model, tok, data.test!, { device, label: c.name, maxSlices: stage.max_slices });
       await saveCheckpointFolder(c.model, dir);
     }
-    table(contenders, out);
-    await askAboutFreshImage(contenders[1], tok, device, out, MIX_LABELS.length + MIX_LABELS.indexOf(types[0]), stage.max_slices);
+    const rows = table(contenders, out);
+    const fresh = await askAboutFreshImage(contenders, tok, device, out, MIX_LABELS.length + MIX_LABELS.indexOf(types[0]), stage.max_slices);
+    const reportPath = join(out, 'report.html');
+    const map = await mergeMap(contenders[1].model, fresh.sample.images[0], { maxSlices: 4 });
+    writeReport(
+      {
+        title: 'LLaVA-UHD v4 in miniature: D inserted into a pretrained baseline',
+        summary: `From ${weights}: the baseline, D after layer ${k} by parameter reuse and D drawn at random, each fine-tuned ${stage.steps} steps x ${stage.batch_size} on the ${types.join(', ')} questions (${device}).`,
+        table: { header: rows[0], rows: rows.slice(1) },
+        curves: contenders.map((c) => {
+          const curves = parseCurves(readFileSync(join(out, c.name, 'run', METRICS_FILE), 'utf8'));
+          return { label: c.label, loss: curves.loss, valLoss: curves.valLoss };
+        }),
+        sliceGridSvg: sliceGridSvg(fresh.sample.images[0], contenders[1].model, 4),
+        mergeMapSvg: mergeMapSvg(map),
+        question: { text: fresh.sample.question, truth: fresh.sample.answer, answers: fresh.answers },
+        footer: `npm start (uhd start) on ${device}`,
+      },
+      reportPath,
+    );
+    console.log(`Report: ${reportPath}`);
   } finally {
     closeDevice();
   }
 }
 
-function table(cs: Contender[], out: string): void {
+function table(cs: Contender[], out: string): [string, ...string[]][] {
   const types = Object.keys(cs[0].eval!.byType).sort();
   const chance = (t: string) => (MIX_CLASSES[t as MixLabel] ? 1 / MIX_CLASSES[t as MixLabel].length : NaN);
   const rows: [string, ...string[]][] = [
@@ -208,13 +231,16 @@ function table(cs: Contender[], out: string): void {
     `\nD (reuse) vs baseline: ${pct(1 - d.eval!.gmacsPerImage / b.eval!.gmacsPerImage)} fewer visual-encoding MACs, encode time ratio baseline/D ` +
       `${(b.eval!.encodeMsPerImage / d.eval!.encodeMsPerImage).toFixed(2)}. Checkpoint folders: ${cs.map((c) => join(out, c.name)).join(', ')}\n`,
   );
+  return rows;
 }
 
-async function askAboutFreshImage(c: Contender, tok: Tokenizer, device: Device, out: string, index: number, maxSlices: number): Promise<void> {
+async function askAboutFreshImage(cs: Contender[], tok: Tokenizer, device: Device, out: string, index: number, maxSlices: number): Promise<{ sample: MixSample; answers: { label: string; text: string }[] }> {
   // a seed no split uses: an image nobody has seen
   const s = mixSample(index, 'test', 424242);
   const path = join(out, 'fresh-question.png');
   await encodePng(s.images[0], path);
-  const a = await answer(c.model, tok, s, { device, maxSlices });
-  console.log(`A fresh image: ${path}\n  Q: ${s.question}\n  model (${c.label}): ${JSON.stringify(a.text)}   (truth: ${JSON.stringify(s.answer)})`);
+  const answers: { label: string; text: string }[] = [];
+  for (const c of cs) answers.push({ label: c.label, text: (await answer(c.model, tok, s, { device, maxSlices })).text });
+  console.log(`A fresh image: ${path}\n  Q: ${s.question}   (truth: ${JSON.stringify(s.answer)})\n${answers.map((a) => `  ${a.label.padEnd(26)} ${JSON.stringify(a.text)}`).join('\n')}`);
+  return { sample: s, answers };
 }

@@ -1,5 +1,5 @@
 /** The main job in-process on a tiny pretrained baseline: D inserted both ways, step 0 measured, three fine-tunes, the table, the folders. */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -56,7 +56,13 @@ describe('uhd start', () => {
     for (const t of ['  colour ', 'visual encoding GMACs per image', 'measured encode ms per image', 'step 0: cosine vs baseline features']) expect(text).toContain(t);
     expect(text).toContain("Q: What colour is the large shape?");
     expect(text).toMatch(/fewer visual-encoding MACs/);
-    expect(text).toMatch(/Q: .+\?\n {2}model \(D after layer 1, reuse\): ".*" {3}\(truth: ".+"\)/);
+    expect(text).toMatch(/Q: .+\? {3}\(truth: ".+"\)\n {2}baseline \(post-ViT 16x\) +".*"\n {2}D after layer 1, reuse +".*"\n {2}D after layer 1, random +".*"/);
+    const report = readFileSync(join(root, 'demo', 'report.html'), 'utf8');
+    expect(text).toContain(`Report: ${join(root, 'demo', 'report.html')}`);
+    expect(report).toMatch(/^<!DOCTYPE html>/i);
+    expect(report).toContain('</html>');
+    for (const label of ['baseline (post-ViT 16x)', 'D after layer 1, reuse', 'D after layer 1, random']) expect(report).toContain(label);
+    expect(report).toContain('<svg');
     for (const name of ['baseline', 'reuse-d', 'random-d']) {
       expect(existsSync(join(root, 'demo', name, 'model.safetensors')), name).toBe(true);
       const m = await loadModel({ weights: join(root, 'demo', name), device: 'wasm' });
