@@ -3,7 +3,7 @@
  * baseline (pretrained/mini, `uhd pretrain`) it inserts D after layer k by parameter reuse and,
  * for contrast, a randomly initialised D; measures at step 0 how far each moves the tower's output
  * from the baseline's (cosine against the baseline's 2x2-pooled final features) and the answer
- * loss; fine-tunes the baseline and both D models with the same recipe and budget
+ * loss; fine-tunes the baseline, both D models and parameter-free 2x2 average pooling in D's place with the same recipe and budget
  * (recipes/mini-finetune.json); prints accuracy per question type, visual-encoding MACs and
  * measured encode time side by side; saves the three checkpoint folders and answers a question
  * about a freshly generated image.
@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import * as ag from '../autograd/index.js';
 import { chooseDevice, closeDevice } from '../backends/index.js';
 import { saveCheckpointFolder } from '../llava-uhd/checkpoint-folder.js';
+import type { CompressorName } from '../llava-uhd/compressors.js';
 import { type LlavaUHDConfig } from '../llava-uhd/config.js';
 import { MIX_CLASSES, MIX_LABELS, mixSample, type MixLabel, type MixSample } from '../llava-uhd/data/pretrain-mix.js';
 import { loadDatasets } from '../llava-uhd/datasets.js';
@@ -61,10 +62,11 @@ const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 /**
  * The baseline with D inserted after layer k: every weight carried over, the connector's last
  * merge round (the one into the LLM) becoming the only one (D did the first 2x2 merge), D
- * initialised from layer k by parameter reuse (LLAVA-UHD-V4.md, "D") or drawn at random.
+ * initialised from layer k by parameter reuse (LLAVA-UHD-V4.md, "D") or drawn at random;
+ * `variant` puts another compressor of the paper's Table 4 in D's place (compressors.ts).
  */
-export function withCompressor(baseline: LlavaUHD, k: number, init: 'reuse' | 'random', seed: number): LlavaUHD {
-  const config: LlavaUHDConfig = { ...structuredClone(baseline.config), insert_layer_id: k, merger_times: 1 };
+export function withCompressor(baseline: LlavaUHD, k: number, init: 'reuse' | 'random', seed: number, variant?: CompressorName): LlavaUHD {
+  const config: LlavaUHDConfig = { ...structuredClone(baseline.config), insert_layer_id: k, merger_times: 1, ...(variant ? { compressor: variant } : {}) };
   const device = baseline.parameters()[0].device;
   manualSeed(seed);
   const m = new LlavaUHD(config, { device }); // its D: drawn at random, then reused from its own layer k
@@ -163,6 +165,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
       { label: 'baseline (post-ViT 16x)', name: 'baseline', model: baseline },
       { label: `D after layer ${k}, reuse`, name: 'reuse-d', model: withCompressor(baseline, k, 'reuse', recipe.seed ?? 0) },
       { label: `D after layer ${k}, random`, name: 'random-d', model: withCompressor(baseline, k, 'random', recipe.seed ?? 0) },
+      { label: `avg-pool after layer ${k}`, name: 'avg-pool', model: withCompressor(baseline, k, 'reuse', recipe.seed ?? 0, 'avg-pool') },
     ];
     // step 0: how far D moves the pretrained output, before any fine-tuning
     const probe = data.val && data.val.size > 0 ? data.val : data.test!;

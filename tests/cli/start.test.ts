@@ -40,7 +40,7 @@ describe('inserting D into the pretrained baseline', () => {
 });
 
 describe('uhd start', () => {
-  it('prints step 0 for each model, the table with every question type, answers a fresh question, writes three folders that load', async () => {
+  it('prints step 0 for each model, the table, the answers of every model to a fresh question, the report, four folders that load', async () => {
     const lines: string[] = [];
     const log = vi.spyOn(console, 'log').mockImplementation((...a: unknown[]) => void lines.push(a.join(' ')));
     const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
@@ -56,14 +56,14 @@ describe('uhd start', () => {
     for (const t of ['  colour ', 'visual encoding GMACs per image', 'measured encode ms per image', 'step 0: cosine vs baseline features']) expect(text).toContain(t);
     expect(text).toContain("Q: What colour is the large shape?");
     expect(text).toMatch(/fewer visual-encoding MACs/);
-    expect(text).toMatch(/Q: .+\? {3}\(truth: ".+"\)\n {2}baseline \(post-ViT 16x\) +".*"\n {2}D after layer 1, reuse +".*"\n {2}D after layer 1, random +".*"/);
+    expect(text).toMatch(/Q: .+\? {3}\(truth: ".+"\)\n {2}baseline \(post-ViT 16x\) +".*"\n {2}D after layer 1, reuse +".*"\n {2}D after layer 1, random +".*"\n {2}avg-pool after layer 1 +".*"/);
     const report = readFileSync(join(root, 'demo', 'report.html'), 'utf8');
     expect(text).toContain(`Report: ${join(root, 'demo', 'report.html')}`);
     expect(report).toMatch(/^<!DOCTYPE html>/i);
     expect(report).toContain('</html>');
-    for (const label of ['baseline (post-ViT 16x)', 'D after layer 1, reuse', 'D after layer 1, random']) expect(report).toContain(label);
+    for (const label of ['baseline (post-ViT 16x)', 'D after layer 1, reuse', 'D after layer 1, random', 'avg-pool after layer 1']) expect(report).toContain(label);
     expect(report).toContain('<svg');
-    for (const name of ['baseline', 'reuse-d', 'random-d']) {
+    for (const name of ['baseline', 'reuse-d', 'random-d', 'avg-pool']) {
       expect(existsSync(join(root, 'demo', name, 'model.safetensors')), name).toBe(true);
       const m = await loadModel({ weights: join(root, 'demo', name), device: 'wasm' });
       expect(m.config.insert_layer_id).toBe(name === 'baseline' ? null : 1);
