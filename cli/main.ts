@@ -94,12 +94,35 @@ program
 
 program
   .command('start')
-  .description('the main job: train a tiny LLaVA-UHD v4 with D and the post-ViT baseline on the synthetic task, compare, answer')
-  .option('--steps <n>', 'steps of the last training stage (more steps, better answers)')
+  .description("the main job: from the pretrained baseline (pretrained/mini), D inserted by parameter reuse and at random; step-0 distance, then baseline and both D models fine-tuned alike; accuracy per type, MACs, encode time (the paper's Table 4 in miniature); a fresh question")
+  .option('--steps <n>', 'fine-tuning steps per model (default: recipes/mini-finetune.json)')
   .option('--test <n>', 'test questions per model')
+  .option('--weights <dir>', 'the pretrained baseline folder', 'pretrained/mini')
+  .option('--insert-layer <k>', "D's layer k (0-based)", '2')
   .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
-  .option('--out <dir>', 'where checkpoints and the fresh image go', 'runs/demo')
+  .option('--out <dir>', 'where checkpoint folders and the fresh image go', 'runs/demo')
   .action(async (opts: import('./start.js').StartOptions) => (await import('./start.js')).startCommand(opts));
+
+program
+  .command('pretrain')
+  .description('pretrain a small baseline from nothing on the pretraining mix: the tower with classification heads, then connector + LLM on questions; writes a checkpoint folder')
+  .option('--out <dir>', 'the checkpoint folder to write (config.json, model.safetensors; the run\'s files under run/)', 'runs/pretrain')
+  .option('--config <name>', 'a baseline config (mini-baseline, tiny-baseline)', 'mini-baseline')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
+  .option('--seed <n>', 'seed of the weights, the images and the batches', '0')
+  .option('--tower-steps <n>', 'phase 1 steps (tower + heads)', '600')
+  .option('--tower-batch <n>', 'images per phase 1 step', '16')
+  .option('--tower-lr <x>', 'phase 1 peak learning rate', '0.003')
+  .option('--lm-steps <n>', 'phase 2 steps (connector + LLM, tower frozen)', '300')
+  .option('--lm-batch <n>', 'questions per phase 2 step', '8')
+  .option('--lm-lr <x>', 'phase 2 peak learning rate', '0.005')
+  .option('--lm-slices <n>', 'phase 2 slice budget (1: thumbnails only, fewer visual tokens to search)', '4')
+  .option('--held-out <n>', 'held-out images for the heads\' accuracy', '100')
+  .option('--test <n>', 'test questions answered at the end, accuracy per type (0: none)', '100')
+  .option('--resume', 'continue: skip phase 1 if <out>/run/tower.safetensors exists, resume phase 2 from its checkpoint')
+  .action(async (opts: import('./pretrain.js').PretrainCliOptions) => {
+    await (await import('./pretrain.js')).pretrainCommand(opts);
+  });
 
 program
   .command('train')

@@ -146,6 +146,42 @@ export const CONFIGS: Record<string, LlavaUHDConfig> = {
 };
 CONFIGS['tiny-baseline'] = { ...CONFIGS.tiny, insert_layer_id: null };
 
+/**
+ * `mini`: the pretrained checkpoint's shape (pretrained/mini/, `uhd pretrain`): a SigLIP-shaped
+ * tower of width 64 x 6 layers, D after layer 2, a 2-layer Qwen3-shaped LLM of width 64, the
+ * pretraining mix's answers as whole words. `mini-baseline` is the same without D (merger_times
+ * 2): what the checkpoint holds, D being inserted into it by parameter reuse.
+ */
+CONFIGS.mini = {
+  vision_config: {
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 6,
+    num_attention_heads: 4,
+    patch_size: 14,
+    num_channels: 3,
+    layer_norm_eps: 1e-6,
+    position_embedding_side: 16,
+  },
+  text_config: {
+    vocab_size: 320,
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    head_dim: 16,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1e6,
+    tie_word_embeddings: true,
+    initializer_range: 0.02,
+  },
+  insert_layer_id: 2,
+  slice_config: { scale_resolution: 112, max_slice_nums: 9, align_unit: 56 },
+  tokenizer_words: ['red', 'green', 'blue', 'yellow', 'square', 'disc', 'bar', 'cross', 'top', 'bottom', 'left', 'right'],
+};
+CONFIGS['mini-baseline'] = { ...CONFIGS.mini, insert_layer_id: null, merger_times: 2 };
+
 
 // ---- the project's format ---------------------------------------------------------------------
 

@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { formatProblem, loadConversations } from './data/jsonl.js';
+import { MIX_LABELS, MixSplit, type MixLabel } from './data/pretrain-mix.js';
 import { makeSplit, syntheticOptions, type PresetName, type QuestionType } from './data/synthetic.js';
 import type { Dataset } from './train.js';
 
@@ -23,6 +24,8 @@ export type DataSpec =
       types?: QuestionType[];
       seed?: number;
     }
+  /** The pretraining mix (llava-uhd/data/pretrain-mix.ts): large shapes, colours, positions, blocks, a digit. */
+  | { kind: 'pretrain-mix'; train: number; val: number; test: number; seed?: number; types?: MixLabel[] }
   /** Paths of `.jsonl` or `.json` files (the kind keeps its historical name). */
   | { kind: 'jsonl'; train: string; val?: string; test?: string; on_bad?: 'skip' | 'reject' };
 
@@ -44,10 +47,14 @@ export function validateData(d: DataSpec | undefined, source: string): DataSpec 
     for (const k of ['train', 'val', 'test'] as const) if (!(Number.isInteger(d[k]) && d[k] >= 0)) fail(k, 'must be an integer >= 0');
     if (d.preset !== undefined && d.preset !== 'tiny' && d.preset !== 'paper') fail('preset', `must be 'tiny' or 'paper', got '${String(d.preset)}'`);
     if (d.detail !== undefined && !(Number.isInteger(d.detail) && d.detail >= 1)) fail('detail', 'must be a positive integer (pixels)');
+  } else if (d.kind === 'pretrain-mix') {
+    for (const k of ['train', 'val', 'test'] as const) if (!(Number.isInteger(d[k]) && d[k] >= 0)) fail(k, 'must be an integer >= 0');
+    if (d.seed !== undefined && !(Number.isInteger(d.seed) && d.seed >= 0)) fail('seed', 'must be an integer >= 0');
+    if (d.types !== undefined && !(Array.isArray(d.types) && d.types.length > 0 && d.types.every((t) => MIX_LABELS.includes(t)))) fail('types', `must be a non-empty list of ${MIX_LABELS.join(', ')}`);
   } else if (d.kind === 'jsonl') {
     if (typeof d.train !== 'string') fail('train', 'must be the path of a JSONL file');
   } else {
-    fail('kind', `must be 'synthetic' or 'jsonl', got '${String((d as { kind: unknown }).kind)}'`);
+    fail('kind', `must be 'synthetic', 'pretrain-mix' or 'jsonl', got '${String((d as { kind: unknown }).kind)}'`);
   }
   return d;
 }
@@ -62,6 +69,11 @@ export async function loadDatasets(spec: DataSpec, baseDir = '.'): Promise<Datas
       ...(spec.seed === undefined ? {} : { seed: spec.seed }),
     });
     return { train: makeSplit('train', spec.train, o), val: makeSplit('val', spec.val, o), test: makeSplit('test', spec.test, o), problems: [] };
+  }
+  if (spec.kind === 'pretrain-mix') {
+    const seed = spec.seed ?? 0;
+    const types = spec.types ?? MIX_LABELS;
+    return { train: new MixSplit('train', spec.train, seed, types), val: new MixSplit('val', spec.val, seed, types), test: new MixSplit('test', spec.test, seed, types), problems: [] };
   }
   const problems: string[] = [];
   const load = async (p: string | undefined): Promise<Dataset | undefined> => {

@@ -4,7 +4,7 @@ import { loadDatasets, validateData, type DataSpec } from '../../llava-uhd/datas
 describe('data specs', () => {
   it('bad fields are named', () => {
     expect(() => validateData(undefined, 'r.json')).toThrow('r.json: data is missing (synthetic or jsonl)');
-    expect(() => validateData({ kind: 'pictures' } as unknown as DataSpec, 'r.json')).toThrow("r.json: data.kind must be 'synthetic' or 'jsonl', got 'pictures'");
+    expect(() => validateData({ kind: 'pictures' } as unknown as DataSpec, 'r.json')).toThrow("r.json: data.kind must be 'synthetic', 'pretrain-mix' or 'jsonl', got 'pictures'");
     expect(() => validateData({ kind: 'synthetic', train: -1, val: 0, test: 0 }, 'r.json')).toThrow('r.json: data.train must be an integer >= 0');
     expect(() => validateData({ kind: 'synthetic', train: 1, val: 0, test: 0, preset: 'huge' as 'tiny' }, 'r.json')).toThrow("data.preset must be 'tiny' or 'paper', got 'huge'");
     expect(() => validateData({ kind: 'synthetic', train: 1, val: 0, test: 0, detail: 0 }, 'r.json')).toThrow('data.detail must be a positive integer (pixels)');
