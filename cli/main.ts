@@ -33,6 +33,7 @@ program
   .option('--lm-head', 'count the LM head on every visual token')
   .option('--paper', "the paper's accounting (Fig. 2, Table 5: baseline 3555.1 G, k=6 1573.1 G): one 980x980 view, vision tower only, D dense, elementwise ops")
   .option('--image <WxH>', 'a whole image after slicing (thumbnail + slices), in either convention')
+  .option('--compressor <name>', "count this compressor variant instead of the config's (avg-pool, unshuffle-mlp, reused-mlp, cross-attn-topleft, cross-attn-mean, win-attn-mlp, win-attn-reused)")
   .option('--json', 'print one JSON object')
   .action(async (opts: import('./flops.js').FlopsCliOptions) => (await import('./flops.js')).flopsCommand(opts));
 
