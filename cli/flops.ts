@@ -10,7 +10,7 @@
  *   1245.1, 1573.1, 1901.1, 2557.0 G (55.75% fewer at k = 6).
  * --image WxH counts a whole image after slicing (thumbnail + slices) in either convention.
  */
-import { resolveConfig, type LlavaUHDConfig } from '../llava-uhd/config.js';
+import { COMPRESSOR_NAMES, resolveConfig, type CompressorName, type LlavaUHDConfig } from '../llava-uhd/config.js';
 import {
   compareWithBaseline, imageComparison, PAPER_COUNTING, PAPER_VIEW, paperComparison, patchGrid, type BaselineComparison, type FlopsGroup, type ImageComparison, type ModuleGmacs, type ViewSize,
 } from '../llava-uhd/flops.js';
@@ -28,6 +28,8 @@ export interface FlopsCliOptions {
   /** A whole W x H image after slicing, instead of one view. */
   image?: string;
   json?: boolean;
+  /** A compressor variant (llava-uhd/compressors.ts) instead of the config's. */
+  compressor?: string;
 }
 
 /** `448x448` -> { width: 448, height: 448 }; only the syntax is checked here. */
@@ -67,6 +69,10 @@ export async function flopsReport(opts: FlopsCliOptions): Promise<BaselineCompar
     config = await resolveConfig(name);
   } catch (e) {
     throw new Error(`--config: ${(e as Error).message}`);
+  }
+  if (opts.compressor !== undefined) {
+    if (!(COMPRESSOR_NAMES as readonly string[]).includes(opts.compressor)) throw new Error(`--compressor: '${opts.compressor}' is not a compressor; allowed: ${COMPRESSOR_NAMES.join(', ')}`);
+    config = { ...config, compressor: opts.compressor as CompressorName };
   }
   const insertLayer = parseInsertLayer(opts.insertLayer, config);
   const contextTokens = parseContext(opts.context);

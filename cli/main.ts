@@ -33,8 +33,24 @@ program
   .option('--lm-head', 'count the LM head on every visual token')
   .option('--paper', "the paper's accounting (Fig. 2, Table 5: baseline 3555.1 G, k=6 1573.1 G): one 980x980 view, vision tower only, D dense, elementwise ops")
   .option('--image <WxH>', 'a whole image after slicing (thumbnail + slices), in either convention')
+  .option('--compressor <name>', "count this compressor variant instead of the config's (avg-pool, unshuffle-mlp, reused-mlp, cross-attn-topleft, cross-attn-mean, win-attn-mlp, win-attn-reused)")
   .option('--json', 'print one JSON object')
   .action(async (opts: import('./flops.js').FlopsCliOptions) => (await import('./flops.js')).flopsCommand(opts));
+
+program
+  .command('ablate')
+  .description('the compressor ablation (Table 4): insert each variant at each layer with each init into a pretrained post-ViT baseline, fine-tune, evaluate; writes ablation.md and ablation.json')
+  .option('--from <dir>', 'pretrained post-ViT baseline checkpoint folder', 'pretrained/mini')
+  .option('--variants <a,b,...>', 'compressors (avg-pool, unshuffle-mlp, reused-mlp, cross-attn-topleft, cross-attn-mean, win-attn-mlp, win-attn-reused) and/or baseline', 'baseline,win-attn-reused')
+  .option('--insert-layers <k,...>', 'ViT layers after which the compressor runs', '1')
+  .option('--init <reuse,random>', 'initialisations of the compressor', 'reuse')
+  .option('--recipe <name|path>', 'fine-tune recipe (shipped or a JSON file)', 'mini-finetune')
+  .option('--steps <n>', "override every stage's steps")
+  .option('--device <cpu|wasm|webgpu>', 'where to train', 'cpu')
+  .option('--out <dir>', 'where the runs and the table go', 'runs/ablate')
+  .action(async (opts: import('./ablate.js').AblateCliOptions) => {
+    await (await import('./ablate.js')).ablateCommand(opts);
+  });
 
 // `uhd data preview|export|check`: the synthetic training data and JSONL checks (cli/data.ts, loaded when one runs).
 type DataCliOptions = import('./data.js').DataCliOptions;

@@ -65,10 +65,15 @@ function copyAttention(dst: { layer_norm1: LayerNorm; self_attn: MultiHeadAttent
   });
 }
 
+/** Each view's 2x2 windows averaged: [1, sum(h*w), c] -> [1, sum(h*w)/4, c]. */
+export function poolViews(x: Tensor, grids: ViewGrid[]): Tensor {
+  return perRun(x, grids, 'avg-pool', (b, g) => ag.avgPool2x2(b, g.h, g.w));
+}
+
 /** Parameter-free: each 2x2 window's mean. */
 export class AvgPoolCompressor extends Module implements VisionCompressor {
   forward(x: Tensor, grids: ViewGrid[]): Tensor {
-    return perRun(x, grids, 'avg-pool', (b, g) => ag.avgPool2x2(b, g.h, g.w));
+    return poolViews(x, grids);
   }
 }
 

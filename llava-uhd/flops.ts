@@ -186,9 +186,13 @@ function vitLayer(config: LlavaUHDConfig, layer: number, tokens: number, element
 }
 
 /**
- * The compressor D on N tokens of one view (LLAVA-UHD-V4.md, "The intra-ViT compressor D"):
- * window attention with layer k's attention shapes at N tokens, then the MLP branch on the N/4
- * merged tokens: `linear_1` [4f, 4d] and `linear_2` [d, 4f].
+ * The compressor on N tokens of one view: by default the paper's D (LLAVA-UHD-V4.md, "The
+ * intra-ViT compressor D"): window attention with layer k's attention shapes at N tokens, then the
+ * MLP branch on the N/4 merged tokens: `linear_1` [4f, 4d] and `linear_2` [d, 4f]; or the variant
+ * `config.compressor` names (llava-uhd/compressors.ts): avg-pool has no MACs; unshuffle-mlp
+ * [4d, 4d] and [d, 4d] on N/4; reused-mlp D's MLP alone; cross-attn-* q and out at N/4, k and v
+ * at N, 4 keys per query, layer k's MLP at N/4; win-attn-mlp D's attention then unshuffle-mlp.
+ * Elementwise ops are counted for D only (the paper's accounting).
  */
 function compressor(config: LlavaUHDConfig, tokens: number, denseWindow: boolean, elementwise: boolean): ModuleFlops {
   const v = config.vision_config;
@@ -197,16 +201,42 @@ function compressor(config: LlavaUHDConfig, tokens: number, denseWindow: boolean
   const heads = v.num_attention_heads;
   const merged = tokens / 4;
   const keysPerQuery = denseWindow ? tokens : 4;
-  return row('compressor', 'vit_merger', tokens, {
+  const windowAttention = {
     q_proj: linear(tokens, d, d),
     k_proj: linear(tokens, d, d),
     v_proj: linear(tokens, d, d),
     out_proj: linear(tokens, d, d),
     ...attentionScores(tokens * keysPerQuery, heads, d / heads),
-    linear_1: linear(merged, 4 * d, 4 * f),
-    linear_2: linear(merged, 4 * f, d),
-    ...(elementwise ? { elementwise: tokens * elementwisePerToken(config) } : {}),
-  }, { tokensOut: merged });
+  };
+  const unshuffleMlp = { linear_1: linear(merged, 4 * d, 4 * d), linear_2: linear(merged, 4 * d, d) };
+  const reusedMlp = { linear_1: linear(merged, 4 * d, 4 * f), linear_2: linear(merged, 4 * f, d) };
+  const variant = config.compressor ?? 'win-attn-reused';
+  const parts: Record<string, number> = (() => {
+    switch (variant) {
+      case 'avg-pool':
+        return {};
+      case 'unshuffle-mlp':
+        return unshuffleMlp;
+      case 'reused-mlp':
+        return reusedMlp;
+      case 'cross-attn-topleft':
+      case 'cross-attn-mean':
+        return {
+          q_proj: linear(merged, d, d),
+          k_proj: linear(tokens, d, d),
+          v_proj: linear(tokens, d, d),
+          out_proj: linear(merged, d, d),
+          ...attentionScores(merged * 4, heads, d / heads),
+          fc1: linear(merged, d, f),
+          fc2: linear(merged, f, d),
+        };
+      case 'win-attn-mlp':
+        return { ...windowAttention, ...unshuffleMlp };
+      case 'win-attn-reused':
+        return { ...windowAttention, ...reusedMlp, ...(elementwise ? { elementwise: tokens * elementwisePerToken(config) } : {}) };
+    }
+  })();
+  return row('compressor', 'vit_merger', tokens, parts, { tokensOut: merged });
 }
 
 /**

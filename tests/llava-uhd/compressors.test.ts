@@ -3,7 +3,12 @@
  * views kept apart, the reuse property where it applies, gradcheck of every variant's parameters,
  * and a whole tiny model per variant forward and backward. All on the CPU (float64).
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { saveCheckpointFolder } from '../../llava-uhd/checkpoint-folder.js';
+import { loadModel } from '../../llava-uhd/load.js';
 import * as ag from '../../autograd/index.js';
 import type { Module } from '../../nn/index.js';
 import * as uhd from '../../tensor/index.js';
@@ -160,6 +165,26 @@ describe('compressor variants', () => {
       expect(used.length > 0).toBe(name !== 'avg-pool');
       for (const [n, p] of used) expect(p.grad, n).toBeTruthy();
       expect(m.vpm.embeddings.patch_embedding.parameters().every((p) => p.grad)).toBe(true);
+    });
+  }
+
+  for (const name of ['avg-pool', 'cross-attn-mean', 'win-attn-mlp'] as const) {
+    it(`${name}: a checkpoint folder keeps the variant and its weights`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'uhd-variant-'));
+      try {
+        uhd.manualSeed(2);
+        const m = new LlavaUHD({ ...structuredClone(CONFIGS.tiny), compressor: name });
+        randomiseNorms(m);
+        await saveCheckpointFolder(m, dir);
+        const { model } = await loadModel({ weights: dir, device: 'cpu' });
+        expect(model.config.compressor).toBe(name);
+        expect([...model.stateDict().keys()]).toEqual([...m.stateDict().keys()]);
+        uhd.manualSeed(3);
+        const view = uhd.randn([3, 112, 112]);
+        expect(Array.from(await model.encodeViews([view]).features.data())).toEqual(Array.from(await m.encodeViews([view]).features.data()));
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   }
 });

@@ -343,3 +343,28 @@ describe("the paper's accounting (Figure 2, Table 5)", () => {
     expect(formatFlops(await flopsReport({}), 'llava-uhd-v4')).toContain('--paper');
   });
 });
+
+describe('compressor variants (--compressor)', () => {
+  it("win-attn-reused keeps the paper's numbers; avg-pool adds no MACs; every variant is counted", async () => {
+    const d = await flopsReport({ paper: true, compressor: 'win-attn-reused' });
+    expect(d.total_gmacs).toBeCloseTo(1573.1, 1);
+    expect(d.total_gmacs).toBe((await flopsReport({ paper: true })).total_gmacs);
+    const pool = await flopsReport({ paper: true, compressor: 'avg-pool' });
+    expect(pool.by_group_gmacs.compressor).toBe(0);
+    expect(pool.total_gmacs).toBeCloseTo(d.total_gmacs - d.by_group_gmacs.compressor, 9);
+    expect(pool.by_group_gmacs.vit).toBe(d.by_group_gmacs.vit);
+    const c = CONFIGS['llava-uhd-v4'].vision_config;
+    const [dd, f, n] = [c.hidden_size, c.intermediate_size, 4900];
+    // reused-mlp: D's MLP alone on N/4 merged tokens, [4f, 4d] and [d, 4f]
+    const mlp = await flopsReport({ paper: true, compressor: 'reused-mlp' });
+    expect(mlp.by_group_gmacs.compressor * 1e9).toBeCloseTo((n / 4) * (4 * dd * 4 * f + 4 * f * dd), -3);
+    const unshuffle = await flopsReport({ paper: true, compressor: 'unshuffle-mlp' });
+    expect(unshuffle.by_group_gmacs.compressor * 1e9).toBeCloseTo((n / 4) * (4 * dd * 4 * dd + 4 * dd * dd), -3);
+    for (const name of ['cross-attn-topleft', 'cross-attn-mean', 'win-attn-mlp']) {
+      const r = await flopsReport({ paper: true, compressor: name });
+      expect(r.by_group_gmacs.compressor).toBeGreaterThan(0);
+      expect(r.by_group_gmacs.compressor).toBeLessThan(d.by_group_gmacs.compressor);
+    }
+    await expect(flopsReport({ compressor: 'max-pool' })).rejects.toThrow("--compressor: 'max-pool' is not a compressor; allowed: avg-pool");
+  });
+});
