@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { closeDevice as shutdown, parseDevice } from '../backends/index.js';
+import { chooseDevice, closeDevice as shutdown, parseDevice } from '../backends/index.js';
 import { ablationTable, fineTuneVariant, type VariantResult, type VariantSpec } from '../llava-uhd/ablate.js';
 import { COMPRESSORS, COMPRESSOR_NAMES, type CompressorName } from '../llava-uhd/compressors.js';
 import { loadDatasets } from '../llava-uhd/datasets.js';
@@ -58,7 +58,7 @@ function withSteps(r: Recipe, steps: number): Recipe {
 }
 
 export async function ablateCommand(o: AblateCliOptions): Promise<{ results: VariantResult[]; markdown: string }> {
-  const device = parseDevice('--device', o.device ?? 'cpu');
+  if (o.device && o.device !== 'auto') parseDevice('--device', o.device, ['auto']);
   const from = o.from ?? DEFAULT_BASELINE;
   const variants = list(o.variants ?? 'baseline,win-attn-reused', '--variants').map((v) => {
     if (v !== 'baseline' && !(COMPRESSOR_NAMES as readonly string[]).includes(v)) throw new FlagError('--variants', `'${v}' is not a compressor; allowed: baseline, ${COMPRESSOR_NAMES.join(', ')}`);
@@ -72,12 +72,12 @@ export async function ablateCommand(o: AblateCliOptions): Promise<{ results: Var
   const steps = intFlag(o.steps, '--steps', { min: 1 });
   const out = o.out ?? 'runs/ablate';
   if (!existsSync(from)) {
-    throw new FlagError('--from', `${from} does not exist: it must be a pretrained post-ViT baseline checkpoint folder${from === DEFAULT_BASELINE ? ` (the default, ${DEFAULT_BASELINE}, is produced by the main job's pretraining and is not there yet)` : ''}`);
+    throw new FlagError('--from', `${from} does not exist: it must be a pretrained post-ViT baseline checkpoint folder${from === DEFAULT_BASELINE ? ` (the default, ${DEFAULT_BASELINE}, is made by \`uhd pretrain\`: see pretrained/NOTES.md)` : ''}`);
   }
   const resolved = resolveRecipe(o.recipe ?? 'mini-finetune');
   const recipe = steps ? withSteps(resolved.recipe, steps) : resolved.recipe;
   try {
-    const { model: baseline, tok, device: used } = await loadModel({ weights: from, device });
+    const { model: baseline, tok, device: used } = await loadModel({ weights: from, device: await chooseDevice('--device', o.device ?? 'auto') });
     if (baseline.config.insert_layer_id !== null) throw new FlagError('--from', `${from} has a compressor after layer ${baseline.config.insert_layer_id}; the ablation starts from a post-ViT baseline (insert_layer_id null / -1)`);
     const L = baseline.config.vision_config.num_hidden_layers;
     for (const k of layers) if (k >= L) throw new FlagError('--insert-layers', `${k} is not a layer of ${from}'s tower (0..${L - 1})`);

@@ -46,7 +46,7 @@ program
   .option('--init <reuse,random>', 'initialisations of the compressor', 'reuse')
   .option('--recipe <name|path>', 'fine-tune recipe (shipped or a JSON file)', 'mini-finetune')
   .option('--steps <n>', "override every stage's steps")
-  .option('--device <cpu|wasm|webgpu>', 'where to train', 'cpu')
+  .option('--device <auto|cpu|wasm|webgpu>', 'where to train (auto: WebGPU on a GPU adapter, else wasm)', 'auto')
   .option('--out <dir>', 'where the runs and the table go', 'runs/ablate')
   .action(async (opts: import('./ablate.js').AblateCliOptions) => {
     await (await import('./ablate.js')).ablateCommand(opts);

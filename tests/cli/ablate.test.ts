@@ -66,7 +66,7 @@ describe('uhd ablate', () => {
     await expect(ablateCommand({ from: dir, init: 'zeros' })).rejects.toThrow(/--init: must be reuse or random, got 'zeros'/);
     await expect(ablateCommand({ from: dir, insertLayers: '1,x' })).rejects.toThrow(/--insert-layers: must be an integer >= 0, got 'x'/);
     await expect(ablateCommand({ from: join(dir, 'nowhere') })).rejects.toThrow(/--from: .*nowhere does not exist/);
-    await expect(ablateCommand({})).rejects.toThrow(/pretrained\/mini.*not there yet/);
+    await expect(ablateCommand({ from: dir, device: 'gpu' })).rejects.toThrow(/--device: 'gpu'/);
   });
 
   it('the grid runs a variant without reuse-init once per layer', () => {
