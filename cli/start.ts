@@ -11,26 +11,22 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as ag from '../autograd/index.js';
 import { chooseDevice, closeDevice } from '../backends/index.js';
 import { saveCheckpointFolder } from '../llava-uhd/checkpoint-folder.js';
-import type { CompressorName } from '../llava-uhd/compressors.js';
-import { type LlavaUHDConfig } from '../llava-uhd/config.js';
 import { MIX_CLASSES, MIX_LABELS, mixSample, type MixLabel, type MixSample } from '../llava-uhd/data/pretrain-mix.js';
 import { loadDatasets } from '../llava-uhd/datasets.js';
 import { answer, type EvalResult } from '../llava-uhd/evaluate.js';
 import { encodePng } from '../llava-uhd/image.js';
 import { loadModel } from '../llava-uhd/load.js';
-import { LlavaUHD } from '../llava-uhd/model.js';
-import { viewPixels, prepareImage } from '../llava-uhd/preprocess.js';
+import { insertCompressor, featureAgreement } from '../llava-uhd/insert.js';
+import type { LlavaUHD } from '../llava-uhd/model.js';
 import { parseCurves } from '../llava-uhd/report/curves.js';
-import { writeReport } from '../llava-uhd/report/html.js';
+import { renderReportPng, writeReport, type ReportInput } from '../llava-uhd/report/html.js';
 import { mergeMap, mergeMapSvg, sliceGridSvg } from '../llava-uhd/report/picture.js';
 import { METRICS_FILE } from '../llava-uhd/run-dir.js';
 import type { Tokenizer } from '../llava-uhd/tokenizer.js';
-import { validationLoss, type Dataset, type StageSpec } from '../llava-uhd/train.js';
-import type { ViewGrid } from '../llava-uhd/vision.js';
-import { manualSeed, tensor, tidy, type Device, type Tensor } from '../tensor/index.js';
+import { validationLoss, type StageSpec } from '../llava-uhd/train.js';
+import type { Device } from '../tensor/index.js';
 import { intFlag } from './options.js';
 import { evaluateWithProgress, resolveRecipe, trainWithProgress } from './train.js';
 
@@ -58,79 +54,6 @@ interface Contender {
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
-
-/**
- * The baseline with D inserted after layer k: every weight carried over, the connector's last
- * merge round (the one into the LLM) becoming the only one (D did the first 2x2 merge), D
- * initialised from layer k by parameter reuse (LLAVA-UHD-V4.md, "D") or drawn at random;
- * `variant` puts another compressor of the paper's Table 4 in D's place (compressors.ts).
- */
-export function withCompressor(baseline: LlavaUHD, k: number, init: 'reuse' | 'random', seed: number, variant?: CompressorName): LlavaUHD {
-  const config: LlavaUHDConfig = { ...structuredClone(baseline.config), insert_layer_id: k, merger_times: 1, ...(variant ? { compressor: variant } : {}) };
-  const device = baseline.parameters()[0].device;
-  manualSeed(seed);
-  const m = new LlavaUHD(config, { device }); // its D: drawn at random, then reused from its own layer k
-  const rounds = baseline.resampler.rounds.length;
-  const sd = new Map<string, Tensor>();
-  for (const [n, t] of baseline.stateDict()) {
-    if (n.startsWith('resampler.mlp.')) {
-      const round = Number(n.split('.')[2]);
-      if (round === rounds - 1) sd.set(n.replace(`resampler.mlp.${round}.`, 'resampler.mlp.0.'), t);
-    } else sd.set(n, t);
-  }
-  const randomD = init === 'random' ? new Map([...m.stateDict()].filter(([n]) => n.startsWith('vit_merger.')).map(([n, t]) => [n, t.clone()])) : null;
-  m.loadStateDict(sd, { strict: false });
-  if (randomD) {
-    m.loadStateDict(randomD, { strict: false });
-    for (const t of randomD.values()) t.dispose();
-  } else m.initCompressor();
-  return m;
-}
-
-/** Pools each view's tokens [1, sum(h*w), d] over 2x2 windows -> [sum(h*w)/4, d]. */
-function pool2x2(x: Tensor, grids: ViewGrid[], device: Device): Tensor {
-  const n = grids.reduce((a, g) => a + g.h * g.w, 0);
-  const P = new Float32Array((n / 4) * n);
-  let at = 0;
-  let row = 0;
-  for (const g of grids) {
-    for (let r = 0; r < g.h; r += 2) {
-      for (let c = 0; c < g.w; c += 2, row++) {
-        for (const [dr, dc] of [[0, 0], [0, 1], [1, 0], [1, 1]]) P[row * n + at + (r + dr) * g.w + c + dc] = 0.25;
-      }
-    }
-    at += g.h * g.w;
-  }
-  return ag.matmul(tensor(P, { shape: [n / 4, n], device }), ag.reshape(x, [n, x.shape[2]]));
-}
-
-/**
- * Mean cosine similarity, over tokens and images, between the D model's final tower features and
- * the baseline's pooled 2x2 (what D replaces): 1 is no disturbance of the pretrained output.
- */
-export async function featureCosine(baseline: LlavaUHD, withD: LlavaUHD, images: Dataset, n: number, device: Device): Promise<number> {
-  let sum = 0;
-  let count = 0;
-  for (let i = 0; i < Math.min(n, images.size); i++) {
-    const views = prepareImage(images.get(i).images[0], withD.config, 4).views;
-    const cos = ag.noGrad(() =>
-      tidy(() => {
-        const px = viewPixels(views, device);
-        const a = baseline.vpm.forward(px, null, null);
-        const b = withD.vpm.forward(px, withD.vit_merger, withD.config.insert_layer_id);
-        const pa = pool2x2(a.x, a.grids, device);
-        const pb = ag.reshape(b.x, [b.x.shape[1], b.x.shape[2]]);
-        const dot = ag.sum(ag.mul(pa, pb), -1);
-        const norms = ag.mul(ag.sqrt(ag.sum(ag.mul(pa, pa), -1)), ag.sqrt(ag.sum(ag.mul(pb, pb), -1)));
-        return ag.sum(ag.div(dot, norms));
-      }),
-    );
-    sum += await cos.item();
-    count += (views.reduce((a, v) => a + (v.width / 14) * (v.height / 14), 0)) / 4;
-    cos.dispose();
-  }
-  return sum / count;
-}
 
 export async function startCommand(o: StartOptions): Promise<void> {
   const { recipe, baseDir } = resolveRecipe('mini-finetune');
@@ -163,15 +86,17 @@ export async function startCommand(o: StartOptions): Promise<void> {
     );
     const contenders: Contender[] = [
       { label: 'baseline (post-ViT 16x)', name: 'baseline', model: baseline },
-      { label: `D after layer ${k}, reuse`, name: 'reuse-d', model: withCompressor(baseline, k, 'reuse', recipe.seed ?? 0) },
-      { label: `D after layer ${k}, random`, name: 'random-d', model: withCompressor(baseline, k, 'random', recipe.seed ?? 0) },
-      { label: `avg-pool after layer ${k}`, name: 'avg-pool', model: withCompressor(baseline, k, 'reuse', recipe.seed ?? 0, 'avg-pool') },
+      // llava-uhd/insert.ts: tower and LLM copied, the connector's last round the only one, D by
+      // parameter reuse from layer k or drawn at random; avg-pool (Table 4) has no parameters
+      { label: `D after layer ${k}, reuse`, name: 'reuse-d', model: insertCompressor(baseline, { variant: 'win-attn-reused', layer: k, init: 'reuse' }) },
+      { label: `D after layer ${k}, random`, name: 'random-d', model: insertCompressor(baseline, { variant: 'win-attn-reused', layer: k, init: 'random', seed: recipe.seed ?? 0 }) },
+      { label: `avg-pool after layer ${k}`, name: 'avg-pool', model: insertCompressor(baseline, { variant: 'avg-pool', layer: k, init: 'random' }) },
     ];
     // step 0: how far D moves the pretrained output, before any fine-tuning
     const probe = data.val && data.val.size > 0 ? data.val : data.test!;
     for (const c of contenders) {
       const loss = await validationLoss(c.model, tok, probe, stage, device, probe.size);
-      const cosine = c.model.vit_merger ? await featureCosine(baseline, c.model, probe, 8, device) : 1;
+      const cosine = c.model.vit_merger ? (await featureAgreement(baseline, c.model, probe, { tok, device, stage, limit: 8 })).cosine : 1;
       c.step0 = { cosine, loss };
     }
     console.log('Step 0 (before fine-tuning):');
@@ -191,8 +116,7 @@ export async function startCommand(o: StartOptions): Promise<void> {
     const fresh = await askAboutFreshImage(contenders, tok, device, out, MIX_LABELS.length + MIX_LABELS.indexOf(types[0]), stage.max_slices);
     const reportPath = join(out, 'report.html');
     const map = await mergeMap(contenders[1].model, fresh.sample.images[0], { maxSlices: 4 });
-    writeReport(
-      {
+    const reportInput: ReportInput = {
         title: 'LLaVA-UHD v4 in miniature: D inserted into a pretrained baseline',
         summary: `From ${weights}: the baseline, D after layer ${k} by parameter reuse and D drawn at random, each fine-tuned ${stage.steps} steps x ${stage.batch_size} on the ${types.join(', ')} questions (${device}).`,
         table: { header: rows[0], rows: rows.slice(1) },
@@ -204,10 +128,10 @@ export async function startCommand(o: StartOptions): Promise<void> {
         mergeMapSvg: mergeMapSvg(map),
         question: { text: fresh.sample.question, truth: fresh.sample.answer, answers: fresh.answers },
         footer: `npm start (uhd start) on ${device}`,
-      },
-      reportPath,
-    );
-    console.log(`Report: ${reportPath}`);
+    };
+    writeReport(reportInput, reportPath);
+    await renderReportPng(reportInput, join(out, 'report.png'));
+    console.log(`Report: ${reportPath} (and a picture of it: ${join(out, 'report.png')})`);
   } finally {
     closeDevice();
   }

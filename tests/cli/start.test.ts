@@ -3,41 +3,20 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { featureCosine, startCommand, withCompressor } from '../../cli/start.js';
+import { startCommand } from '../../cli/start.js';
 import { CONFIGS, type LlavaUHDConfig } from '../../llava-uhd/config.js';
-import { MixSplit } from '../../llava-uhd/data/pretrain-mix.js';
 import { loadModel } from '../../llava-uhd/load.js';
-import type { LlavaUHD } from '../../llava-uhd/model.js';
 import { pretrain } from '../../llava-uhd/pretrain.js';
 import { openDevice } from '../../backends/index.js';
 
 const root = mkdtempSync(join(tmpdir(), 'uhd-start-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 const small: LlavaUHDConfig = { ...structuredClone(CONFIGS['tiny-baseline']), tokenizer_words: CONFIGS.mini.tokenizer_words, text_config: { ...CONFIGS.tiny.text_config, vocab_size: 320 } };
-let baseline: LlavaUHD;
 
 beforeAll(async () => {
   await openDevice('wasm');
-  baseline = (await pretrain({ config: small, device: 'wasm', out: join(root, 'pre'), seed: 2, towerSteps: 2, towerBatch: 4, lmSteps: 2, lmBatch: 2, heldOut: 4 })).model;
+  await pretrain({ config: small, device: 'wasm', out: join(root, 'pre'), seed: 2, towerSteps: 2, towerBatch: 4, lmSteps: 2, lmBatch: 2, heldOut: 4 });
 }, 60_000);
-
-const values = async (m: LlavaUHD, k: string) => Array.from(await m.stateDict().get(k)!.data());
-
-describe('inserting D into the pretrained baseline', () => {
-  it('carries every weight, the last merge round becomes the only one, D reused from layer k or drawn at random', async () => {
-    const reuse = withCompressor(baseline, 1, 'reuse', 0);
-    const random = withCompressor(baseline, 1, 'random', 0);
-    expect(reuse.config.insert_layer_id).toBe(1);
-    expect(reuse.resampler.rounds.length).toBe(1);
-    for (const k of ['vpm.encoder.layers.3.mlp.fc2.weight', 'llm.model.embed_tokens.weight', 'vpm.post_layernorm.weight']) expect(await values(reuse, k), k).toEqual(await values(baseline, k));
-    expect(await values(reuse, 'resampler.mlp.0.mlp.2.weight')).toEqual(await values(baseline, 'resampler.mlp.1.mlp.2.weight'));
-    expect(await values(reuse, 'vit_merger.self_attn.q_proj.weight')).toEqual(await values(baseline, 'vpm.encoder.layers.1.self_attn.q_proj.weight'));
-    expect(await values(random, 'vit_merger.self_attn.q_proj.weight')).not.toEqual(await values(baseline, 'vpm.encoder.layers.1.self_attn.q_proj.weight'));
-    const c = await featureCosine(baseline, reuse, new MixSplit('test', 2), 2, 'wasm');
-    expect(c).toBeGreaterThan(-1);
-    expect(c).toBeLessThan(1);
-  });
-});
 
 describe('uhd start', () => {
   it('prints step 0 for each model, the table, the answers of every model to a fresh question, the report, four folders that load', async () => {
@@ -63,6 +42,7 @@ describe('uhd start', () => {
     expect(report).toContain('</html>');
     for (const label of ['baseline (post-ViT 16x)', 'D after layer 1, reuse', 'D after layer 1, random', 'avg-pool after layer 1']) expect(report).toContain(label);
     expect(report).toContain('<svg');
+    expect(existsSync(join(root, 'demo', 'report.png'))).toBe(true);
     for (const name of ['baseline', 'reuse-d', 'random-d', 'avg-pool']) {
       expect(existsSync(join(root, 'demo', name, 'model.safetensors')), name).toBe(true);
       const m = await loadModel({ weights: join(root, 'demo', name), device: 'wasm' });
