@@ -55,15 +55,21 @@ export function niceTicks(lo: number, hi: number, count = 5): number[] {
 const fmtTick = (v: number) => (Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-3) ? v.toExponential(0) : String(Number(v.toPrecision(4))));
 
 /** The plot area of a chart of this size (margins for the axes, title and legend). */
-export function plotArea(width: number, height: number): PlotArea {
-  return { left: 64, top: 36, right: width - 150, bottom: height - 44 };
+export function plotArea(width: number, height: number, legendWidth = 150): PlotArea {
+  return { left: 64, top: 36, right: width - legendWidth, bottom: height - 44 };
+}
+
+/** Room for the legend: at least 150, more for long labels (about 6.6 units a character), at most 40% of the width. */
+export function legendWidth(series: readonly Series[], width: number): number {
+  const longest = Math.max(0, ...series.map((s) => s.label.length));
+  return Math.round(Math.min(width * 0.4, Math.max(150, 50 + 6.6 * longest)));
 }
 
 /** An SVG line chart of the series; throws if no series has a drawable point. */
 export function lineChart(series: readonly Series[], o: ChartOptions = {}): string {
   const width = o.width ?? 720;
   const height = o.height ?? 360;
-  const area = plotArea(width, height);
+  const area = plotArea(width, height, legendWidth(series, width));
   const drawable = (y: number) => Number.isFinite(y) && (!o.logY || y > 0);
   const pts = series.flatMap((s) => s.points.filter(([x, y]) => Number.isFinite(x) && drawable(y)));
   if (pts.length === 0) throw new Error(`lineChart${o.title ? ` '${o.title}'` : ''}: no finite points to draw`);

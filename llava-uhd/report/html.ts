@@ -96,16 +96,32 @@ export function reportPosterSvg(r: ReportInput, width = 1000): string {
   const colW = [Math.min(330, width * 0.34), ...new Array<number>(cols - 1).fill((width - 32 - Math.min(330, width * 0.34)) / Math.max(1, cols - 1))];
   const rowH = 20;
   const allRows = [r.table.header, ...r.table.rows];
+  // a cell wider than its column (about 6.6 units a character) breaks at spaces into lines
+  const wrap = (text: string, w: number): string[] => {
+    const max = Math.max(4, Math.floor(w / 6.6));
+    const lines: string[] = [];
+    let line = '';
+    for (const word of text.split(' ')) {
+      if (line && line.length + 1 + word.length > max) {
+        lines.push(line);
+        line = word;
+      } else line = line ? `${line} ${word}` : word;
+    }
+    return [...lines, line];
+  };
   allRows.forEach((row, i) => {
     let x = 16;
+    const cells = row.map((cell, c) => wrap(cell, colW[c] - 8));
+    const h = rowH + 14 * (Math.max(...cells.map((l) => l.length)) - 1);
     y += rowH;
-    if (i === 0) out.push(`<rect x="16" y="${y - 14}" width="${width - 32}" height="${rowH}" fill="#f0f0f0"/>`);
-    row.forEach((cell, c) => {
+    if (i === 0) out.push(`<rect x="16" y="${y - 14}" width="${width - 32}" height="${h}" fill="#f0f0f0"/>`);
+    cells.forEach((lines, c) => {
       const anchor = c === 0 ? 'start' : 'end';
       const tx = c === 0 ? x + 4 : x + colW[c] - 4;
-      out.push(`<text x="${tx.toFixed(1)}" y="${y}" text-anchor="${anchor}" font-size="12"${i === 0 ? ' font-weight="bold"' : ''}>${e(cell)}</text>`);
+      lines.forEach((l, j) => out.push(`<text x="${tx.toFixed(1)}" y="${y + 14 * j}" text-anchor="${anchor}" font-size="12"${i === 0 ? ' font-weight="bold"' : ''}>${e(l)}</text>`));
       x += colW[c];
     });
+    y += h - rowH;
   });
   y += 16;
   if (r.curves.some((c) => c.loss.length)) {
@@ -121,8 +137,10 @@ export function reportPosterSvg(r: ReportInput, width = 1000): string {
   });
   y += picH + 8;
   if (r.question) {
-    y += 18;
-    out.push(`<text x="16" y="${y}" font-size="13">${e(`Q: ${r.question.text}   truth: ${r.question.truth}   ${r.question.answers.map((a) => `${a.label}: ${JSON.stringify(a.text)}`).join('   ')}`)}</text>`);
+    for (const line of [`Q: ${r.question.text}   truth: ${r.question.truth}`, ...r.question.answers.map((a) => `   ${a.label}: ${JSON.stringify(a.text)}`)]) {
+      y += 18;
+      out.push(`<text x="16" y="${y}" font-size="13" xml:space="preserve">${e(line)}</text>`);
+    }
     y += 10;
   }
   y += 12;

@@ -22,8 +22,8 @@ export function pngDataUri(img: RgbImage): string {
 export function sliceGridSvg(img: RgbImage, model: LlavaUHD, maxSlices?: number, displayWidth = 480): string {
   const prepared = prepareImage(img, model.config, maxSlices);
   const { grid } = prepared.plan;
-  const scale = displayWidth / img.width;
-  const w = displayWidth;
+  const scale = Math.min(displayWidth / img.width, displayWidth / img.height); // fits a square
+  const w = Math.round(img.width * scale);
   const h = Math.round(img.height * scale);
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h + 22}" viewBox="0 0 ${w} ${h + 22}" font-family="sans-serif" font-size="12">`,
@@ -109,8 +109,8 @@ export async function mergeMap(model: LlavaUHD, img: RgbImage, opts: { layer?: n
 
 /** The merge map drawn over its view: each 2x2 window tinted, redder where its tokens differ more. */
 export function mergeMapSvg(m: MergeMap, displayWidth = 480): string {
-  const scale = displayWidth / m.image.width;
-  const w = displayWidth;
+  const scale = Math.min(displayWidth / m.image.width, displayWidth / m.image.height);
+  const w = Math.round(m.image.width * scale);
   const h = Math.round(m.image.height * scale);
   const ww = Math.floor(m.grid.w / 2);
   const wh = Math.floor(m.grid.h / 2);
