@@ -240,7 +240,7 @@ export class GpuContext {
 
   releaseBuffer(buffer: GPUBuffer): void {
     if (!this.gpu) return; // after shutdown
-    const size = buffer.size;
+    const size = this.bufferSize(buffer);
     const map = this.encoder ? this.recent : this.pool;
     let list = map.get(size);
     if (!list) map.set(size, (list = []));

@@ -123,11 +123,13 @@ function ropeHost(starts: readonly number[], S: number, headDim: number, theta: 
   const half = headDim / 2;
   const cos = new Float64Array(starts.length * S * headDim);
   const sin = new Float64Array(starts.length * S * headDim);
+  const invFreq = new Float64Array(half);
+  for (let i = 0; i < half; i++) invFreq[i] = theta ** (-(2 * i) / headDim);
   starts.forEach((s0, b) => {
     for (let p = 0; p < S; p++) {
       const row = (b * S + p) * headDim;
       for (let i = 0; i < half; i++) {
-        const angle = (s0 + p) * theta ** (-(2 * i) / headDim);
+        const angle = (s0 + p) * invFreq[i];
         cos[row + i] = cos[row + i + half] = Math.cos(angle);
         sin[row + i] = sin[row + i + half] = Math.sin(angle);
       }
