@@ -87,6 +87,20 @@ const BINDING_RE = /@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_
 /** Bind groups cached at most (cleared when full, and whenever a pooled buffer is destroyed). */
 const MAX_BIND_GROUPS = 8192;
 
+/** One level of the bind-group cache: the next number of the key, and the group where a key ends. */
+class BindGroupNode {
+  next: Map<number, BindGroupNode> | null = null;
+  group: GPUBindGroup | null = null;
+}
+
+/** The child of `node` under `k` (made when missing). */
+function step(node: BindGroupNode, k: number): BindGroupNode {
+  const next = (node.next ??= new Map());
+  let child = next.get(k);
+  if (!child) next.set(k, (child = new BindGroupNode()));
+  return child;
+}
+
 /** Counters for benchmarks and tests (cheap: integers and two clock reads per submit). */
 export interface GpuStats {
   dispatches: number;
@@ -131,7 +145,8 @@ export class GpuContext {
   /** Buffers released since the last submit: reusable by kernels, not yet by uploads. */
   private recent = new Map<number, GPUBuffer[]>();
   private pipelines = new Map<string, PipelineEntry>();
-  private bindGroups = new Map<string, GPUBindGroup>();
+  private bindGroupRoot = new BindGroupNode();
+  private bindGroupCount = 0;
   private bufferIds = new WeakMap<GPUBuffer, number>();
   private nextBufferId = 1;
   /** The pipeline last set on the open pass (a repeat needs no setPipeline). */
@@ -225,7 +240,7 @@ export class GpuContext {
 
   releaseBuffer(buffer: GPUBuffer): void {
     if (!this.gpu) return; // after shutdown
-    const size = buffer.size;
+    const size = this.bufferSize(buffer);
     const map = this.encoder ? this.recent : this.pool;
     let list = map.get(size);
     if (!list) map.set(size, (list = []));
@@ -260,7 +275,7 @@ export class GpuContext {
 
   /** Frees every pooled buffer (live tensors keep theirs). */
   trimPool(): void {
-    this.bindGroups.clear();
+    this.clearBindGroups();
     for (const map of [this.pool, this.recent]) {
       for (const list of map.values()) for (const b of list) b.destroy();
       map.clear();
@@ -360,16 +375,22 @@ export class GpuContext {
   }
   private bufferSizes = new WeakMap<GPUBuffer, number>();
 
+  /**
+   * The bind group of these buffers under `entry`, cached in a trie of numbers (pipeline id,
+   * uniform size, then per binding the buffer id, or for a range -id, offset, size): a lookup
+   * builds no string and allocates nothing.
+   */
   private bindGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
-    let key = '';
+    let node: BindGroupNode | null = null;
     if (this.tuning.cacheBindGroups) {
-      key = `${entry.id}:${uniformSize}`;
-      for (const b of buffers) {
+      node = step(step(this.bindGroupRoot, entry.id), uniformSize);
+      for (let i = 0; i < buffers.length; i++) {
+        const b = buffers[i];
         const r = asRange(b);
-        key += r ? `,${this.bufferId(r.buffer)}@${r.offset}+${r.size}` : `,${this.bufferId(b as GPUBuffer)}`;
+        if (r) node = step(step(step(node, -this.bufferId(r.buffer)), r.offset), r.size);
+        else node = step(node, this.bufferId(b as GPUBuffer));
       }
-      const hit = this.bindGroups.get(key);
-      if (hit) return hit;
+      if (node.group) return node.group;
     }
     const entries: GPUBindGroupEntry[] = [];
     if (entry.hasUniforms) entries.push({ binding: 0, resource: { buffer: this.arena, offset: 0, size: uniformSize } });
@@ -379,11 +400,20 @@ export class GpuContext {
     });
     const group = this.device.createBindGroup({ layout: entry.layout, entries, label });
     this.stats.bindGroupsCreated++;
-    if (this.tuning.cacheBindGroups) {
-      if (this.bindGroups.size >= MAX_BIND_GROUPS) this.bindGroups.clear();
-      this.bindGroups.set(key, group);
+    if (node) {
+      if (this.bindGroupCount >= MAX_BIND_GROUPS) {
+        this.clearBindGroups();
+        return group;
+      }
+      node.group = group;
+      this.bindGroupCount++;
     }
     return group;
+  }
+
+  private clearBindGroups(): void {
+    this.bindGroupRoot = new BindGroupNode();
+    this.bindGroupCount = 0;
   }
 
   private ensurePass(): GPUComputePassEncoder {
@@ -568,7 +598,7 @@ export class GpuContext {
     this.scratchBuffer?.destroy();
     this.indexErrors?.destroy();
     this.pipelines.clear();
-    this.bindGroups.clear();
+    this.clearBindGroups();
     this.device.destroy();
     this.gpu = null;
   }

@@ -106,22 +106,38 @@ export interface AttentionCall {
  * start per row, [B, 1, S, headDim] (rows of a padded batch start at different positions).
  */
 export function ropeTables(start: number | readonly number[], S: number, headDim: number, theta: number, device: Device, dtype: DType = 'float32'): [Tensor, Tensor] {
-  const half = headDim / 2;
   const starts = typeof start === 'number' ? [start] : start;
+  const [cos, sin] = ropeHost(starts, S, headDim, theta);
+  const shape = typeof start === 'number' ? [S, headDim] : [starts.length, 1, S, headDim];
+  return [tensor(cos, { shape, device, dtype }), tensor(sin, { shape, device, dtype })];
+}
+
+/** Host cos/sin tables by (starts, S, headDim, theta): training steps repeat the same positions. */
+const ropeCache = new Map<string, [Float64Array, Float64Array]>();
+const ROPE_CACHE_MAX = 64;
+
+function ropeHost(starts: readonly number[], S: number, headDim: number, theta: number): [Float64Array, Float64Array] {
+  const key = `${starts.join(',')}|${S}|${headDim}|${theta}`;
+  const hit = ropeCache.get(key);
+  if (hit) return hit;
+  const half = headDim / 2;
   const cos = new Float64Array(starts.length * S * headDim);
   const sin = new Float64Array(starts.length * S * headDim);
+  const invFreq = new Float64Array(half);
+  for (let i = 0; i < half; i++) invFreq[i] = theta ** (-(2 * i) / headDim);
   starts.forEach((s0, b) => {
     for (let p = 0; p < S; p++) {
       const row = (b * S + p) * headDim;
       for (let i = 0; i < half; i++) {
-        const angle = (s0 + p) * theta ** (-(2 * i) / headDim);
+        const angle = (s0 + p) * invFreq[i];
         cos[row + i] = cos[row + i + half] = Math.cos(angle);
         sin[row + i] = sin[row + i + half] = Math.sin(angle);
       }
     }
   });
-  const shape = typeof start === 'number' ? [S, headDim] : [starts.length, 1, S, headDim];
-  return [tensor(cos, { shape, device, dtype }), tensor(sin, { shape, device, dtype })];
+  if (ropeCache.size >= ROPE_CACHE_MAX) ropeCache.clear();
+  ropeCache.set(key, [cos, sin]);
+  return [cos, sin];
 }
 
 /** x * cos + rotateHalf(x) * sin, rotateHalf(x) = [-x2, x1]; x: [B, H, S, hd]. */
