@@ -16,6 +16,7 @@ import type { Tensor } from '../../../tensor/tensor.js';
 import { Func, type Local } from '../emit.js';
 import { MAX_PAGES, WasmStorage } from '../memory.js';
 import { Args, ARGS_PTR, runtime } from '../runtime.js';
+import { adamwElement } from './adamw.js';
 
 const CHUNK = 4096;
 const spec = (f: Func) => ({ funcs: [{ name: 'run', func: f }], maxPages: MAX_PAGES, globals: ['tid', 'scratch'] });
@@ -74,32 +75,9 @@ function adamwManyKernel(): Func {
     const [P, G, M, V] = Array.from({ length: 4 }, () => f.local('i32'));
     [P, G, M, V].forEach((l, k) => f.get(rec).i32_load(4 * (1 + k)).set(l));
     const h = Array.from({ length: 8 }, () => f.local('v128'));
-    const [decay, b1, ob1, b2, ob2, step, ic2, eps] = h;
     h.forEach((l, k) => f.get(rec).f32_load(4 * (5 + k)).f32x4_splat().set(l));
-    const [g, m, v] = [f.local('v128'), f.local('v128'), f.local('v128')];
-    const [gs, ms, vs, ps] = [f.local('f32'), f.local('f32'), f.local('f32'), f.local('f32')];
-    const lane = (l: Local) => f.get(l).f32x4_extract_lane(0);
-    elements(f, i0, i1, (at) => {
-      f.get(G).get(at).i32_add().v128_load().set(g);
-      f.get(b1).get(M).get(at).i32_add().v128_load().f32x4_mul().get(ob1).get(g).f32x4_mul().f32x4_add().set(m);
-      f.get(b2).get(V).get(at).i32_add().v128_load().f32x4_mul().get(ob2).get(g).get(g).f32x4_mul().f32x4_mul().f32x4_add().set(v);
-      f.get(M).get(at).i32_add().get(m).v128_store();
-      f.get(V).get(at).i32_add().get(v).v128_store();
-      // p = p (1 - lr wd) - (lr / c1) m / (sqrt(v / c2) + eps)
-      f.get(P).get(at).i32_add();
-      f.get(P).get(at).i32_add().v128_load().get(decay).f32x4_mul();
-      f.get(step).get(m).f32x4_mul().get(v).get(ic2).f32x4_mul().f32x4_sqrt().get(eps).f32x4_add().f32x4_div().f32x4_sub();
-      f.v128_store();
-    }, (at) => {
-      f.get(G).get(at).i32_add().f32_load().set(gs);
-      lane(b1); f.get(M).get(at).i32_add().f32_load().f32_mul(); lane(ob1); f.get(gs).f32_mul().f32_add().set(ms);
-      lane(b2); f.get(V).get(at).i32_add().f32_load().f32_mul(); lane(ob2); f.get(gs).get(gs).f32_mul().f32_mul().f32_add().set(vs);
-      f.get(M).get(at).i32_add().get(ms).f32_store();
-      f.get(V).get(at).i32_add().get(vs).f32_store();
-      f.get(P).get(at).i32_add().f32_load(); lane(decay); f.f32_mul();
-      lane(step); f.get(ms).f32_mul().get(vs); lane(ic2); f.f32_mul().f32_sqrt(); lane(eps); f.f32_add().f32_div().f32_sub().set(ps);
-      f.get(P).get(at).i32_add().get(ps).f32_store();
-    });
+    const update = adamwElement(f, [P, G, M, V], h);
+    elements(f, i0, i1, update.vector, update.scalar);
   });
 }
 
