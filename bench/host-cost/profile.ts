@@ -1,5 +1,5 @@
 /**
- * `npm run bench:host-profile [-- --steps N]`: where the
+ * `npm run bench:host-profile [-- --steps N] [--cpuprofile FILE]`: where the
  * main thread's time goes in training steps of the main job's tiny model on WebGPU, by layer of
  * the code. V8's sampling profiler (node:inspector) runs over N steps after a warm-up one; each
  * sample's self time is charged to the folder of the function it was in:
@@ -57,6 +57,10 @@ const args = process.argv.slice(2);
 const at = args.indexOf('--steps');
 const STEPS = at >= 0 ? Number(args[at + 1]) : 4;
 if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${args[at + 1]}' is not a positive integer`);
+const cp = args.indexOf('--cpuprofile');
+/** `--cpuprofile FILE`: also write V8's raw profile (opens in Chrome DevTools' Performance panel). */
+const CPUPROFILE = cp >= 0 ? args[cp + 1] : null;
+if (cp >= 0 && !CPUPROFILE) throw new Error('--cpuprofile: give a file name');
 
 await initWebGPU();
 const load0 = os.loadavg();
@@ -74,6 +78,7 @@ const runs: HostCost[] = [];
 for (const b of batches) runs.push(await train.run(b));
 const { profile } = (await session.post('Profiler.stop')) as { profile: Profile };
 session.disconnect();
+if (CPUPROFILE) writeFileSync(CPUPROFILE, JSON.stringify(profile));
 train.dispose();
 shutdown();
 const load1 = os.loadavg();
