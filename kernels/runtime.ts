@@ -41,10 +41,31 @@ interface PipelineEntry {
   /** Small integer naming the pipeline in bind-group cache keys. */
   id: number;
   pipeline: GPUComputePipeline;
-  layout: GPUBindGroupLayout;
+  /**
+   * The layout of the group after the solo ones (at index `ownGroups`): the uniforms and the
+   * storage bindings past the solo ones; null when the kernel has neither.
+   */
+  layout: GPUBindGroupLayout | null;
   /** Storage bindings declared by the WGSL (at 1, 2, ...). */
   storageBindings: number;
+  /** Per storage binding (index 0 = @binding(1)): whether the kernel writes it. */
+  writable: boolean[];
+  /** The first `ownGroups` storage bindings each sit alone in a group: binding k in group k - 1 (see `pipeline`). */
+  ownGroups: number;
   hasUniforms: boolean;
+}
+
+/**
+ * A buffer's id and size (read once: GPUBuffer.size crosses into Dawn) and its one-binding bind
+ * groups, one per access, made the first time the buffer is bound alone in a group.
+ */
+interface BufferInfo {
+  id: number;
+  size: number;
+  read: GPUBindGroup | null;
+  write: GPUBindGroup | null;
+  /** The same for byte ranges of it (windows of a tensor larger than one binding), by offset/size/access. */
+  ranges: Map<string, GPUBindGroup> | null;
 }
 
 export interface DispatchArgs {
@@ -147,11 +168,20 @@ export class GpuContext {
   private pipelines = new Map<string, PipelineEntry>();
   private bindGroupRoot = new BindGroupNode();
   private bindGroupCount = 0;
-  private bufferIds = new WeakMap<GPUBuffer, number>();
+  private buffers = new WeakMap<GPUBuffer, BufferInfo>();
   private nextBufferId = 1;
   /** The pipeline last set on the open pass (a repeat needs no setPipeline). */
   private passPipeline: GPUComputePipeline | null = null;
+  /** The solo bind groups last set on the open pass at 0, 1, ... (a repeat needs no setBindGroup). */
+  private passGroups: (GPUBindGroup | null)[] = [];
   private readonly dynamicOffset = new Uint32Array(1);
+  /**
+   * Storage bindings that get a bind group of their own (groups 0..n-1; group n holds the
+   * uniforms and any further bindings): maxBindGroups - 1, at most 3.
+   */
+  private readonly ownGroupCount: number;
+  /** The layouts of a one-binding group: read-only and read-write storage at @binding(0). */
+  private readonly soloLayouts: { read: GPUBindGroupLayout; write: GPUBindGroupLayout };
   private readonly maxWorkgroups: number;
   private readonly maxBinding: number;
   /**
@@ -200,6 +230,9 @@ export class GpuContext {
     this.maxWorkgroups = this.device.limits.maxComputeWorkgroupsPerDimension;
     this.maxBinding = this.device.limits.maxStorageBufferBindingSize;
     this.arena = this.device.createBuffer({ size: UNIFORM_ARENA_BYTES, usage: 0x40 /* UNIFORM */ | 0x08 });
+    this.ownGroupCount = Math.max(0, Math.min(3, this.device.limits.maxBindGroups - 1));
+    const solo = (type: GPUBufferBindingType) => this.device.createBindGroupLayout({ entries: [{ binding: 0, visibility: 4 /* COMPUTE */, buffer: { type } }] });
+    this.soloLayouts = { read: solo('read-only-storage'), write: solo('storage') };
     this.device.addEventListener('uncapturederror', (ev) => {
       this.errors.push((ev as GPUUncapturedErrorEvent).error.message);
     });
@@ -321,9 +354,13 @@ export class GpuContext {
 
   /**
    * The pipeline of `code` (compiled on first use, then cached under `key`, default the code).
-   * Its layout is explicit, read off the WGSL's declarations: the uniforms at binding 0 take a
-   * dynamic offset into the uniform arena, so one bind group serves every dispatch of the same
-   * buffers whatever their uniforms.
+   * Its layout is explicit, read off the WGSL's declarations. The first storage bindings (up to
+   * three, as maxBindGroups allows) are moved each into a group of its own (`@group(0)
+   * @binding(k)` becomes `@group(k - 1) @binding(0)`), so a buffer's one bind group serves it in
+   * every kernel and beside any other buffers. The group after them holds the uniforms, whose
+   * dynamic offset into the uniform arena lets one bind group serve every dispatch whatever the
+   * uniforms, and the storage bindings past the solo ones. Solo groups come first so that the
+   * groups a pipeline change keeps are a prefix (Vulkan's layout compatibility).
    */
   pipeline(code: string | (() => string), entryPoint = 'main', key?: string): PipelineEntry {
     const k = key ?? (code as string);
@@ -332,7 +369,7 @@ export class GpuContext {
     if (!entry) {
       const wgsl = typeof code === 'function' ? code() : code;
       const entries: GPUBindGroupLayoutEntry[] = [];
-      let storageBindings = 0;
+      const writable: boolean[] = [];
       let hasUniforms = false;
       for (const m of wgsl.matchAll(BINDING_RE)) {
         const binding = Number(m[1]);
@@ -340,17 +377,30 @@ export class GpuContext {
           hasUniforms = true;
           entries.push({ binding, visibility: 4 /* COMPUTE */, buffer: { type: 'uniform', hasDynamicOffset: true } });
         } else {
-          storageBindings++;
+          writable[binding - 1] = m[3] === 'read_write';
           entries.push({ binding, visibility: 4, buffer: { type: m[3] === 'read_write' ? 'storage' : 'read-only-storage' } });
         }
       }
-      const layout = this.device.createBindGroupLayout({ entries });
-      const module = this.device.createShaderModule({ code: wgsl });
+      const storageBindings = writable.length;
+      for (let i = 0; i < storageBindings; i++) {
+        if (writable[i] === undefined) throw new Error(`webgpu pipeline ${key ?? ''}: storage bindings must be numbered 1..${storageBindings} without gaps (@binding(${i + 1}) is missing)`);
+      }
+      const ownGroups = Math.min(this.ownGroupCount, storageBindings);
+      const moved = wgsl.replace(/@group\(0\)\s*@binding\((\d+)\)/g, (_, b: string) => {
+        const n = Number(b);
+        return n >= 1 && n <= ownGroups ? `@group(${n - 1}) @binding(0)` : `@group(${ownGroups}) @binding(${n})`;
+      });
+      const rest = entries.filter((e) => e.binding === 0 || e.binding > ownGroups);
+      const layout = rest.length > 0 ? this.device.createBindGroupLayout({ entries: rest }) : null;
+      const groupLayouts: GPUBindGroupLayout[] = [];
+      for (let i = 0; i < ownGroups; i++) groupLayouts.push(writable[i] ? this.soloLayouts.write : this.soloLayouts.read);
+      if (layout) groupLayouts.push(layout);
+      const module = this.device.createShaderModule({ code: moved });
       const pipeline = this.device.createComputePipeline({
-        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout] }),
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: groupLayouts }),
         compute: { module, entryPoint },
       });
-      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, hasUniforms };
+      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, writable, ownGroups, hasUniforms };
       this.pipelines.set(cacheKey, entry);
     }
     return entry;
@@ -360,31 +410,73 @@ export class GpuContext {
     return this.pipelines.size;
   }
 
+  /** What the runtime keeps per buffer (made on first sight). */
+  private infoOf(b: GPUBuffer): BufferInfo {
+    let info = this.buffers.get(b);
+    if (!info) this.buffers.set(b, (info = { id: this.nextBufferId++, size: b.size, read: null, write: null, ranges: null }));
+    return info;
+  }
+
   /** A small id per buffer, for bind-group cache keys. */
   private bufferId(b: GPUBuffer): number {
-    let id = this.bufferIds.get(b);
-    if (id === undefined) this.bufferIds.set(b, (id = this.nextBufferId++));
-    return id;
+    return this.infoOf(b).id;
   }
 
   /** A buffer's size (cached: GPUBuffer.size crosses into Dawn). */
   bufferSize(b: GPUBuffer): number {
-    let n = this.bufferSizes.get(b);
-    if (n === undefined) this.bufferSizes.set(b, (n = b.size));
-    return n;
+    return this.infoOf(b).size;
   }
-  private bufferSizes = new WeakMap<GPUBuffer, number>();
+
+  /** The bytes a binding spans: a range's size, or a whole buffer's. */
+  bindingSize(b: BufferBinding): number {
+    return asRange(b)?.size ?? this.bufferSize(b as GPUBuffer);
+  }
 
   /**
-   * The bind group of these buffers under `entry`, cached in a trie of numbers (pipeline id,
-   * uniform size, then per binding the buffer id, or for a range -id, offset, size): a lookup
-   * builds no string and allocates nothing.
+   * The one-binding bind group of `b` (a whole buffer or a range), for reading or for writing:
+   * made once per buffer and access and kept as long as the buffer lives, so pooled buffers
+   * bound in new combinations (a new batch shape, another kernel) need no new bind group.
+   */
+  private soloGroup(b: BufferBinding, write: boolean, label: string): GPUBindGroup {
+    const r = asRange(b);
+    const buffer = r ? r.buffer : (b as GPUBuffer);
+    const info = this.infoOf(buffer);
+    const cache = this.tuning.cacheBindGroups;
+    let key = '';
+    if (cache) {
+      if (!r) {
+        const g = write ? info.write : info.read;
+        if (g) return g;
+      } else {
+        key = `${r.offset}:${r.size}:${write ? 'w' : 'r'}`;
+        const g = info.ranges?.get(key);
+        if (g) return g;
+      }
+    }
+    const group = this.device.createBindGroup({
+      layout: write ? this.soloLayouts.write : this.soloLayouts.read,
+      entries: [{ binding: 0, resource: r ? { buffer, offset: r.offset, size: r.size } : { buffer } }],
+      label,
+    });
+    this.stats.bindGroupsCreated++;
+    if (cache) {
+      if (r) (info.ranges ??= new Map()).set(key, group);
+      else if (write) info.write = group;
+      else info.read = group;
+    }
+    return group;
+  }
+
+  /**
+   * The shared group of a dispatch: the uniform arena and the buffers past the ones bound alone, cached in
+   * a trie of numbers (pipeline id, uniform size, then per binding the buffer id, or for a range
+   * -id, offset, size): a lookup builds no string and allocates nothing.
    */
   private bindGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
     let node: BindGroupNode | null = null;
     if (this.tuning.cacheBindGroups) {
       node = step(step(this.bindGroupRoot, entry.id), uniformSize);
-      for (let i = 0; i < buffers.length; i++) {
+      for (let i = entry.ownGroups; i < buffers.length; i++) {
         const b = buffers[i];
         const r = asRange(b);
         if (r) node = step(step(step(node, -this.bufferId(r.buffer)), r.offset), r.size);
@@ -394,11 +486,12 @@ export class GpuContext {
     }
     const entries: GPUBindGroupEntry[] = [];
     if (entry.hasUniforms) entries.push({ binding: 0, resource: { buffer: this.arena, offset: 0, size: uniformSize } });
-    buffers.forEach((b, i) => {
+    for (let i = entry.ownGroups; i < buffers.length; i++) {
+      const b = buffers[i];
       const r = asRange(b);
       entries.push({ binding: i + 1, resource: r ? { buffer: r.buffer, offset: r.offset, size: r.size } : { buffer: b as GPUBuffer } });
-    });
-    const group = this.device.createBindGroup({ layout: entry.layout, entries, label });
+    }
+    const group = this.device.createBindGroup({ layout: entry.layout!, entries, label });
     this.stats.bindGroupsCreated++;
     if (node) {
       if (this.bindGroupCount >= MAX_BIND_GROUPS) {
@@ -422,6 +515,7 @@ export class GpuContext {
       const timestampWrites = this.passTimestamps?.();
       this.pass = this.encoder.beginComputePass(timestampWrites ? { timestampWrites } : undefined);
       this.passPipeline = null;
+      this.passGroups.fill(null);
     }
     return this.pass;
   }
@@ -448,16 +542,16 @@ export class GpuContext {
       throw new Error(`${args.label}: ${x}x${y}x${z} workgroups exceed the limit ${maxWg} per dimension`);
     }
     const maxBinding = this.bindingLimit;
-    for (let i = 0; i < args.buffers.length; i++) {
-      const b = args.buffers[i];
-      const size = asRange(b)?.size ?? this.bufferSize(b as GPUBuffer);
+    const buffers = args.buffers;
+    for (let i = 0; i < buffers.length; i++) {
+      const size = this.bindingSize(buffers[i]);
       if (size > maxBinding) {
         throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${size} bytes, over ${maxBinding === this.maxBinding ? "this adapter's maxStorageBufferBindingSize" : 'the binding limit set (gpuContext().bindingLimit)'} ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
       }
     }
     const entry = this.pipeline(args.code, args.entryPoint, args.key);
-    if (entry.storageBindings !== args.buffers.length) {
-      throw new Error(`${args.label}: the kernel declares ${entry.storageBindings} storage bindings but ${args.buffers.length} buffers were given`);
+    if (entry.storageBindings !== buffers.length) {
+      throw new Error(`${args.label}: the kernel declares ${entry.storageBindings} storage bindings but ${buffers.length} buffers were given`);
     }
     let offset = -1;
     let uniformSize = 0;
@@ -469,16 +563,27 @@ export class GpuContext {
       offset = this.arenaUsed;
       this.arenaUsed += Math.ceil(uniformSize / this.uniformAlign) * this.uniformAlign;
     }
-    const group = this.bindGroup(entry, args.buffers, uniformSize, args.label);
     const pass = this.ensurePass();
     if (this.passPipeline !== entry.pipeline) {
       pass.setPipeline(entry.pipeline);
       this.passPipeline = entry.pipeline;
     }
-    if (offset >= 0) {
-      this.dynamicOffset[0] = offset;
-      pass.setBindGroup(0, group, this.dynamicOffset, 0, 1);
-    } else pass.setBindGroup(0, group);
+    const own = entry.ownGroups;
+    for (let i = 0; i < own; i++) {
+      const solo = this.soloGroup(buffers[i], entry.writable[i], args.label);
+      if (this.passGroups[i] !== solo) {
+        pass.setBindGroup(i, solo);
+        this.passGroups[i] = solo;
+      }
+    }
+    if (entry.layout) {
+      const group = this.bindGroup(entry, buffers, uniformSize, args.label);
+      if (offset >= 0) {
+        this.dynamicOffset[0] = offset;
+        pass.setBindGroup(own, group, this.dynamicOffset, 0, 1);
+      } else pass.setBindGroup(own, group);
+      this.passGroups[own] = null;
+    }
     pass.dispatchWorkgroups(x, y, z);
     this.stats.dispatches++;
     if (this.stats.byLabel) this.stats.byLabel.set(args.label, (this.stats.byLabel.get(args.label) ?? 0) + 1);

@@ -146,6 +146,25 @@ describe('webgpu runtime', () => {
     for (const t of [x, y, out]) t.dispose();
   });
 
+  it('a buffer keeps one bind group per access: known buffers in a new combination or another kernel bind anew for free', async () => {
+    const c = gpuContext();
+    const [x, y, z] = [1, 2, 3].map((v) => uhd.full([64], v, { device: 'webgpu' }));
+    const out = uhd.zeros([64], { device: 'webgpu' });
+    const add = (a: uhd.Tensor, b: uhd.Tensor) => uhd.tidy(() => uhd.assign(out, uhd.add(a, b)));
+    add(x, y); // each buffer read once, out written once; the add's temporary written and read
+    add(z, z);
+    await c.sync();
+    const before = c.stats.bindGroupsCreated;
+    add(y, z);
+    add(z, x);
+    add(x, x);
+    await c.sync();
+    expect(c.stats.bindGroupsCreated - before).toBe(0);
+    // and the values are those of the new combinations (the last one: 1 + 1)
+    expect(Array.from(await out.data())).toEqual(new Array(64).fill(2));
+    for (const t of [x, y, z, out]) t.dispose();
+  });
+
   it('a kernel given more or fewer buffers than it declares is refused by name', () => {
     const c = gpuContext();
     const buf = c.acquireBuffer(16);
