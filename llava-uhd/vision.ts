@@ -72,10 +72,24 @@ export function positionBucket(i: number, n: number, side: number, lanes: Arange
 
 /** Rows of the side x side position table used by an h x w view, row-major. */
 export function positionIds(grid: ViewGrid, side: number, lanes: ArangeLanes = 8): number[] {
-  const rows = positionBuckets(grid.h, side, lanes);
-  const cols = positionBuckets(grid.w, side, lanes);
-  const ids: number[] = [];
-  for (let i = 0; i < grid.h; i++) for (let j = 0; j < grid.w; j++) ids.push(rows[i] * side + cols[j]);
+  return Array.from(positionIdRows(grid, side, lanes));
+}
+
+/** positionIds as int32, cached by grid, side and lanes (every training step meets the same few grids). */
+const positionIdCache = new Map<string, Int32Array>();
+const POSITION_ID_CACHE_SIZE = 512;
+
+function positionIdRows(grid: ViewGrid, side: number, lanes: ArangeLanes): Int32Array {
+  const key = `${grid.h}x${grid.w}|${side}|${lanes}`;
+  let ids = positionIdCache.get(key);
+  if (!ids) {
+    const rows = positionBuckets(grid.h, side, lanes);
+    const cols = positionBuckets(grid.w, side, lanes);
+    ids = new Int32Array(grid.h * grid.w);
+    for (let i = 0; i < grid.h; i++) for (let j = 0; j < grid.w; j++) ids[i * grid.w + j] = rows[i] * side + cols[j];
+    if (positionIdCache.size >= POSITION_ID_CACHE_SIZE) positionIdCache.clear();
+    positionIdCache.set(key, ids);
+  }
   return ids;
 }
 
@@ -141,7 +155,13 @@ export class VisionTower extends Module {
     const side = this.config.position_embedding_side ?? 70;
     const grids = pixels.map((px) => ({ h: px.shape[1] / p, w: px.shape[2] / p }));
     // every view's patches in one linear layer, every view's position rows in one lookup
-    const ids = tensor(grids.flatMap((g) => positionIds(g, side)), { dtype: 'int32', device: pixels[0].device });
+    const rows = new Int32Array(grids.reduce((n, g) => n + g.h * g.w, 0));
+    let at = 0;
+    for (const g of grids) {
+      rows.set(positionIdRows(g, side, 8), at);
+      at += g.h * g.w;
+    }
+    const ids = tensor(rows, { dtype: 'int32', device: pixels[0].device });
     const pos = this.embeddings.position_embedding.forward(ids); // [sum(h*w), d]
     ids.dispose();
     const x = this.embeddings.patch_embedding.forwardViews(pixels, pos); // [1, sum(h*w), d]
@@ -173,6 +193,11 @@ export class VisionTower extends Module {
 
 /** int32 [1, N]: view index of every token. */
 export function segmentIdsFor(grids: ViewGrid[], device: Device): Tensor {
-  const ids = grids.flatMap((g, v) => new Array<number>(g.h * g.w).fill(v));
-  return tensor([ids], { dtype: 'int32', device });
+  const ids = new Int32Array(grids.reduce((n, g) => n + g.h * g.w, 0));
+  let at = 0;
+  grids.forEach((g, v) => {
+    ids.fill(v, at, at + g.h * g.w);
+    at += g.h * g.w;
+  });
+  return tensor(ids, { dtype: 'int32', device, shape: [1, ids.length] });
 }
