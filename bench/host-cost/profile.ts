@@ -1,7 +1,7 @@
 /**
- * `npm run bench:host-profile [-- --steps N] [--cpuprofile FILE]`: where the
+ * `npm run bench:host-profile [-- --steps N] [--warmup W] [--cpuprofile FILE]`: where the
  * main thread's time goes in training steps of the main job's tiny model on WebGPU, by layer of
- * the code. V8's sampling profiler (node:inspector) runs over N steps after a warm-up one; each
+ * the code. V8's sampling profiler (node:inspector) runs over N steps after W warm-up ones (default 3); each
  * sample's self time is charged to the folder of the function it was in:
  *   kernels/ (our runtime: encoding, bind groups, uniforms), tensor/ (front ends, views, shapes),
  *   autograd/, nn/, llava-uhd/, bench/ (the fixture), the webgpu package's JS, Node internals,
@@ -57,6 +57,10 @@ const args = process.argv.slice(2);
 const at = args.indexOf('--steps');
 const STEPS = at >= 0 ? Number(args[at + 1]) : 4;
 if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${args[at + 1]}' is not a positive integer`);
+const wu = args.indexOf('--warmup');
+/** Steps before the profiled ones (pipelines compile, the pool fills: see run.ts). */
+const WARMUP = wu >= 0 ? Number(args[wu + 1]) : 3;
+if (!Number.isInteger(WARMUP) || WARMUP < 1) throw new Error(`--warmup: '${args[wu + 1]}' is not a positive integer`);
 const cp = args.indexOf('--cpuprofile');
 /** `--cpuprofile FILE`: also write V8's raw profile (opens in Chrome DevTools' Performance panel). */
 const CPUPROFILE = cp >= 0 ? args[cp + 1] : null;
@@ -65,14 +69,14 @@ if (cp >= 0 && !CPUPROFILE) throw new Error('--cpuprofile: give a file name');
 await initWebGPU();
 const load0 = os.loadavg();
 const train = await trainStepFixture();
-await train.step(0); // warm: pipelines compile
+for (let i = 0; i < WARMUP; i++) await train.step(i); // warm: pipelines compile, the pool fills
 const session = new Session();
 session.connect();
 await session.post('Profiler.enable');
 await session.post('Profiler.setSamplingInterval', { interval: 100 });
 // the batches are made first (image resampling, scene rendering: data loading, not host cost per
 // dispatch), so the profile holds only the measured steps
-const batches = Array.from({ length: STEPS }, (_, i) => train.prepare(i + 1));
+const batches = Array.from({ length: STEPS }, (_, i) => train.prepare(WARMUP + i));
 await session.post('Profiler.start');
 const runs: HostCost[] = [];
 for (const b of batches) runs.push(await train.run(b));
@@ -112,7 +116,7 @@ const lines = [
   '',
   `${new Date().toISOString()} · ${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version} · load average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after`,
   '',
-  `One training step of the main job's tiny model on WebGPU (tiny-demo stage 2, batch 8), ${STEPS} steps after a warm-up one, V8's sampling profiler at 100 µs.`,
+  `One training step of the main job's tiny model on WebGPU (tiny-demo stage 2, batch 8), ${STEPS} steps after ${WARMUP} warm-up ones, V8's sampling profiler at 100 µs.`,
   `measure() per step (median): wall ${m.wallMs.toFixed(0)} ms = inside queue.submit ${m.submitMs.toFixed(0)} ms (Dawn's GL backend runs the kernels there) + read-back waits ${m.waitMs.toFixed(0)} ms + the rest ${m.hostMs.toFixed(0)} ms; ${dispatches} dispatches.`,
   `Our JavaScript (kernels/ tensor/ autograd/ nn/ llava-uhd/ backends/, self time): ${perStep(ours).toFixed(1)} ms per step = **${((1e3 * perStep(ours)) / dispatches).toFixed(1)} µs per dispatch**.`,
   '',

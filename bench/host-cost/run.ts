@@ -1,10 +1,10 @@
 /**
- * `npm run bench:host [-- --steps N]`: dispatches, copies, submits and host µs per dispatch for
+ * `npm run bench:host [-- --steps N] [--warmup W] [--ab]`: dispatches, copies, submits and host µs per dispatch for
  * training steps of the main job's tiny model and for a ViT encode, on WebGPU. Writes
  * bench/results/host-cost.{md,json} with the load average beside the numbers.
  *
- * The first step of each setting compiles pipelines and is left out; the median of the rest
- * is reported. With `--ab`, steps alternate between the runtime as shipped and with its
+ * The first W steps of each setting (default 3: pipelines compile, the pool fills) are left out;
+ * the median of the rest is reported. With `--ab`, steps alternate between the runtime as shipped and with its
  * host-side shortcuts and fused ops switched off (`gpuContext().tuning`), in one process, so
  * both see the same load.
  */
@@ -23,6 +23,14 @@ const flag = (name: string, dflt: number) => {
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
 const STEPS = flag('--steps', 4);
+/**
+ * Steps run before the measured ones: the first compiles pipelines, the next ones still grow the
+ * buffer pool and meet buffers for the first time (new buffers, new bind groups) as every
+ * training run's first steps do; after them a step costs what the thousands after it cost.
+ */
+const WARMUP = flag('--warmup', 3);
+if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${STEPS}' is not a positive integer`);
+if (!Number.isInteger(WARMUP) || WARMUP < 1) throw new Error(`--warmup: '${WARMUP}' is not a positive integer`);
 const AB = args.includes('--ab');
 const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
@@ -41,9 +49,11 @@ function setMode(m: Mode): void {
 const results: { setting: string; mode: Mode; runs: HostCost[] }[] = [];
 async function bench(setting: string, run: () => Promise<HostCost>): Promise<void> {
   const rows = new Map<Mode, HostCost[]>(modes.map((m) => [m, []]));
-  for (const m of modes) {
-    setMode(m);
-    await run(); // warm: pipelines compile
+  for (let w = 0; w < WARMUP; w++) {
+    for (const m of modes) {
+      setMode(m);
+      await run(); // warm: pipelines compile, the pool fills
+    }
   }
   for (let i = 0; i < STEPS; i++) {
     for (const m of modes) {
@@ -86,7 +96,7 @@ const lines = [
   '# host-cost', '',
   `${date} · ${machine} · adapter: ${adapter} · ${loadText}`, '',
   'Host µs per dispatch = (wall − time inside queue.submit − waits for read-backs) / dispatches: our JavaScript and',
-  "Dawn's encoding on the main thread. Median of the steps after a warm-up one." + (AB ? ' `plain`: the same run with fused ops and bind-group caching off (interleaved).' : ''), '',
+  `Dawn's encoding on the main thread. Median of ${STEPS} steps after ${WARMUP} warm-up ones.` + (AB ? ' `plain`: the same run with fused ops and bind-group caching off (interleaved).' : ''), '',
   '| setting | mode | dispatches | copies | submits | wall ms | host ms | submit ms | host µs/dispatch |',
   '|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ...summary.map((s) => `| ${s.setting} | ${s.mode} | ${s.dispatches} | ${s.copies} | ${s.submits} | ${s.wallMs.toFixed(0)} | ${s.hostMs.toFixed(0)} | ${s.submitMs.toFixed(0)} | ${s.hostUsPerDispatch.toFixed(1)} |`),
