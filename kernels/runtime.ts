@@ -53,6 +53,8 @@ interface PipelineEntry {
   /** The first `ownGroups` storage bindings each sit alone in a group: binding k in group k - 1 (see `pipeline`). */
   ownGroups: number;
   hasUniforms: boolean;
+  /** The shared group by uniform size, when it holds nothing else (most kernels): no trie walk. */
+  uniformGroups: Map<number, GPUBindGroup> | null;
 }
 
 /**
@@ -82,7 +84,8 @@ export interface DispatchArgs {
    * nor hashes the WGSL.
    */
   key?: string;
-  uniforms?: ArrayBuffer;
+  /** The uniform bytes; a Uint32Array (a plan's words, reused from call to call) is copied without allocating. */
+  uniforms?: ArrayBuffer | Uint32Array;
   /** Whole buffers, or byte ranges of them (a window of a tensor larger than one binding). */
   buffers: readonly BufferBinding[];
   workgroups: readonly [number, number?, number?];
@@ -202,6 +205,7 @@ export class GpuContext {
   private dispatches = 0;
   private arena: GPUBuffer;
   private arenaHost = new Uint8Array(UNIFORM_ARENA_BYTES);
+  private arenaWords = new Uint32Array(this.arenaHost.buffer);
   private arenaUsed = 0;
   private readonly uniformAlign: number;
   private errors: string[] = [];
@@ -400,7 +404,8 @@ export class GpuContext {
         layout: this.device.createPipelineLayout({ bindGroupLayouts: groupLayouts }),
         compute: { module, entryPoint },
       });
-      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, writable, ownGroups, hasUniforms };
+      const uniformGroups = hasUniforms && storageBindings <= ownGroups ? new Map<number, GPUBindGroup>() : null;
+      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, writable, ownGroups, hasUniforms, uniformGroups };
       this.pipelines.set(cacheKey, entry);
     }
     return entry;
@@ -474,7 +479,11 @@ export class GpuContext {
    */
   private bindGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
     let node: BindGroupNode | null = null;
-    if (this.tuning.cacheBindGroups) {
+    const byUniformSize = this.tuning.cacheBindGroups ? entry.uniformGroups : null;
+    if (byUniformSize) {
+      const g = byUniformSize.get(uniformSize);
+      if (g) return g;
+    } else if (this.tuning.cacheBindGroups) {
       node = step(step(this.bindGroupRoot, entry.id), uniformSize);
       for (let i = entry.ownGroups; i < buffers.length; i++) {
         const b = buffers[i];
@@ -493,7 +502,8 @@ export class GpuContext {
     }
     const group = this.device.createBindGroup({ layout: entry.layout!, entries, label });
     this.stats.bindGroupsCreated++;
-    if (node) {
+    if (byUniformSize) byUniformSize.set(uniformSize, group);
+    else if (node) {
       if (this.bindGroupCount >= MAX_BIND_GROUPS) {
         this.clearBindGroups();
         return group;
@@ -559,7 +569,9 @@ export class GpuContext {
       if (!args.uniforms) throw new Error(`${args.label}: the kernel declares uniforms but none were given`);
       uniformSize = Math.ceil(args.uniforms.byteLength / 16) * 16;
       if (this.arenaUsed + uniformSize > UNIFORM_ARENA_BYTES) this.flush();
-      this.arenaHost.set(new Uint8Array(args.uniforms), this.arenaUsed);
+      const u = args.uniforms;
+      if (u instanceof Uint32Array) this.arenaWords.set(u, this.arenaUsed >> 2); // arenaUsed: a multiple of 16
+      else this.arenaHost.set(new Uint8Array(u), this.arenaUsed);
       offset = this.arenaUsed;
       this.arenaUsed += Math.ceil(uniformSize / this.uniformAlign) * this.uniformAlign;
     }
@@ -612,12 +624,14 @@ export class GpuContext {
       this.arenaUsed = 0;
       // The arena was consumed by this submit; later writes are ordered after it.
     }
-    for (const [size, list] of this.recent) {
-      let dst = this.pool.get(size);
-      if (!dst) this.pool.set(size, (dst = []));
-      for (const b of list) this.insertById(dst, b);
+    if (this.recent.size > 0) {
+      this.recent.forEach((list, size) => {
+        let dst = this.pool.get(size);
+        if (!dst) this.pool.set(size, (dst = []));
+        for (let i = 0; i < list.length; i++) this.insertById(dst, list[i]);
+      });
+      this.recent.clear();
     }
-    this.recent.clear();
     this.throwErrors();
   }
 
