@@ -13,6 +13,8 @@ const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_D
 /** Dispatches per batch before an automatic submit. */
 const MAX_DISPATCHES_PER_BATCH = 512;
 const UNIFORM_ARENA_BYTES = 1 << 18;
+/** Size classes above a request's that the pool may hand out instead of making a buffer (see acquireBuffer). */
+const LARGER_CLASSES = 4;
 
 /** Size classes: powers of two up to 64 KiB, then quarter-octave steps. */
 export function bucketSize(bytes: number): number {
@@ -263,14 +265,32 @@ export class GpuContext {
     return b;
   }
 
+  /** A free buffer of exactly `size` bytes, if any; `forUpload` avoids those still read by the open batch. */
+  private takeFree(size: number, forUpload: boolean): GPUBuffer | undefined {
+    return this.takeFrom(this.pool, size) ?? (forUpload ? undefined : this.takeFrom(this.recent, size));
+  }
+
   /** A storage buffer of at least `bytes`; `forUpload` avoids buffers still read by the open batch. */
   acquireBuffer(bytes: number, forUpload = false): GPUBuffer {
     const size = bucketSize(bytes);
     if (size > this.device.limits.maxBufferSize) {
       throw new Error(`webgpu: a buffer of ${bytes} bytes exceeds the device's maxBufferSize ${this.device.limits.maxBufferSize}`);
     }
-    const reused = this.takeFrom(this.pool, size) ?? (forUpload ? undefined : this.takeFrom(this.recent, size));
+    const reused = this.takeFree(size, forUpload);
     if (reused) return reused;
+    // Above 64 KiB a free buffer up to four size classes larger (under twice the bytes) is taken
+    // before a new one is made: making one costs far more than the slack (Dawn's GL backend
+    // zero-fills it at creation, ~0.7 ms per MiB), and a training step whose batch shapes change
+    // would otherwise keep meeting sizes the pool lacks.
+    if (size > 65536) {
+      let larger = size;
+      for (let k = 0; k < LARGER_CLASSES; k++) {
+        larger = bucketSize(larger + 1);
+        if (larger > this.bindingLimit) break; // a tensor that fits one binding stays in one
+        const b = this.takeFree(larger, forUpload);
+        if (b) return b;
+      }
+    }
     this.stats.buffersCreated++;
     return this.device.createBuffer({ size, usage: STORAGE_USAGE });
   }

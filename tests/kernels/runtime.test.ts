@@ -93,6 +93,37 @@ describe('webgpu runtime', () => {
     }
   });
 
+  it('a size the pool lacks takes a free buffer up to four classes larger (above 64 KiB), never a smaller one or one past that', () => {
+    const c = gpuContext();
+    c.trimPool();
+    const MiB = 1 << 20;
+    const created = () => c.stats.buffersCreated;
+    const release = (b: GPUBuffer) => {
+      c.releaseBuffer(b);
+      c.flush();
+    };
+    const free = c.acquireBuffer(2 * MiB); // classes between 1 and 2 MiB: 1.25, 1.5, 1.75, 2
+    release(free);
+    let n = created();
+    const up3 = c.acquireBuffer(MiB + 1); // class 1.25 MiB, none free: the 2 MiB one, 3 classes up, serves
+    expect(up3).toBe(free);
+    release(up3);
+    const up4 = c.acquireBuffer(MiB); // class 1 MiB: 2 MiB is 4 classes up
+    expect(up4).toBe(free);
+    expect(created()).toBe(n);
+    release(up4);
+    const up5 = c.acquireBuffer(896 * 1024); // class 896 KiB: 2 MiB is 5 classes up, so a new buffer
+    expect(up5).not.toBe(free);
+    expect(c.bufferSize(up5)).toBe(896 * 1024);
+    expect(created()).toBe(n + 1);
+    n = created();
+    const larger = c.acquireBuffer(2 * MiB + 1); // a smaller free buffer never serves a larger request
+    expect(c.bufferSize(larger)).toBeGreaterThan(2 * MiB);
+    expect(created()).toBe(n + 1);
+    for (const b of [free, up5, larger]) c.releaseBuffer(b);
+    c.flush();
+  });
+
   it('surfaces WGSL errors as exceptions naming the problem', async () => {
     const c = gpuContext();
     const buf = c.acquireBuffer(16);
