@@ -493,11 +493,11 @@ export class GpuContext {
   }
 
   /**
-   * The shared group of a dispatch: the uniform arena and the buffers past the ones bound alone, cached in
-   * a trie of numbers (pipeline id, uniform size, then per binding the buffer id, or for a range
-   * -id, offset, size): a lookup builds no string and allocates nothing.
+   * The shared group of a dispatch: the uniform arena and the buffers past the ones bound alone,
+   * cached in a trie of numbers (pipeline id, uniform size, then per binding the buffer id, or for
+   * a range -id, offset, size): a lookup builds no string and allocates nothing.
    */
-  private bindGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
+  private sharedGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
     let node: BindGroupNode | null = null;
     const byUniformSize = this.tuning.cacheBindGroups ? entry.uniformGroups : null;
     if (byUniformSize) {
@@ -609,7 +609,7 @@ export class GpuContext {
       }
     }
     if (entry.layout) {
-      const group = this.bindGroup(entry, buffers, uniformSize, args.label);
+      const group = this.sharedGroup(entry, buffers, uniformSize, args.label);
       if (offset >= 0) {
         this.dynamicOffset[0] = offset;
         pass.setBindGroup(own, group, this.dynamicOffset, 0, 1);
