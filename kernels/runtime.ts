@@ -13,6 +13,12 @@ const STORAGE_USAGE = 0x80 /* STORAGE */ | 0x04 /* COPY_SRC */ | 0x08; /* COPY_D
 /** Dispatches per batch before an automatic submit. */
 const MAX_DISPATCHES_PER_BATCH = 512;
 const UNIFORM_ARENA_BYTES = 1 << 18;
+/**
+ * The uniform binding of a kernel whose shared group holds nothing else: a fixed window of the
+ * arena, one bind group per arena offset, so its setBindGroup needs no dynamic offset (which
+ * costs Dawn twice a plain one). Larger uniform blocks take the dynamic offset.
+ */
+const UNIFORM_SLOT_BYTES = 256;
 /** Size classes above a request's that the pool may hand out instead of making a buffer (see acquireBuffer). */
 const LARGER_CLASSES = 4;
 
@@ -55,8 +61,11 @@ interface PipelineEntry {
   /** The first `ownGroups` storage bindings each sit alone in a group: binding k in group k - 1 (see `pipeline`). */
   ownGroups: number;
   hasUniforms: boolean;
-  /** The shared group by uniform size, when it holds nothing else (most kernels): no trie walk. */
-  uniformGroups: Map<number, GPUBindGroup> | null;
+  /**
+   * The shared group holds only uniforms of at most UNIFORM_SLOT_BYTES (most kernels): it is then
+   * one of the arena's slot groups (`uniformSlot`), set without a dynamic offset.
+   */
+  uniformSlots: boolean;
 }
 
 /**
@@ -187,6 +196,10 @@ export class GpuContext {
   private readonly ownGroupCount: number;
   /** The layouts of a one-binding group: read-only and read-write storage at @binding(0). */
   private readonly soloLayouts: { read: GPUBindGroupLayout; write: GPUBindGroupLayout };
+  /** The layout of a uniform slot: UNIFORM_SLOT_BYTES of the arena at @binding(0), no dynamic offset. */
+  private readonly uniformSlotLayout: GPUBindGroupLayout;
+  /** Slot bind groups by arena offset / uniformAlign. */
+  private readonly slotGroups: GPUBindGroup[] = [];
   private readonly maxWorkgroups: number;
   private readonly maxBinding: number;
   /**
@@ -239,6 +252,7 @@ export class GpuContext {
     this.ownGroupCount = Math.max(0, Math.min(3, this.device.limits.maxBindGroups - 1));
     const solo = (type: GPUBufferBindingType) => this.device.createBindGroupLayout({ entries: [{ binding: 0, visibility: 4 /* COMPUTE */, buffer: { type } }] });
     this.soloLayouts = { read: solo('read-only-storage'), write: solo('storage') };
+    this.uniformSlotLayout = this.device.createBindGroupLayout({ entries: [{ binding: 0, visibility: 4, buffer: { type: 'uniform' } }] });
     this.device.addEventListener('uncapturederror', (ev) => {
       this.errors.push((ev as GPUUncapturedErrorEvent).error.message);
     });
@@ -386,7 +400,7 @@ export class GpuContext {
    * uniforms, and the storage bindings past the solo ones. Solo groups come first so that the
    * groups a pipeline change keeps are a prefix (Vulkan's layout compatibility).
    */
-  pipeline(code: string | (() => string), entryPoint = 'main', key?: string): PipelineEntry {
+  pipeline(code: string | (() => string), entryPoint = 'main', key?: string, uniformBytes = 0): PipelineEntry {
     const k = key ?? (code as string);
     const cacheKey = entryPoint === 'main' ? k : `${entryPoint}\n${k}`;
     let entry = this.pipelines.get(cacheKey);
@@ -415,7 +429,8 @@ export class GpuContext {
         return n >= 1 && n <= ownGroups ? `@group(${n - 1}) @binding(0)` : `@group(${ownGroups}) @binding(${n})`;
       });
       const rest = entries.filter((e) => e.binding === 0 || e.binding > ownGroups);
-      const layout = rest.length > 0 ? this.device.createBindGroupLayout({ entries: rest }) : null;
+      const uniformSlots = hasUniforms && rest.length === 1 && uniformBytes <= UNIFORM_SLOT_BYTES;
+      const layout = uniformSlots ? this.uniformSlotLayout : rest.length > 0 ? this.device.createBindGroupLayout({ entries: rest }) : null;
       const groupLayouts: GPUBindGroupLayout[] = [];
       for (let i = 0; i < ownGroups; i++) groupLayouts.push(writable[i] ? this.soloLayouts.write : this.soloLayouts.read);
       if (layout) groupLayouts.push(layout);
@@ -424,8 +439,7 @@ export class GpuContext {
         layout: this.device.createPipelineLayout({ bindGroupLayouts: groupLayouts }),
         compute: { module, entryPoint },
       });
-      const uniformGroups = hasUniforms && storageBindings <= ownGroups ? new Map<number, GPUBindGroup>() : null;
-      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, writable, ownGroups, hasUniforms, uniformGroups };
+      entry = { id: this.pipelines.size, pipeline, layout, storageBindings, writable, ownGroups, hasUniforms, uniformSlots };
       this.pipelines.set(cacheKey, entry);
     }
     return entry;
@@ -499,11 +513,7 @@ export class GpuContext {
    */
   private sharedGroup(entry: PipelineEntry, buffers: readonly BufferBinding[], uniformSize: number, label: string): GPUBindGroup {
     let node: BindGroupNode | null = null;
-    const byUniformSize = this.tuning.cacheBindGroups ? entry.uniformGroups : null;
-    if (byUniformSize) {
-      const g = byUniformSize.get(uniformSize);
-      if (g) return g;
-    } else if (this.tuning.cacheBindGroups) {
+    if (this.tuning.cacheBindGroups) {
       node = step(step(this.bindGroupRoot, entry.id), uniformSize);
       for (let i = entry.ownGroups; i < buffers.length; i++) {
         const b = buffers[i];
@@ -522,8 +532,7 @@ export class GpuContext {
     }
     const group = this.device.createBindGroup({ layout: entry.layout!, entries, label });
     this.stats.bindGroupsCreated++;
-    if (byUniformSize) byUniformSize.set(uniformSize, group);
-    else if (node) {
+    if (node) {
       if (this.bindGroupCount >= MAX_BIND_GROUPS) {
         this.clearBindGroups();
         return group;
@@ -531,6 +540,17 @@ export class GpuContext {
       node.group = group;
       this.bindGroupCount++;
     }
+    return group;
+  }
+
+  /** The bind group of UNIFORM_SLOT_BYTES of the uniform arena at `offset` (made once per offset). */
+  private uniformSlot(offset: number, label: string): GPUBindGroup {
+    const i = offset / this.uniformAlign;
+    const cached = this.tuning.cacheBindGroups ? this.slotGroups[i] : undefined;
+    if (cached) return cached;
+    const group = this.device.createBindGroup({ layout: this.uniformSlotLayout, entries: [{ binding: 0, resource: { buffer: this.arena, offset, size: UNIFORM_SLOT_BYTES } }], label });
+    this.stats.bindGroupsCreated++;
+    if (this.tuning.cacheBindGroups) this.slotGroups[i] = group;
     return group;
   }
 
@@ -579,7 +599,7 @@ export class GpuContext {
         throw new Error(`${args.label}: input/output ${i} needs a storage binding of ${size} bytes, over ${maxBinding === this.maxBinding ? "this adapter's maxStorageBufferBindingSize" : 'the binding limit set (gpuContext().bindingLimit)'} ${maxBinding} (split the tensor, e.g. a large weight into row blocks)`);
       }
     }
-    const entry = this.pipeline(args.code, args.entryPoint, args.key);
+    const entry = this.pipeline(args.code, args.entryPoint, args.key, args.uniforms?.byteLength ?? 0);
     if (entry.storageBindings !== buffers.length) {
       throw new Error(`${args.label}: the kernel declares ${entry.storageBindings} storage bindings but ${buffers.length} buffers were given`);
     }
@@ -588,7 +608,11 @@ export class GpuContext {
     if (entry.hasUniforms) {
       if (!args.uniforms) throw new Error(`${args.label}: the kernel declares uniforms but none were given`);
       uniformSize = Math.ceil(args.uniforms.byteLength / 16) * 16;
-      if (this.arenaUsed + uniformSize > UNIFORM_ARENA_BYTES) this.flush();
+      if (entry.uniformSlots && uniformSize > UNIFORM_SLOT_BYTES) {
+        throw new Error(`${args.label}: ${uniformSize} bytes of uniforms for a kernel first dispatched with at most ${UNIFORM_SLOT_BYTES} (its uniform struct cannot grow)`);
+      }
+      // a slot binds UNIFORM_SLOT_BYTES from its offset whatever the uniforms' size
+      if (this.arenaUsed + (entry.uniformSlots ? UNIFORM_SLOT_BYTES : uniformSize) > UNIFORM_ARENA_BYTES) this.flush();
       const u = args.uniforms;
       if (u instanceof Uint32Array) this.arenaWords.set(u, this.arenaUsed >> 2); // arenaUsed: a multiple of 16
       else this.arenaHost.set(new Uint8Array(u), this.arenaUsed);
@@ -608,7 +632,10 @@ export class GpuContext {
         this.passGroups[i] = solo;
       }
     }
-    if (entry.layout) {
+    if (entry.uniformSlots) {
+      pass.setBindGroup(own, this.uniformSlot(offset, args.label));
+      this.passGroups[own] = null;
+    } else if (entry.layout) {
       const group = this.sharedGroup(entry, buffers, uniformSize, args.label);
       if (offset >= 0) {
         this.dynamicOffset[0] = offset;
