@@ -94,6 +94,24 @@ describe('views share storage and address it through strides', () => {
     expect(x.unsqueeze(-1).shape).toEqual([2, 1, 3, 1, 1]);
   });
 
+  it("a tensor's shape and strides are never the caller's own arrays", () => {
+    const dims = [6, 4];
+    const strides = [4, 1];
+    const x = uhd.zeros([24]).reshape(dims);
+    const made = new uhd.Tensor(x.storage.retain(), dims, strides);
+    for (const t of [x, made, x.view(dims), x.expand(dims), x.detach()]) {
+      expect(t.shape).not.toBe(dims);
+      expect(t.strides).not.toBe(strides);
+    }
+    dims[0] = 99; // the caller may reuse its arrays: the tensors keep their own
+    strides[0] = 7;
+    expect(x.shape).toEqual([6, 4]);
+    expect(made.shape).toEqual([6, 4]);
+    expect(made.strides).toEqual([4, 1]);
+    expect(made.size).toBe(24);
+    expect(x.view(-1).shape).toEqual([24]);
+  });
+
   it('contiguous() copies only when needed', () => {
     const x = uhd.zeros([4, 5]);
     const c = x.contiguous();
