@@ -1,5 +1,5 @@
 /**
- * `npx tsx bench/host-cost/ops.ts [--reps N] [--only cpu|webgpu] [--json FILE]`: host µs per call
+ * `npx tsx bench/host-cost/ops.ts [--reps N] [--only cpu|webgpu] [--filter TEXT] [--json FILE]`: host µs per call
  * of the front-end operations a training step is made of, done the way a step does them (with
  * the autograd layer loaded, so Tensor's methods go through the recording op table): views,
  * tensor creation and dispose, tidy scopes, recorded binary ops and matmul, and a backward
@@ -25,6 +25,8 @@ const opt = (name: string): string | undefined => {
 const REPS = Number(opt('--reps') ?? 15);
 const ONLY = opt('--only') as Device | undefined;
 const JSON_OUT = opt('--json');
+/** Only the cases whose name contains this (to profile one). */
+const FILTER = opt('--filter') ?? '';
 
 /** One operation: `setup` makes its inputs (untimed), `run(i)` is one call, `after` cleans up (untimed). */
 interface Case {
@@ -61,7 +63,7 @@ function viewCase(name: string, grad: boolean, shape: number[], make: (x: Tensor
   };
 }
 
-const CASES: Case[] = [
+const ALL_CASES: Case[] = [
   viewCase('reshape [8,16,32] -> [128,32]', false, [8, 16, 32], (x) => x.reshape(128, 32)),
   viewCase('reshape [8,16,32] -> [128,32]', true, [8, 16, 32], (x) => x.reshape(128, 32)),
   viewCase('reshape [8,16,32] -> [-1,4,8]', true, [8, 16, 32], (x) => x.reshape(-1, 4, 8)),
@@ -182,6 +184,8 @@ const CASES: Case[] = [
     setup: (device) => graphCase(device, 'backward'),
   },
 ];
+
+const CASES = ALL_CASES.filter((c) => c.name.includes(FILTER));
 
 /**
  * A small MLP-block-like graph of 20 recorded ops (matmuls, views, elementwise, a norm and a
