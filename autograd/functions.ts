@@ -8,7 +8,8 @@ import type { AttentionOptions } from '../tensor/ops/attention.js';
 import { normalizeDim, shapesEqual } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import * as V from '../tensor/views.js';
-import { full, zeros } from '../tensor/creation.js';
+import { zeros } from '../tensor/creation.js';
+import { scalarLike } from '../tensor/ops/common.js';
 import { isGradEnabled, noGrad, record } from './graph.js';
 
 /** The tensor layer's plain views (Tensor's methods record once autograd is loaded). */
@@ -56,8 +57,9 @@ export const relu = (x: Tensor) => unary('relu', x);
 export const silu = (x: Tensor) => unary('silu', x);
 export const gelu = (x: Tensor, approximate: 'tanh' | 'none' = 'tanh') => unary(approximate === 'tanh' ? 'gelu' : 'geluErf', x);
 
+/** A number operand as a 0-d tensor of `like`'s dtype and device (uploaded: no fill dispatch). */
 function asTensor(v: Operand, like: Tensor): Tensor {
-  return typeof v === 'number' ? full([], v, { dtype: like.dtype, device: like.device }) : v;
+  return typeof v === 'number' ? scalarLike(v, like) : v;
 }
 
 /** d(a op b)/da and /db as tensor code, before summing over broadcast dims. */
