@@ -74,23 +74,28 @@ export function slice(x: Tensor, ...ranges: SliceRange[]): Tensor {
   const shape = x.shape.slice();
   const strides = x.strides.slice();
   let offset = x.offset;
-  ranges.forEach((r, d) => {
-    if (r === null) return;
+  for (let d = 0; d < ranges.length; d++) {
+    const r = ranges[d];
+    if (r === null) continue;
     const n = x.shape[d];
-    const [s0, e0, step = 1] = typeof r === 'number' ? [r, r + 1, 1] : r;
+    const s0 = typeof r === 'number' ? r : r[0];
+    const e0 = typeof r === 'number' ? r + 1 : r[1];
+    const step = typeof r === 'number' || r[2] === undefined ? 1 : r[2];
     if (!Number.isInteger(step) || step <= 0) throw new Error(`slice: step must be a positive integer, got ${step} (dim ${d})`);
-    const clamp = (v: number | undefined, dflt: number) => {
-      if (v === undefined) return dflt;
-      const c = v < 0 ? v + n : v;
-      return Math.min(Math.max(c, 0), n);
-    };
-    const start = clamp(s0, 0);
-    const end = Math.max(clamp(e0, n), start);
+    const start = clampIndex(s0, 0, n);
+    const end = Math.max(clampIndex(e0, n, n), start);
     shape[d] = Math.ceil((end - start) / step);
     offset += start * x.strides[d];
     strides[d] = x.strides[d] * step;
-  });
+  }
   return x.asStrided(shape, strides, offset);
+}
+
+/** A Python slice bound in 0..n (negative counts from the end); `dflt` when omitted. */
+function clampIndex(v: number | undefined, dflt: number, n: number): number {
+  if (v === undefined) return dflt;
+  const c = v < 0 ? v + n : v;
+  return Math.min(Math.max(c, 0), n);
 }
 
 /** `length` elements of `dim` from `start`. */

@@ -25,7 +25,7 @@ const opt = (name: string): string | undefined => {
 const REPS = Number(opt('--reps') ?? 15);
 const ONLY = opt('--only') as Device | undefined;
 const JSON_OUT = opt('--json');
-/** Only the cases whose name contains this (to profile one). */
+/** Only the cases whose name matches this regular expression (to profile one). */
 const FILTER = opt('--filter') ?? '';
 
 /** One operation: `setup` makes its inputs (untimed), `run(i)` is one call, `after` cleans up (untimed). */
@@ -185,7 +185,7 @@ const ALL_CASES: Case[] = [
   },
 ];
 
-const CASES = ALL_CASES.filter((c) => c.name.includes(FILTER));
+const CASES = ALL_CASES.filter((c) => new RegExp(FILTER).test(c.name));
 
 /**
  * A small MLP-block-like graph of 20 recorded ops (matmuls, views, elementwise, a norm and a
