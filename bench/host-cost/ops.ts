@@ -1,11 +1,13 @@
 /**
- * `npx tsx bench/host-cost/ops.ts [--reps N] [--only cpu|webgpu] [--filter TEXT] [--json FILE]`: host µs per call
- * of the front-end operations a training step is made of, done the way a step does them (with
- * the autograd layer loaded, so Tensor's methods go through the recording op table): views,
- * tensor creation and dispose, tidy scopes, recorded binary ops and matmul, and a backward
- * over a small graph. On WebGPU the time inside `queue.submit` (gpuContext().stats.submitMs),
- * where Dawn's GL backend runs the kernels, is left out, so what remains is our JavaScript
- * and Dawn's encoding calls. Each row is the median over N samples of a batch of calls.
+ * `npx tsx bench/host-cost/ops.ts [--reps N] [--only null|cpu|webgpu] [--filter REGEX] [--json FILE]`: host µs
+ * per call of the front-end operations a training step is made of, done the way a step does
+ * them (with the autograd layer loaded, so Tensor's methods go through the recording op table):
+ * views, tensor creation and dispose, tidy scopes, recorded binary ops and matmul, and a
+ * backward over a small graph. Each row is the median over N samples of a batch of calls, on:
+ *   null    a backend that does no work (./null-backend.ts): the tensor/ and autograd/ layers alone;
+ *   cpu     the reference backend (its kernels' time included);
+ *   webgpu  less the time inside `queue.submit` (gpuContext().stats.submitMs), where Dawn's GL
+ *           backend runs the kernels: our JavaScript, all layers, and Dawn's encoding calls.
  *
  * For before/after comparisons run it alternately from two trees (the machine is noisy), and
  * note the load average that it prints.
@@ -16,6 +18,7 @@ import * as ag from '../../autograd/index.js';
 import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
 import * as uhd from '../../tensor/index.js';
 import type { Device, Tensor } from '../../tensor/index.js';
+import { NULL_DEVICE, openNullDevice } from './null-backend.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string): string | undefined => {
@@ -265,7 +268,8 @@ async function measureCase(c: Case, device: Device, reps = REPS): Promise<{ us: 
   return { us: median(samples), dispatches };
 }
 
-const devices: Device[] = ONLY ? [ONLY] : ['cpu', 'webgpu'];
+const devices: Device[] = ONLY ? [ONLY] : [NULL_DEVICE, 'cpu', 'webgpu'];
+openNullDevice();
 if (devices.includes('webgpu')) await initWebGPU();
 const load0 = os.loadavg();
 const rows: { name: string; per: string; us: Partial<Record<Device, number>>; dispatches?: number }[] = [];
