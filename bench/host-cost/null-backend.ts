@@ -34,6 +34,8 @@ export const nullBackend: Backend = {
   matmul: nothing, attention: nothing, layerNorm: nothing, rmsNorm: nothing, gather: nothing, scatterAdd: nothing,
   unaryGrad: nothing, softmaxGrad: nothing, layerNormGrad: nothing, rmsNormGrad: nothing, attentionGrad: nothing, adamw: nothing,
   sync: async () => {},
+  // the fused ops the WebGPU backend offers, so that the front ends take the same paths
+  linear: () => true, adamwMany: () => true, sumOfSquares: () => true, scaleMany: () => true, windowMerge: () => true,
 };
 
 function zeros(n: number, dtype: DType): TypedArray {

@@ -18,6 +18,8 @@ import * as ag from '../../autograd/index.js';
 import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
 import * as uhd from '../../tensor/index.js';
 import type { Device, Tensor } from '../../tensor/index.js';
+import { CONFIGS } from '../../llava-uhd/config.js';
+import { trainStepFixture } from './measure.js';
 import { NULL_DEVICE, openNullDevice } from './null-backend.js';
 
 const args = process.argv.slice(2);
@@ -268,9 +270,29 @@ async function measureCase(c: Case, device: Device, reps = REPS): Promise<{ us: 
   return { us: median(samples), dispatches };
 }
 
+const STEP_NAME = 'training step, tiny-demo stage 2 (nn/, llava-uhd/ too)';
 const devices: Device[] = ONLY ? [ONLY] : [NULL_DEVICE, 'cpu', 'webgpu'];
+/** The main job's training step, on the null device only (elsewhere its kernels dominate: bench:host). */
+const stepOnNull = devices.includes(NULL_DEVICE) && new RegExp(FILTER).test(STEP_NAME);
 openNullDevice();
-if (devices.includes('webgpu')) await initWebGPU();
+// the step's fixture measures through the WebGPU runtime's counters (zero on the null device)
+if (devices.includes('webgpu') || stepOnNull) await initWebGPU();
+
+/** ms per training step of the main job's model on the null device: median of `reps` after 2 warm-ups. */
+async function measureStep(reps: number): Promise<number> {
+  const fixture = await trainStepFixture(CONFIGS.tiny, NULL_DEVICE);
+  const samples: number[] = [];
+  try {
+    for (let i = -2; i < reps; i++) {
+      const batch = fixture.prepare(i + 2); // data loading, untimed
+      const r = await fixture.run(batch);
+      if (i >= 0) samples.push(r.wallMs);
+    }
+  } finally {
+    fixture.dispose();
+  }
+  return median(samples);
+}
 const load0 = os.loadavg();
 const rows: { name: string; per: string; us: Partial<Record<Device, number>>; dispatches?: number }[] = [];
 try {
@@ -285,8 +307,9 @@ try {
     }
     rows.push(row);
   }
+  if (stepOnNull) rows.push({ name: STEP_NAME, per: 'step', us: { [NULL_DEVICE]: 1e3 * (await measureStep(Math.min(REPS, 10))) } });
 } finally {
-  if (devices.includes('webgpu')) shutdown();
+  if (devices.includes('webgpu') || stepOnNull) shutdown();
 }
 const load1 = os.loadavg();
 
