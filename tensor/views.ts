@@ -78,12 +78,19 @@ export function slice(x: Tensor, ...ranges: SliceRange[]): Tensor {
     const r = ranges[d];
     if (r === null) continue;
     const n = x.shape[d];
-    const s0 = typeof r === 'number' ? r : r[0];
-    const e0 = typeof r === 'number' ? r + 1 : r[1];
     const step = typeof r === 'number' || r[2] === undefined ? 1 : r[2];
     if (!Number.isInteger(step) || step <= 0) throw new Error(`slice: step must be a positive integer, got ${step} (dim ${d})`);
-    const start = clampIndex(s0, 0, n);
-    const end = Math.max(clampIndex(e0, n, n), start);
+    let start: number;
+    let end: number;
+    if (typeof r === 'number') {
+      // one index, kept as a size-1 dim (empty when out of range); -1 is the last
+      const i = r < 0 ? r + n : r;
+      start = Math.min(Math.max(i, 0), n);
+      end = Math.min(Math.max(i + 1, start), n);
+    } else {
+      start = clampIndex(r[0], 0, n);
+      end = Math.max(clampIndex(r[1], n, n), start);
+    }
     shape[d] = Math.ceil((end - start) / step);
     offset += start * x.strides[d];
     strides[d] = x.strides[d] * step;

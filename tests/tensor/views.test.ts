@@ -82,6 +82,10 @@ describe('views share storage and address it through strides', () => {
     expect(Array.from(await x.slice([2, 100, 3]).data())).toEqual([2, 5, 8]);
     expect(x.slice([5, 2]).shape).toEqual([0]);
     expect(Array.from(await x.slice(4).data())).toEqual([4]);
+    expect(Array.from(await x.slice(-1).data())).toEqual([9]);
+    expect(Array.from(await x.slice(-10).data())).toEqual([0]);
+    expect(x.slice(10).shape).toEqual([0]);
+    expect(x.slice(-11).shape).toEqual([0]);
     expect(Array.from(await x.narrow(0, 3, 2).data())).toEqual([3, 4]);
   });
 
