@@ -8,13 +8,21 @@ import type { AttentionOptions } from '../tensor/ops/attention.js';
 import { normalizeDim, shapesEqual } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import * as V from '../tensor/views.js';
-import { full, zeros } from '../tensor/creation.js';
-import { noGrad, record } from './graph.js';
+import { zeros } from '../tensor/creation.js';
+import { scalarLike } from '../tensor/ops/common.js';
+import { isGradEnabled, noGrad, record } from './graph.js';
 
 /** The tensor layer's plain views (Tensor's methods record once autograd is loaded). */
 const base = V;
 
 type Operand = Tensor | number;
+
+/**
+ * Whether an op on `x` would record (as `record` decides): when not, the ops below call the
+ * plain op straight away, without making the closures a recording needs. Backward rules and
+ * the kernels' front ends run most views and elementwise ops this way.
+ */
+const records = (x: Tensor) => x.requiresGrad && isGradEnabled();
 
 /** A new handle on g (rules must not hand back the tensor they were given). */
 const alias = (g: Tensor) => g.asStrided(g.shape, g.strides, g.offset);
@@ -33,6 +41,7 @@ export function sumTo(g: Tensor, shape: readonly number[]): Tensor {
 // ---- elementwise -------------------------------------------------------------------------
 
 export function unary(op: UnaryOp, x: Tensor): Tensor {
+  if (!records(x)) return T.unary(op, x);
   const out = noGrad(() => T.unary(op, x));
   return record(op, [x], out, [x], (g, [xs]) => [T.unaryGrad(op, xs, g)]);
 }
@@ -48,8 +57,9 @@ export const relu = (x: Tensor) => unary('relu', x);
 export const silu = (x: Tensor) => unary('silu', x);
 export const gelu = (x: Tensor, approximate: 'tanh' | 'none' = 'tanh') => unary(approximate === 'tanh' ? 'gelu' : 'geluErf', x);
 
+/** A number operand as a 0-d tensor of `like`'s dtype and device (uploaded: no fill dispatch). */
 function asTensor(v: Operand, like: Tensor): Tensor {
-  return typeof v === 'number' ? full([], v, { dtype: like.dtype, device: like.device }) : v;
+  return typeof v === 'number' ? scalarLike(v, like) : v;
 }
 
 /** d(a op b)/da and /db as tensor code, before summing over broadcast dims. */
@@ -71,6 +81,7 @@ export function binary(op: BinaryOp, a: Operand, b: Operand): Tensor {
   const rule = BINARY_GRADS[op];
   if (!rule) return T.binary(op, a, b); // comparisons: no gradient
   if (typeof a === 'number' && typeof b === 'number') return T.binary(op, a, b);
+  if (!((typeof a !== 'number' && records(a)) || (typeof b !== 'number' && records(b)))) return T.binary(op, a, b);
   const ta = asTensor(a, (typeof a === 'number' ? b : a) as Tensor);
   const tb = asTensor(b, ta);
   const out = noGrad(() => T.binary(op, ta, tb));
@@ -124,6 +135,7 @@ function unreduce(g: Tensor, xShape: readonly number[], dims: number[]): Tensor 
 }
 
 export function sum(x: Tensor, dims?: number | number[], keepdim = false): Tensor {
+  if (!records(x)) return T.sum(x, dims, keepdim);
   const out = noGrad(() => T.sum(x, dims, keepdim));
   const rd = reducedDims(x, dims);
   const shape = x.shape;
@@ -131,6 +143,7 @@ export function sum(x: Tensor, dims?: number | number[], keepdim = false): Tenso
 }
 
 export function mean(x: Tensor, dims?: number | number[], keepdim = false): Tensor {
+  if (!records(x)) return T.mean(x, dims, keepdim);
   const out = noGrad(() => T.mean(x, dims, keepdim));
   const rd = reducedDims(x, dims);
   const shape = x.shape;
@@ -155,11 +168,13 @@ export function max(x: Tensor, dims?: number | number[], keepdim = false): Tenso
 export const argmax = T.argmax;
 
 export function softmax(x: Tensor, dim = -1): Tensor {
+  if (!records(x)) return T.softmax(x, dim);
   const out = noGrad(() => T.softmax(x, dim));
   return record('softmax', [x], out, [out], (g, [y]) => [T.softmaxGrad(y, g, dim, false)]);
 }
 
 export function logSoftmax(x: Tensor, dim = -1): Tensor {
+  if (!records(x)) return T.logSoftmax(x, dim);
   const out = noGrad(() => T.logSoftmax(x, dim));
   return record('logSoftmax', [x], out, [out], (g, [y]) => [T.softmaxGrad(y, g, dim, true)]);
 }
@@ -183,6 +198,7 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     for (const t of [a2, b2, o]) if (t !== a && t !== b) t.dispose();
     return out;
   }
+  if (!records(a) && !records(b)) return T.matmul(a, b);
   const out = noGrad(() => T.matmul(a, b));
   return record('matmul', [a, b], out, [a, b], (g, [sa, sb], needs) => [
     needs[0] ? sumTo(T.matmul(g, sb.transpose()), sa.shape) : null,
@@ -324,11 +340,13 @@ export function avgPool2x2(x: Tensor, h: number, w: number): Tensor {
 // ---- copies and casts ----------------------------------------------------------------------
 
 export function contiguous(x: Tensor): Tensor {
+  if (!records(x)) return T.contiguous(x);
   const out = noGrad(() => T.contiguous(x));
   return record('contiguous', [x], out, [], (g) => [alias(g)]);
 }
 
 export function clone(x: Tensor): Tensor {
+  if (!records(x)) return T.clone(x);
   const out = noGrad(() => T.clone(x));
   return record('clone', [x], out, [], (g) => [alias(g)]);
 }
@@ -343,32 +361,32 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 // ---- views ---------------------------------------------------------------------------------
 
 export function reshape(x: Tensor, shape: readonly number[]): Tensor {
-  const out = noGrad(() => base.reshape(x, [...shape]));
+  if (!records(x)) return base.reshape(x, shape);
+  const out = noGrad(() => base.reshape(x, shape));
   const from = x.shape;
-  return record('reshape', [x], out, [], (g) => [g.reshape([...from])]);
+  return record('reshape', [x], out, [], (g) => [g.reshape(from)]);
 }
 
 export function view(x: Tensor, shape: readonly number[]): Tensor {
-  const out = noGrad(() => base.view(x, [...shape]));
+  if (!records(x)) return base.view(x, shape);
+  const out = noGrad(() => base.view(x, shape));
   const from = x.shape;
-  return record('view', [x], out, [], (g) => [g.reshape([...from])]);
+  return record('view', [x], out, [], (g) => [g.reshape(from)]);
 }
 
 export function permute(x: Tensor, order: readonly number[]): Tensor {
-  const out = noGrad(() => base.permute(x, [...order]));
+  if (!records(x)) return base.permute(x, order);
+  const out = noGrad(() => base.permute(x, order));
   const dims = order.map((d) => normalizeDim('permute', d, x.rank));
   return record('permute', [x], out, [], (g) => [g.permute(dims.map((_, i) => dims.indexOf(i)))]);
 }
 
 export function transpose(x: Tensor, dim0 = -2, dim1 = -1): Tensor {
-  const a = normalizeDim('transpose', dim0, x.rank);
-  const b = normalizeDim('transpose', dim1, x.rank);
-  const order = [...x.shape.keys()];
-  [order[a], order[b]] = [order[b], order[a]];
-  return permute(x, order);
+  return permute(x, base.swappedDims('transpose', x.rank, dim0, dim1));
 }
 
 export function slice(x: Tensor, ...ranges: SliceRange[]): Tensor {
+  if (!records(x)) return base.slice(x, ...ranges);
   const out = noGrad(() => base.slice(x, ...ranges));
   const shape = x.shape;
   return record('slice', [x], out, [], (g) => {
@@ -391,19 +409,22 @@ export function narrow(x: Tensor, dim: number, start: number, length: number): T
 }
 
 export function expand(x: Tensor, shape: readonly number[]): Tensor {
-  const out = noGrad(() => base.expand(x, [...shape]));
+  if (!records(x)) return base.expand(x, shape);
+  const out = noGrad(() => base.expand(x, shape));
   const from = x.shape;
   return record('expand', [x], out, [], (g) => [sumTo(g, from)]);
 }
 
 export function squeeze(x: Tensor, dim?: number): Tensor {
+  if (!records(x)) return base.squeeze(x, dim);
   const out = noGrad(() => base.squeeze(x, dim));
   const from = x.shape;
-  return record('squeeze', [x], out, [], (g) => [g.reshape([...from])]);
+  return record('squeeze', [x], out, [], (g) => [g.reshape(from)]);
 }
 
 export function unsqueeze(x: Tensor, dim: number): Tensor {
+  if (!records(x)) return base.unsqueeze(x, dim);
   const out = noGrad(() => base.unsqueeze(x, dim));
   const from = x.shape;
-  return record('unsqueeze', [x], out, [], (g) => [g.reshape([...from])]);
+  return record('unsqueeze', [x], out, [], (g) => [g.reshape(from)]);
 }

@@ -6,7 +6,7 @@
 import { keep, tidy, Tensor, ones } from '../tensor/index.js';
 import { add } from '../tensor/index.js';
 import type { GradFn } from '../tensor/dispatch.js';
-import { fmt } from '../tensor/shape.js';
+import { fmt, shapesEqual } from '../tensor/shape.js';
 
 /** Given the output's gradient, the saved tensors, and which inputs need a gradient. */
 export type BackwardRule = (grad: Tensor, saved: readonly Tensor[], needs: readonly boolean[]) => (Tensor | null)[];
@@ -79,20 +79,21 @@ export function record(
   /** Record even when no input requires grad (checkpointed blocks whose parameters do). */
   force = false,
 ): Tensor {
-  if (!gradEnabled || !(force || inputs.some((t) => t.requiresGrad))) return out;
+  if (!gradEnabled) return out;
+  let any = force;
+  for (let i = 0; !any && i < inputs.length; i++) any = inputs[i].requiresGrad;
+  if (!any) return out;
   out.requiresGrad = true;
-  const node: GradNode = {
-    op,
-    inputs: inputs.map((t) => (t.requiresGrad ? t : null)),
-    saved: save.map(retain),
-    backward,
-    liveOutputs: 1,
-    downstream: 0,
-  };
-  for (const t of node.inputs) {
-    const n = t && nodeOf(t);
+  const kept = new Array<Tensor | null>(inputs.length);
+  for (let i = 0; i < inputs.length; i++) {
+    const t = inputs[i];
+    kept[i] = t.requiresGrad ? t : null;
+    const n = t.requiresGrad ? nodeOf(t) : null;
     if (n) n.downstream++;
   }
+  const saved = new Array<Tensor>(save.length);
+  for (let i = 0; i < save.length; i++) saved[i] = retain(save[i]);
+  const node: GradNode = { op, inputs: kept, saved, backward, liveOutputs: 1, downstream: 0 };
   out.gradFn = node;
   return out;
 }
@@ -123,21 +124,26 @@ function freeIfUnreachable(node: GradNode): void {
 function topologicalOrder(root: Tensor): Tensor[] {
   const order: Tensor[] = [];
   const seen = new Set<Tensor>([root]);
-  const stack: [Tensor, number][] = [[root, 0]];
-  while (stack.length) {
-    const top = stack[stack.length - 1];
-    const [t, i] = top;
-    const inputs = nodeOf(t)?.inputs ?? [];
-    if (i < inputs.length) {
-      top[1]++;
-      const next = inputs[i];
-      if (next && !seen.has(next)) {
-        seen.add(next);
-        stack.push([next, 0]);
+  // a depth-first walk: the tensors on the path, and the next input of each to visit
+  const path: Tensor[] = [root];
+  const next: number[] = [0];
+  while (path.length) {
+    const top = path.length - 1;
+    const t = path[top];
+    const inputs = nodeOf(t)?.inputs;
+    const i = next[top];
+    if (inputs && i < inputs.length) {
+      next[top] = i + 1;
+      const input = inputs[i];
+      if (input && !seen.has(input)) {
+        seen.add(input);
+        path.push(input);
+        next.push(0);
       }
     } else {
       order.push(t);
-      stack.pop();
+      path.pop();
+      next.pop();
     }
   }
   return order;
@@ -190,24 +196,25 @@ export function backward(root: Tensor, gradient?: Tensor, opts: BackwardOptions 
         continue;
       }
       const run = node.backward!;
-      const needs = node.inputs.map((t) => t !== null);
+      const inputs = node.inputs;
+      const needs = new Array<boolean>(inputs.length);
+      for (let k = 0; k < inputs.length; k++) needs[k] = inputs[k] !== null;
       const inGrads = tidy(() => run(g, node.saved, needs));
       // Each gradient must be its own handle: a rule may hand back g, or one tensor twice.
-      const used = new Set<Tensor>([g]);
-      const handles = inGrads.map((gi) => {
-        if (!gi) return null;
-        const own = used.has(gi) ? detach(gi) : gi;
-        used.add(own);
-        return own;
-      });
+      const handles = new Array<Tensor | null>(inGrads.length);
+      for (let k = 0; k < inGrads.length; k++) {
+        const gi = inGrads[k];
+        handles[k] = gi && (gi === g || inGrads.indexOf(gi) < k) ? detach(gi) : gi;
+      }
       g.dispose();
-      node.inputs.forEach((input, k) => {
+      for (let k = 0; k < inputs.length; k++) {
+        const input = inputs[k];
         const gi = handles[k];
         if (!input || !gi) {
           gi?.dispose();
-          return;
+          continue;
         }
-        if (gi.shape.length !== input.shape.length || gi.shape.some((s, j) => s !== input.shape[j])) {
+        if (!shapesEqual(gi.shape, input.shape)) {
           throw new Error(`backward: '${node.op}' produced a gradient ${fmt(gi.shape)} for input ${k} of shape ${fmt(input.shape)}`);
         }
         const prev = grads.get(input);
@@ -216,7 +223,7 @@ export function backward(root: Tensor, gradient?: Tensor, opts: BackwardOptions 
           prev.dispose();
           gi.dispose();
         } else grads.set(input, gi);
-      });
+      }
       if (!opts.retainGraph) freeNode(node);
     }
   });

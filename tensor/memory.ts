@@ -17,7 +17,8 @@ export function track(t: Disposable): void {
 
 /** Removes `t` from the current scope so that `tidy` will not dispose it. */
 export function keep<T extends Disposable>(t: T): T {
-  for (const scope of scopes) scope.delete(t);
+  // a tensor sits in one scope at most (the one it was made in, or the one it was returned to)
+  for (let i = scopes.length - 1; i >= 0; i--) if (scopes[i].delete(t)) break;
   return t;
 }
 

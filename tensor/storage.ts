@@ -32,7 +32,8 @@ export function countedDevices(): Device[] {
 export abstract class Storage {
   private refs = 1;
   readonly bytes: number;
-  private readonly counts: LiveCounts;
+  /** Its device's live counters (`liveCounts(device)`), which its tensors update too. */
+  readonly counts: LiveCounts;
 
   constructor(
     readonly device: Device,

@@ -4,7 +4,7 @@ import { autogradHooks, ops, type GradFn } from './dispatch.js';
 import type { DType, TypedArray } from './dtype.js';
 import { track, type Disposable } from './memory.js';
 import { contiguousStrides, fmt, isContiguous, numel, type Shape } from './shape.js';
-import { liveCounts, type LiveCounts, type Storage } from './storage.js';
+import type { Storage } from './storage.js';
 import { to } from './ops/elementwise.js';
 
 /** One dim of a `slice`: null keeps the dim whole; [start, end?, step?] with Python semantics. */
@@ -17,12 +17,18 @@ type Nested = number | Nested[];
  * Views (reshape, permute, slice, expand, ...) share the storage; ops return new tensors.
  */
 export class Tensor implements Disposable {
+  /**
+   * Read-only (the types say so, and no code casts it away); not frozen, because V8 reads
+   * frozen arrays several times slower, and shapes are read all through every op.
+   */
   readonly shape: readonly number[];
   readonly strides: readonly number[];
   readonly offset: number;
   readonly dtype: DType;
   readonly device: Device;
   readonly storage: Storage;
+  /** The number of elements (the product of the shape). */
+  readonly size: number;
   /** Set on parameters and on tensors computed from them (used by autograd). */
   requiresGrad = false;
   /** Accumulated gradient (leaves), set by backward(). */
@@ -30,18 +36,18 @@ export class Tensor implements Disposable {
   /** The recorded op that made this tensor (set by autograd), or null. */
   gradFn: GradFn | null = null;
   private _disposed = false;
-  private readonly counts: LiveCounts;
+  private _contiguous: boolean | undefined = undefined;
 
-  /** Takes over one reference of `storage`: the caller must not release it. */
+  /** Takes over one reference of `storage`: the caller must not release it. Copies `shape` and `strides`. */
   constructor(storage: Storage, shape: Shape, strides?: readonly number[], offset = 0) {
     this.storage = storage;
-    this.shape = Object.freeze([...shape]);
-    this.strides = Object.freeze(strides ? [...strides] : contiguousStrides(shape));
+    this.shape = shape.slice();
+    this.strides = strides === undefined ? contiguousStrides(shape) : strides.slice();
     this.offset = offset;
     this.dtype = storage.dtype;
     this.device = storage.device;
-    this.counts = liveCounts(this.device);
-    this.counts.tensors++;
+    this.size = numel(shape);
+    storage.counts.tensors++;
     track(this);
   }
 
@@ -54,11 +60,10 @@ export class Tensor implements Disposable {
   get rank(): number {
     return this.shape.length;
   }
-  get size(): number {
-    return numel(this.shape);
-  }
+  /** Dense row-major over its whole storage (computed once: a tensor's view never changes). */
   get isContiguous(): boolean {
-    return this.offset === 0 && isContiguous(this.shape, this.strides) && this.size === this.storage.numel;
+    return (this._contiguous ??=
+      this.offset === 0 && this.size === this.storage.numel && isContiguous(this.shape, this.strides));
   }
   get disposed(): boolean {
     return this._disposed;
@@ -70,7 +75,7 @@ export class Tensor implements Disposable {
     // a recorded op's output: lets its graph go when nothing downstream needs it
     if (this.gradFn) autogradHooks()?.disposed(this);
     this._disposed = true;
-    this.counts.tensors--;
+    this.storage.counts.tensors--;
     this.storage.release();
   }
   [Symbol.dispose](): void {
@@ -201,6 +206,7 @@ export class Tensor implements Disposable {
   matmul(b: Tensor): Tensor { return ops().matmul(this, b); }
 }
 
-function flatArgs(args: number[] | [readonly number[]]): number[] {
-  return Array.isArray(args[0]) ? [...(args[0] as readonly number[])] : (args as number[]);
+/** The dims of `t.reshape(2, 3)` or `t.reshape([2, 3])` (the ops only read them). */
+function flatArgs(args: number[] | [readonly number[]]): readonly number[] {
+  return Array.isArray(args[0]) ? (args[0] as readonly number[]) : (args as number[]);
 }

@@ -23,7 +23,7 @@ import { viewPixels } from '../../llava-uhd/preprocess.js';
 import { applyTrainable, batchIndices, encodeSample, type Recipe, type StageSpec } from '../../llava-uhd/train.js';
 import { AdamW, clipGradNorm, crossEntropy, LLAVA_UHD_ADAMW, paramGroups } from '../../nn/index.js';
 import * as uhd from '../../tensor/index.js';
-import type { Tensor } from '../../tensor/index.js';
+import type { Device, Tensor } from '../../tensor/index.js';
 
 export interface HostCost {
   label: string;
@@ -80,8 +80,11 @@ export async function measure(label: string, body: () => Promise<number | undefi
   };
 }
 
-/** The main job's model and stage 2 ("instruction": everything trains, 9 slices), ready to step. */
-export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): Promise<{
+/**
+ * The main job's model and stage 2 ("instruction": everything trains, 9 slices), ready to step
+ * on `device` (WebGPU; ops.ts also steps it on its null backend, to time the layers above it).
+ */
+export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny, device: Device = 'webgpu'): Promise<{
   step: (i: number) => Promise<HostCost>;
   /** step(i) in two halves: the batch of step i on the device, then the measured step on it. */
   prepare: (i: number) => PreparedBatch;
@@ -94,7 +97,7 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
   const stage: StageSpec = recipe.stages[1];
   const data = await loadDatasets(recipe.data!, '.');
   uhd.manualSeed(0);
-  const model = new LlavaUHD(structuredClone(config), { device: 'webgpu' });
+  const model = new LlavaUHD(structuredClone(config), { device });
   const tok = await tokenizerFor(config);
   const named = applyTrainable(model, stage);
   const opt = new AdamW(paramGroups(named, { weightDecay: LLAVA_UHD_ADAMW.weightDecay }), {
@@ -108,10 +111,10 @@ export async function trainStepFixture(config: LlavaUHDConfig = CONFIGS.tiny): P
     const packed = pack(encoded.map((e) => e.layout), stage.pack_length!);
     // the batch on the device (uploads are data loading, not per-dispatch work)
     const inputs = packed.map((g) => ({
-      ids: uhd.tensor([Array.from(g.ids)], { dtype: 'int32', device: 'webgpu' }),
-      labels: uhd.tensor(g.labels, { dtype: 'int32', device: 'webgpu' }),
-      seg: uhd.tensor([Array.from(g.segmentIds)], { dtype: 'int32', device: 'webgpu' }),
-      pixels: g.samples.flatMap((m) => viewPixels(encoded[m.index].pixels, 'webgpu')),
+      ids: uhd.tensor([Array.from(g.ids)], { dtype: 'int32', device }),
+      labels: uhd.tensor(g.labels, { dtype: 'int32', device }),
+      seg: uhd.tensor([Array.from(g.segmentIds)], { dtype: 'int32', device }),
+      pixels: g.samples.flatMap((m) => viewPixels(encoded[m.index].pixels, device)),
       unk: g.unkPositions,
     }));
     return { inputs, dataMs: performance.now() - d0 };

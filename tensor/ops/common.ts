@@ -1,7 +1,7 @@
 /** Checks shared by every op's front end. */
 import { getBackend, type Backend } from '../backend.js';
 import { convertArray, type DType } from '../dtype.js';
-import { fmt, type Shape } from '../shape.js';
+import { fmt, shapesEqual, type Shape } from '../shape.js';
 import type { Device } from '../storage.js';
 import { Tensor } from '../tensor.js';
 
@@ -38,6 +38,14 @@ export function requireRank(op: string, name: string, t: Tensor, rank: number): 
 
 export function empty(shape: Shape, dtype: DType, device: Device): Tensor {
   return Tensor.empty(shape, dtype, device);
+}
+
+/**
+ * `t` itself when it already has `shape` (most operands of a broadcasting op), else its
+ * broadcast view; the caller disposes the view when it is not `t`.
+ */
+export function broadcastTo(t: Tensor, shape: readonly number[]): Tensor {
+  return shapesEqual(t.shape, shape) ? t : t.expand(shape);
 }
 
 /** A 0-d tensor holding `value`, shaped to broadcast against `like`. */

@@ -4,7 +4,7 @@ import { isFloat, type DType } from '../dtype.js';
 import { broadcastShapes, fmt } from '../shape.js';
 import type { Device } from '../storage.js';
 import { Tensor } from '../tensor.js';
-import { backendFor, empty, requireSameDtype, scalarLike } from './common.js';
+import { backendFor, broadcastTo, empty, requireSameDtype, scalarLike } from './common.js';
 
 const FLOAT_ONLY: ReadonlySet<UnaryOp> = new Set([
   'exp', 'log', 'sqrt', 'rsqrt', 'tanh', 'sigmoid', 'gelu', 'geluErf', 'silu',
@@ -45,11 +45,11 @@ export function binary(op: BinaryOp, a: Tensor | number, b: Tensor | number): Te
     if (op === 'pow' && !isFloat(ta.dtype)) throw new Error(`pow: needs float tensors, got ${ta.dtype}`);
     const shape = broadcastShapes(op, ta.shape, tb.shape);
     const out = empty(shape, ta.dtype, ta.device);
-    const ea = ta.expand(shape);
-    const eb = tb.expand(shape);
+    const ea = broadcastTo(ta, shape);
+    const eb = broadcastTo(tb, shape);
     backend.binary(op, ea, eb, out);
-    ea.dispose();
-    eb.dispose();
+    if (ea !== ta) ea.dispose();
+    if (eb !== tb) eb.dispose();
     return out;
   } finally {
     if (ta !== a) ta.dispose();
@@ -84,9 +84,11 @@ export function where(cond: Tensor, a: Operand, b: Operand): Tensor {
     requireSameDtype('where', ta, tb);
     const shape = broadcastShapes('where', broadcastShapes('where', cond.shape, ta.shape), tb.shape);
     const out = empty(shape, ta.dtype, cond.device);
-    const views = [cond.expand(shape), ta.expand(shape), tb.expand(shape)];
-    backend.where(views[0], views[1], views[2], out);
-    for (const v of views) v.dispose();
+    const [ec, ea, eb] = [broadcastTo(cond, shape), broadcastTo(ta, shape), broadcastTo(tb, shape)];
+    backend.where(ec, ea, eb, out);
+    if (ec !== cond) ec.dispose();
+    if (ea !== ta) ea.dispose();
+    if (eb !== tb) eb.dispose();
     return out;
   } finally {
     if (ta !== a) ta.dispose();
@@ -152,7 +154,7 @@ export async function toDevice(x: Tensor, device: Device): Promise<Tensor> {
 /** Writes `src` (broadcast to dst's shape) into the view `dst` in place. */
 export function assign(dst: Tensor, src: Tensor): void {
   const backend = backendFor('assign', dst, src);
-  const e = src.expand(dst.shape);
+  const e = broadcastTo(src, dst.shape);
   backend.copy(e, dst);
-  e.dispose();
+  if (e !== src) e.dispose();
 }

@@ -27,13 +27,18 @@ export function softmaxGrad(y: Tensor, gy: Tensor, dim: number, log: boolean): T
   const backend = backendFor('softmaxGrad', y, gy);
   sameShape('softmaxGrad', y, gy, 'y', 'gy');
   const d = normalizeDim('softmaxGrad', dim, y.rank);
+  if (d === y.rank - 1) {
+    // over the last dim already: no views to move it there and back
+    const out = empty(y.shape, y.dtype, y.device);
+    backend.softmaxGrad(y, gy, log, out);
+    return out;
+  }
   const order = [...y.shape.keys()].filter((i) => i !== d).concat(d);
   const [yp, gp] = [y.permute(order), gy.permute(order)];
   const out = empty(yp.shape, y.dtype, y.device);
   backend.softmaxGrad(yp, gp, log, out);
   yp.dispose();
   gp.dispose();
-  if (d === y.rank - 1) return out;
   const back = out.permute(order.map((_, i) => order.indexOf(i)));
   out.dispose();
   return back;

@@ -2,7 +2,7 @@
 import { broadcastShapes, fmt } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { isHalf } from '../dtype.js';
-import { backendFor, empty, requireDtype, requireSameDtype } from './common.js';
+import { backendFor, broadcastTo, empty, requireDtype, requireSameDtype } from './common.js';
 
 /**
  * a: [..., M, K] @ b: [..., K, N] -> [..., M, N]. A 1-d operand is treated as a row (a)
@@ -21,11 +21,12 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const [K2, N] = b2.shape.slice(-2);
   if (K !== K2) throw new Error(`matmul: inner dims differ, a is ${fmt(a.shape)}, b is ${fmt(b.shape)}`);
   const batch = broadcastShapes('matmul', a2.shape.slice(0, -2), b2.shape.slice(0, -2));
-  const ea = a2.expand([...batch, M, K]);
-  const eb = b2.expand([...batch, K, N]);
+  const ea = broadcastTo(a2, [...batch, M, K]);
+  const eb = broadcastTo(b2, [...batch, K, N]);
   const out = empty([...batch, M, N], a.dtype, a.device);
   backend.matmul(ea, eb, out);
-  for (const t of [ea, eb]) t.dispose();
+  if (ea !== a2) ea.dispose();
+  if (eb !== b2) eb.dispose();
   if (a2 !== a) a2.dispose();
   if (b2 !== b) b2.dispose();
   if (a.rank > 1 && b.rank > 1) return out;

@@ -8,18 +8,27 @@ import { backendFor, empty } from './common.js';
 function reduce(op: ReduceOp, x: Tensor, dims: number | number[] | undefined, keepdim: boolean): Tensor {
   const backend = backendFor(op, x);
   if (op === 'mean' && !isFloat(x.dtype)) throw new Error(`mean: needs a float tensor, got ${x.dtype}`);
-  const list = dims === undefined ? [...x.shape.keys()] : (Array.isArray(dims) ? dims : [dims]);
-  const reduced = [...new Set(list.map((d) => normalizeDim(op, d, x.rank)))].sort((a, b) => a - b);
-  if ((op === 'max' || op === 'argmax') && reduced.some((d) => x.shape[d] === 0)) {
-    throw new Error(`${op}: cannot reduce an empty dim of ${fmt(x.shape)}`);
+  const rank = x.rank;
+  const isReduced = new Array<boolean>(rank).fill(dims === undefined);
+  if (dims !== undefined) for (const d of Array.isArray(dims) ? dims : [dims]) isReduced[normalizeDim(op, d, rank)] = true;
+  // the kept dims in order, then the reduced ones: the backend reduces trailing dims
+  const order: number[] = [];
+  const outShape: number[] = [];
+  for (let d = 0; d < rank; d++) {
+    if (!isReduced[d]) order.push(d);
+    if (!isReduced[d] || keepdim) outShape.push(isReduced[d] ? 1 : x.shape[d]);
   }
-  const kept = [...x.shape.keys()].filter((d) => !reduced.includes(d));
-  // Move reduced dims last (a view), so the backend reduces trailing dims.
-  const moved = x.permute([...kept, ...reduced]);
-  const outShape = keepdim ? x.shape.map((s, d) => (reduced.includes(d) ? 1 : s)) : kept.map((d) => x.shape[d]);
+  const kept = order.length;
+  for (let d = 0; d < rank; d++) {
+    if (!isReduced[d]) continue;
+    if ((op === 'max' || op === 'argmax') && x.shape[d] === 0) throw new Error(`${op}: cannot reduce an empty dim of ${fmt(x.shape)}`);
+    order.push(d);
+  }
+  // a view with the reduced dims last, unless they already are
+  const moved = order.every((d, i) => d === i) ? x : x.permute(order);
   const out = empty(outShape, op === 'argmax' ? 'int32' : x.dtype, x.device);
-  backend.reduce(op, moved, reduced.length, out);
-  moved.dispose();
+  backend.reduce(op, moved, rank - kept, out);
+  if (moved !== x) moved.dispose();
   return out;
 }
 
@@ -41,12 +50,16 @@ function softmaxLike(name: string, log: boolean, x: Tensor, dim: number): Tensor
   const backend = backendFor(name, x);
   if (!isFloat(x.dtype)) throw new Error(`${name}: needs a float tensor, got ${x.dtype}`);
   const d = normalizeDim(name, dim, x.rank);
+  if (d === x.rank - 1) {
+    const out = empty(x.shape, x.dtype, x.device);
+    backend.softmax(x, log, out);
+    return out;
+  }
   const order = [...x.shape.keys()].filter((i) => i !== d).concat(d);
   const moved = x.permute(order);
   const out = empty(moved.shape, x.dtype, x.device);
   backend.softmax(moved, log, out);
   moved.dispose();
-  if (d === x.rank - 1) return out;
   // out is laid out in `order`; permute back (a view).
   const inverse = order.map((_, i) => order.indexOf(i));
   const back = out.permute(inverse);

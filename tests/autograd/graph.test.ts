@@ -53,6 +53,30 @@ describe('the tape', () => {
     expect(Array.from(await b.grad!.data())).toEqual([1, 1]);
   });
 
+  it('a rule may hand back its incoming gradient, or one tensor for several inputs: each input gets its own handle', async () => {
+    const a = param([1, 2]);
+    const b = param([3, 4]);
+    const c = param([5, 6]);
+    const before = uhd.memory().cpu.tensors;
+    const loss = uhd.tidy(() => {
+      // identity-like ops whose rules return g itself (twice), and one tensor for two inputs
+      const passG = ag.record('passG', [a, b], ag.noGrad(() => uhd.add(a, b)), [], (g) => [g, g]);
+      const shared = ag.record('shared', [passG, c], ag.noGrad(() => uhd.add(passG, c)), [], (g) => {
+        const twice = uhd.mul(g, 2);
+        return [twice, twice];
+      });
+      return shared.sum();
+    });
+    loss.backward();
+    loss.dispose();
+    expect(Array.from(await a.grad!.data())).toEqual([2, 2]);
+    expect(Array.from(await b.grad!.data())).toEqual([2, 2]);
+    expect(Array.from(await c.grad!.data())).toEqual([2, 2]);
+    expect(new Set([a, b, c].map((p) => p.grad!.storage)).size).toBe(3);
+    // the three grads are what is left: every handle made during backward was disposed
+    expect(uhd.memory().cpu.tensors - before).toBe(3);
+  });
+
   it('a forward without backward frees its graph (saved tensors) once its output is disposed', () => {
     const w = uhd.randn([16, 16], { dtype: 'float64' }).requiresGrad_();
     const x = uhd.randn([4, 16], { dtype: 'float64' });

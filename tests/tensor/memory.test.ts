@@ -58,6 +58,35 @@ describe('memory: dispose, tidy, using', () => {
     saved!.dispose();
   });
 
+  it('keep() in a nested tidy survives every enclosing one; a throw frees the rest of its scope', () => {
+    const m0 = uhd.memory().cpu;
+    let saved: uhd.Tensor | null = null;
+    const returned = uhd.tidy(() => {
+      const inner = uhd.tidy(() => {
+        saved = uhd.keep(uhd.ones([2]).add(1));
+        return [saved, uhd.ones([3])]; // saved is kept, and returned as well
+      });
+      uhd.ones([4]); // garbage of the outer scope
+      return inner[0];
+    });
+    expect(returned).toBe(saved);
+    expect(saved!.disposed).toBe(false);
+    expect(uhd.memory().cpu.tensors).toBe(m0.tensors + 1);
+    let thrownKept: uhd.Tensor | null = null;
+    expect(() =>
+      uhd.tidy(() => {
+        uhd.ones([5]);
+        thrownKept = uhd.keep(uhd.ones([6]));
+        throw new Error('boom');
+      }),
+    ).toThrow('boom');
+    expect(thrownKept!.disposed).toBe(false);
+    expect(uhd.memory().cpu.tensors).toBe(m0.tensors + 2);
+    saved!.dispose();
+    thrownKept!.dispose();
+    expect(uhd.memory().cpu).toEqual(m0);
+  });
+
   it('tidy refuses async functions', () => {
     expect(() => uhd.tidy(async () => 1)).toThrow(/must be synchronous/);
   });

@@ -21,6 +21,9 @@ describe('creation and views', () => {
     ['narrow out of range', () => f([4]).narrow(0, 3, 2), 'narrow: [3, 5) out of range for dim 0 of size 4'],
     ['expand non-1 dim', () => f([2, 3]).expand(2, 4), 'expand: cannot expand [2,3] to [2,4] (dim 1: 3 -> 4)'],
     ['expand to fewer dims', () => f([2, 3]).expand(3), 'expand: target [3] has fewer dims than [2,3]'],
+    ['expand -1 in a new leading dim', () => f([2, 3]).expand(-1, 2, 3), 'expand: -1 in [-1,2,3] is for existing dims, not the new leading dim 0 (tensor [2,3])'],
+    ['squeeze dim out of range', () => f([2, 1]).squeeze(2), 'squeeze: dim 2 out of range for a tensor of rank 2'],
+    ['permute with too few dims', () => f([2, 3]).permute(1), 'permute: [1] is not a permutation of 2 dims (tensor [2,3])'],
   ])('%s', (_name, fn, message) => {
     expect(fn).toThrow(message);
   });

@@ -82,6 +82,10 @@ describe('views share storage and address it through strides', () => {
     expect(Array.from(await x.slice([2, 100, 3]).data())).toEqual([2, 5, 8]);
     expect(x.slice([5, 2]).shape).toEqual([0]);
     expect(Array.from(await x.slice(4).data())).toEqual([4]);
+    expect(Array.from(await x.slice(-1).data())).toEqual([9]);
+    expect(Array.from(await x.slice(-10).data())).toEqual([0]);
+    expect(x.slice(10).shape).toEqual([0]);
+    expect(x.slice(-11).shape).toEqual([0]);
     expect(Array.from(await x.narrow(0, 3, 2).data())).toEqual([3, 4]);
   });
 
@@ -92,6 +96,24 @@ describe('views share storage and address it through strides', () => {
     expect(x.squeeze(0).shape).toEqual([2, 1, 3, 1]);
     expect(x.unsqueeze(0).shape).toEqual([1, 2, 1, 3, 1]);
     expect(x.unsqueeze(-1).shape).toEqual([2, 1, 3, 1, 1]);
+  });
+
+  it("a tensor's shape and strides are never the caller's own arrays", () => {
+    const dims = [6, 4];
+    const strides = [4, 1];
+    const x = uhd.zeros([24]).reshape(dims);
+    const made = new uhd.Tensor(x.storage.retain(), dims, strides);
+    for (const t of [x, made, x.view(dims), x.expand(dims), x.detach()]) {
+      expect(t.shape).not.toBe(dims);
+      expect(t.strides).not.toBe(strides);
+    }
+    dims[0] = 99; // the caller may reuse its arrays: the tensors keep their own
+    strides[0] = 7;
+    expect(x.shape).toEqual([6, 4]);
+    expect(made.shape).toEqual([6, 4]);
+    expect(made.strides).toEqual([4, 1]);
+    expect(made.size).toBe(24);
+    expect(x.view(-1).shape).toEqual([24]);
   });
 
   it('contiguous() copies only when needed', () => {
