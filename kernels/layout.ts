@@ -32,33 +32,37 @@ export class Uniforms {
   /** The struct's words as they are built: each field at its aligned offset (u32 bit patterns). */
   private words: number[] = [];
 
+  /** Word index of each field (its first word for a vec8). */
+  private at: number[] = [];
+
   u32(name: string, v: number): this {
-    this.names.push(name);
-    this.types.push('u32');
+    this.field(name, 'u32');
     this.words.push(v >>> 0);
     return this;
   }
   i32(name: string, v: number): this {
-    this.names.push(name);
-    this.types.push('i32');
+    this.field(name, 'i32');
     i32Bits[0] = v;
     this.words.push(u32Bits[0]);
     return this;
   }
   f32(name: string, v: number): this {
-    this.names.push(name);
-    this.types.push('f32');
+    this.field(name, 'f32');
     f32Bits[0] = v;
     this.words.push(u32Bits[0]);
     return this;
   }
+  private field(name: string, type: Field['type']): void {
+    this.names.push(name);
+    this.types.push(type);
+    this.at.push(this.words.length);
+  }
   /** Up to 8 unsigned integers (shape or strides of a view), zero padded. */
   vec8(name: string, v: readonly number[]): this {
     if (v.length > MAX_RANK) throw new Error(`webgpu: rank ${v.length} exceeds the kernel limit ${MAX_RANK}`);
-    this.names.push(name);
-    this.types.push('vec8');
     const w = this.words;
     while (w.length % 4) w.push(0); // array<vec4u, 2> aligns to 16 bytes
+    this.field(name, 'vec8');
     for (let i = 0; i < MAX_RANK; i++) w.push(i < v.length ? v[i] >>> 0 : 0);
     return this;
   }
@@ -67,6 +71,21 @@ export class Uniforms {
   declaration(): string {
     const members = this.names.map((n, i) => `  ${n}: ${this.types[i] === 'vec8' ? 'array<vec4u, 2>' : this.types[i]},`);
     return `struct Params {\n${members.join('\n')}\n}\n@group(0) @binding(0) var<uniform> P: Params;\n`;
+  }
+
+  /**
+   * The word (u32 index into `bytes()`) where field `name` begins: a front end that keeps the
+   * bytes of a call for the next ones writes the values that change there.
+   */
+  wordOf(name: string): number {
+    const i = this.names.indexOf(name);
+    if (i < 0) throw new Error(`webgpu: no uniform field '${name}'`);
+    return this.at[i];
+  }
+
+  /** `bytes()` as words, to keep and patch (see `wordOf`). */
+  words32(): Uint32Array {
+    return new Uint32Array(this.bytes());
   }
 
   bytes(): ArrayBuffer {
