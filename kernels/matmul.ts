@@ -22,6 +22,7 @@ import { HALF_DECODE_WGSL } from './half.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
+import { dtypeCode, PlanCache, pushList } from './plans.js';
 import { bindWindow, bufferOf, ctx, type BufferBinding } from './runtime.js';
 
 /** Work split of one matmul pipeline. */
@@ -634,10 +635,94 @@ function matmulSplit(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, 
  * stride-0 broadcast views), out: contiguous [...batch, M, N]. f32 only.
  */
 export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
-  for (const t of [a, b, out]) {
-    if (t.dtype !== 'float32' && !(t === b && isHalf(t.dtype))) throw new Error(`matmul: webgpu supports float32 (and half weights as b) only, got ${t.dtype} ${t.toString()}`);
+  checkDtype(a, b);
+  checkDtype(b, b);
+  checkDtype(out, b);
+  if (out.size === 0) return;
+  const c = ctx();
+  const limit = c.bindingLimit;
+  if (overLimit(c, limit, a) || overLimit(c, limit, b) || overLimit(c, limit, out)) {
+    matmulWith(chooseVariant(a, b, out), a, b, out);
+    return;
   }
-  matmulWith(chooseVariant(a, b, out), a, b, out);
+  const sig = matmulPlans.start(c);
+  sig.push(0, dtypeCode(b.dtype));
+  pushView(sig, a);
+  pushView(sig, b);
+  pushView(sig, out);
+  const plan = matmulPlans.find() ?? matmulPlans.add(matmulPlan(chooseVariant(a, b, out), a, b, out, {}));
+  if (!plan) {
+    matmulWith(chooseVariant(a, b, out), a, b, out);
+    return;
+  }
+  const w = plan.words;
+  const at = plan.offsetWords;
+  w[at[0]] = a.offset;
+  w[at[1]] = b.offset;
+  w[at[2]] = out.offset;
+  c.dispatch({ label: 'matmul', key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(a), bufferOf(b), bufferOf(out)], workgroups: plan.workgroups });
+}
+
+/** float32 operands, or a half `b` (weights). */
+function checkDtype(t: Tensor, b: Tensor): void {
+  if (t.dtype !== 'float32' && !(t === b && isHalf(t.dtype))) throw new Error(`matmul: webgpu supports float32 (and half weights as b) only, got ${t.dtype} ${t.toString()}`);
+}
+
+/** True when `t`'s buffer is larger than one storage binding may be (the call must split). */
+function overLimit(c: ReturnType<typeof ctx>, limit: number, t: Tensor | null | undefined): boolean {
+  return !!t && c.bufferSize(bufferOf(t)) > limit;
+}
+
+/**
+ * What a single-dispatch matmul or linear of one signature needs, computed once: the variant's
+ * pipeline key and code, the uniforms (operand offsets written per call) and the workgroups.
+ */
+interface MatmulPlan {
+  label: 'matmul' | 'linear';
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  /** Words of a_off, b_off, o_off, bias_off, res_off, pre_off. */
+  offsetWords: readonly number[];
+  workgroups: readonly [number, number, number];
+}
+
+/** null: the signature needs more than one dispatch per dim limit (matmulWith handles it). */
+const matmulPlans = new PlanCache<MatmulPlan | null>();
+
+/** A view's shape, strides and offset modulo 4 (which decides vec4 access). */
+function pushView(sig: number[], t: Tensor): void {
+  pushList(sig, t.shape);
+  pushList(sig, t.strides);
+  sig.push(t.offset & 3);
+}
+
+/** The plan of `variant` for these operands (their offsets are placeholders), or null past the workgroup limit. */
+function matmulPlan(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, epi: EpilogueOperands): MatmulPlan | null {
+  const c = ctx();
+  const g = geometry(a, b, out);
+  const { bm, bn } = variant.config;
+  const tilesX = Math.ceil(g.N / bn);
+  const tilesY = Math.ceil(g.M / bm);
+  const max = c.limits.maxComputeWorkgroupsPerDimension;
+  if (tilesX > max || tilesY > max || g.batches > max) return null;
+  const e = variant.epilogue;
+  let epiOffsets: MatmulParams['epi'];
+  if (e) {
+    if (g.batch.shape.length > 0) throw new Error('matmul: a fused epilogue needs a single matrix (no batch dims)');
+    const act = { none: 0, gelu: 1, geluErf: 2 }[e.act];
+    const flags = (epi.bias ? 1 : 0) | (epi.residual ? 2 : 0) | (epi.preact ? 4 : 0) | (act << 3);
+    epiOffsets = { flags, bias: 0, res: 0, resRow: epi.residual ? epi.residual.strides[0] : 0, pre: 0 };
+  }
+  const u = matmulUniforms({ ...g, tile: [0, 0, 0], epi: epiOffsets });
+  return {
+    label: e ? 'linear' : 'matmul',
+    key: `matmul|${variantKey(variant)}`,
+    code: () => matmulWGSL(variant),
+    words: u.words32(),
+    offsetWords: ['a_off', 'b_off', 'o_off', 'bias_off', 'res_off', 'pre_off'].map((f) => u.wordOf(f)),
+    workgroups: [tilesX, tilesY, g.batches],
+  };
 }
 
 /**
@@ -648,9 +733,45 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null, act: LinearActivation, out: Tensor, preact: Tensor | null): boolean {
   const c = ctx();
   if (!c.tuning.fused) return false;
-  if ([x, out, bias, residual, preact].some((t) => t && t.dtype !== 'float32')) return false;
+  if (x.dtype !== 'float32' || out.dtype !== 'float32' || (bias && bias.dtype !== 'float32') || (residual && residual.dtype !== 'float32') || (preact && preact.dtype !== 'float32')) return false;
   if (weight.dtype !== 'float32' && !isHalf(weight.dtype)) return false;
   if (residual && residual.rank === 2 && residual.strides[1] !== 1 && residual.shape[1] > 1) return false;
+  if (out.size === 0) return true;
+  const limit = c.bindingLimit;
+  const fits = !(overLimit(c, limit, x) || overLimit(c, limit, weight) || overLimit(c, limit, out) || overLimit(c, limit, bias) || overLimit(c, limit, residual) || overLimit(c, limit, preact));
+  if (fits) {
+    const sig = matmulPlans.start(c);
+    sig.push(1 + (bias ? 2 : 0) + (residual ? 4 : 0) + (preact ? 8 : 0) + 16 * ACTS.indexOf(act), dtypeCode(weight.dtype));
+    pushView(sig, x);
+    pushView(sig, weight);
+    pushView(sig, out);
+    sig.push(residual ? residual.strides[0] : -1);
+    let plan = matmulPlans.find();
+    if (plan === undefined) {
+      const wt = weight.transpose();
+      try {
+        const v = chooseVariant(x, wt, out);
+        v.epilogue = { bias: bias !== null, residual: residual !== null, preact: preact !== null, act };
+        plan = matmulPlans.add(matmulPlan(v, x, wt, out, { bias, residual, preact }));
+      } finally {
+        wt.dispose();
+      }
+    }
+    if (plan) {
+      const w = plan.words;
+      const at = plan.offsetWords;
+      w[at[0]] = x.offset;
+      w[at[1]] = weight.offset;
+      w[at[2]] = out.offset;
+      w[at[3]] = bias ? bias.offset : 0;
+      w[at[4]] = residual ? residual.offset : 0;
+      w[at[5]] = preact ? preact.offset : 0;
+      const a = bufferOf(x);
+      const buffers = [a, bufferOf(weight), bufferOf(out), bias ? bufferOf(bias) : a, residual ? bufferOf(residual) : a, preact ? bufferOf(preact) : c.scratch];
+      c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: plan.workgroups });
+      return true;
+    }
+  }
   const wt = weight.transpose();
   try {
     const v = chooseVariant(x, wt, out);
@@ -661,6 +782,8 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
   }
   return true;
 }
+
+const ACTS: readonly LinearActivation[] = ['none', 'gelu', 'geluErf'];
 
 function range(n: number): number[] {
   return [...Array(n).keys()];
