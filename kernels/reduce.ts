@@ -20,6 +20,7 @@
 import type { ReduceOp } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
 import { coalesce, grid, Uniforms, wgslType } from './layout.js';
+import { dtypeCode, PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 // ---- row tiling, shared with kernels/norm.ts ----------------------------------------------
@@ -276,6 +277,31 @@ const MIN_GROUPS = 64;
 /** A split chunk gives each lane at least this many elements. */
 const SPLIT_PER_LANE = 2 * PER_LANE;
 
+/** One dispatch of a reduction plan; x_off and o_off are written per call. */
+interface ReduceStage {
+  label: string;
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  xOffWord: number;
+  oOffWord: number;
+  workgroups: readonly [number, number];
+}
+
+/**
+ * A reduction of one signature: a single stage, or (split) stage 1 into partials [parts, rows]
+ * and stage 2 over them. `partIdx` says the partials carry argmax indices.
+ */
+interface ReducePlan {
+  stages: ReduceStage[];
+  parts: number;
+  rows: number;
+  partIdx: boolean;
+}
+
+const reducePlans = new PlanCache<ReducePlan>();
+const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'mean', 'max', 'argmax'];
+
 /**
  * Reduces the trailing `reducedRank` dims of x (any strided view, rank <= 8) into `out`
  * (contiguous, one value per leading index). argmax writes int32 indices of the first maximum
@@ -284,6 +310,39 @@ const SPLIT_PER_LANE = 2 * PER_LANE;
 export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor): void {
   const rows = out.size;
   if (rows === 0) return;
+  const c = ctx();
+  const sig = reducePlans.start(c);
+  sig.push(REDUCE_OPS.indexOf(op), dtypeCode(x.dtype), reducedRank, rows, x.offset & 3, c.tuning.subgroups ? 1 : 0);
+  pushList(sig, x.shape);
+  pushList(sig, x.strides);
+  const plan = reducePlans.find() ?? reducePlans.add(reducePlan(op, x, reducedRank, rows));
+  const [first, second] = plan.stages;
+  if (plan.parts === 0) {
+    first.words[first.xOffWord] = x.offset;
+    first.words[first.oOffWord] = out.offset;
+    c.dispatch({ label: first.label, key: first.key, code: first.code, uniforms: first.words.buffer as ArrayBuffer, buffers: [bufferOf(x), bufferOf(out)], workgroups: first.workgroups });
+    return;
+  }
+  const partVal = Tensor.empty([plan.parts, plan.rows], x.dtype, 'webgpu');
+  const partIdx = plan.partIdx ? Tensor.empty([plan.parts, plan.rows], 'int32', 'webgpu') : null;
+  first.words[first.xOffWord] = x.offset;
+  first.words[first.oOffWord] = partVal.offset;
+  c.dispatch({
+    label: first.label, key: first.key, code: first.code, uniforms: first.words.buffer as ArrayBuffer,
+    buffers: partIdx ? [bufferOf(x), bufferOf(partVal), bufferOf(partIdx)] : [bufferOf(x), bufferOf(partVal)], workgroups: first.workgroups,
+  });
+  second.words[second.xOffWord] = partVal.offset;
+  second.words[second.oOffWord] = out.offset;
+  c.dispatch({
+    label: second.label, key: second.key, code: second.code, uniforms: second.words.buffer as ArrayBuffer,
+    buffers: partIdx ? [bufferOf(partVal), bufferOf(partIdx), bufferOf(out)] : [bufferOf(partVal), bufferOf(out)], workgroups: second.workgroups,
+  });
+  partVal.dispose();
+  partIdx?.dispose();
+}
+
+/** Works out a reduction's tiling, split and stages (offsets of x and out are written per call). */
+function reducePlan(op: ReduceOp, x: Tensor, reducedRank: number, rows: number): ReducePlan {
   const T = wgslType(x.dtype);
   const outer = dimsOf(x, 0, x.rank - reducedRank);
   const inner = dimsOf(x, x.rank - reducedRank, x.rank);
@@ -305,17 +364,13 @@ export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor
   const subgroups = (t: RowTiling) => base === 'sum' && t.cols === 1 && t.lanes > 1 && c.tuning.subgroups && c.hasFeature('subgroups');
   if (splits <= 1) {
     const final = { ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax', subgroups: subgroups(tiling) };
-    dispatchReduce(final, x, null, outer, inner, { rows, orows: rows, chunk: len, len, count: len }, [out]);
-    return;
+    return { stages: [reduceStage(final, outer, inner, { rows, orows: rows, chunk: len, len, count: len })], parts: 0, rows, partIdx: false };
   }
   // Stage 1: dispatch row p * rows + r reduces chunk p of input row r into partials [parts, rows]
   // (chunk index slowest, so neighbouring threads still read neighbouring rows).
   const chunk = Math.ceil(len / splits / 4) * 4;
   const parts = Math.ceil(len / chunk);
-  const partVal = Tensor.empty([parts, rows], x.dtype, 'webgpu');
-  const partIdx = op === 'argmax' ? Tensor.empty([parts, rows], 'int32', 'webgpu') : null;
   const stage1 = { ...spec, tiling: rowTiling(rows * parts, chunk, alongRowUnit, acrossRowsUnit), divide: false, outVal: true, outIdx: op === 'argmax' };
-  dispatchReduce(stage1, x, null, outer, inner, { rows: rows * parts, orows: rows, chunk, len, count: len }, partIdx ? [partVal, partIdx] : [partVal]);
   // Stage 2: a column reduction over the partials (argmax carries their indices along).
   const stage2 = {
     ...spec, outerRank: 1, innerRank: 1, vec4: false, tiling: rowTiling(rows, parts, rows === 1, true),
@@ -323,40 +378,42 @@ export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor
   };
   const pOuter = { shape: [rows], strides: [1] };
   const pInner = { shape: [parts], strides: [rows] };
-  dispatchReduce(stage2, partVal, partIdx, pOuter, pInner, { rows, orows: rows, chunk: parts, len: parts, count: len }, [out]);
-  partVal.dispose();
-  partIdx?.dispose();
+  return {
+    stages: [
+      reduceStage(stage1, outer, inner, { rows: rows * parts, orows: rows, chunk, len, count: len }),
+      reduceStage(stage2, pOuter, pInner, { rows, orows: rows, chunk: parts, len: parts, count: len }),
+    ],
+    parts, rows, partIdx: op === 'argmax',
+  };
 }
 
-function dispatchReduce(
+function reduceStage(
   spec: ReduceSpec,
-  x: Tensor,
-  xi: Tensor | null,
   outer: { shape: number[]; strides: number[] },
   inner: { shape: number[]; strides: number[] },
   sizes: { rows: number; orows: number; chunk: number; len: number; count: number },
-  outs: Tensor[],
-): void {
+): ReduceStage {
   const u = new Uniforms()
     .u32('rows', sizes.rows)
     .u32('orows', sizes.orows)
     .u32('chunk', sizes.chunk)
     .u32('len', sizes.len)
     .f32('count', sizes.count)
-    .u32('x_off', x.offset)
-    .u32('o_off', outs[0].offset)
+    .u32('x_off', 0)
+    .u32('o_off', 0)
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides)
     .vec8('ishape', inner.shape)
     .vec8('istr', inner.strides);
-  ctx().dispatch({
+  return {
     label: `reduce ${spec.op}`,
     key: `reduce|${JSON.stringify(spec)}`,
     code: () => reduceWgsl(spec, u),
-    uniforms: u.bytes(),
-    buffers: [x, ...(xi ? [xi] : []), ...outs].map(bufferOf),
+    words: u.words32(),
+    xOffWord: u.wordOf('x_off'),
+    oOffWord: u.wordOf('o_off'),
     workgroups: tileGrid(sizes.rows, spec.tiling),
-  });
+  };
 }
 
 // ---- softmax --------------------------------------------------------------------------------
@@ -431,28 +488,45 @@ ${combine}
 }`;
 }
 
+/** A softmax of one signature (x_off and o_off are written per call). */
+const softmaxPlans = new PlanCache<ReduceStage>();
+
 /** Softmax (or log-softmax) over the last dim of x (any strided view); out is contiguous. */
 export function softmax(x: Tensor, log: boolean, out: Tensor): void {
   const len = x.shape[x.rank - 1];
   const rows = len === 0 ? 0 : x.size / len;
   if (rows === 0) return;
+  const c = ctx();
+  const sig = softmaxPlans.start(c);
+  sig.push(log ? 1 : 0, x.offset & 3, out.offset & 3);
+  pushList(sig, x.shape);
+  pushList(sig, x.strides);
+  const plan = softmaxPlans.find() ?? softmaxPlans.add(softmaxPlan(x, log, out, rows, len));
+  plan.words[plan.xOffWord] = x.offset;
+  plan.words[plan.oOffWord] = out.offset;
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: plan.words.buffer as ArrayBuffer, buffers: [bufferOf(x), bufferOf(out)], workgroups: plan.workgroups });
+}
+
+function softmaxPlan(x: Tensor, log: boolean, out: Tensor, rows: number, len: number): ReduceStage {
   const outer = dimsOf(x, 0, x.rank - 1);
   const last = x.strides[x.rank - 1];
   const t = rowTiling(rows, len, last === 1 || len === 1, unitInner(outer));
   const u = new Uniforms()
     .u32('rows', rows)
     .u32('len', len)
-    .u32('x_off', x.offset)
+    .u32('x_off', 0)
     .u32('x_last', last)
-    .u32('o_off', out.offset)
+    .u32('o_off', 0)
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides);
-  ctx().dispatch({
+  const vec4 = rowsAsVec4(x, outer, out);
+  return {
     label: log ? 'logSoftmax' : 'softmax',
-    key: `softmax|${JSON.stringify(t)}|${outer.shape.length}|${log}|${rowsAsVec4(x, outer, out)}`,
-    code: () => softmaxWgsl(t, outer.shape.length, log, rowsAsVec4(x, outer, out), u),
-    uniforms: u.bytes(),
-    buffers: [bufferOf(x), bufferOf(out)],
+    key: `softmax|${JSON.stringify(t)}|${outer.shape.length}|${log}|${vec4}`,
+    code: () => softmaxWgsl(t, outer.shape.length, log, vec4, u),
+    words: u.words32(),
+    xOffWord: u.wordOf('x_off'),
+    oOffWord: u.wordOf('o_off'),
     workgroups: tileGrid(rows, t),
-  });
+  };
 }
