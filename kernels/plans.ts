@@ -19,6 +19,12 @@ interface Entry<P> {
   next: Entry<P> | null;
 }
 
+/**
+ * Plans are memoized unless this is off: then every call builds its plan afresh, as before
+ * plans existed (tests compare the two; benchmarks measure what plans save).
+ */
+export const planCaching = { enabled: true };
+
 export class PlanCache<P> {
   /** The signature of the call being looked up: push its numbers, then `find` or `add`. */
   readonly signature: number[] = [];
@@ -42,6 +48,7 @@ export class PlanCache<P> {
 
   /** The plan stored under the current signature, if any. */
   find(): P | undefined {
+    if (!planCaching.enabled) return undefined;
     const s = this.signature;
     for (let e: Entry<P> | null = this.buckets.get(hash(s)) ?? null; e; e = e.next) {
       if (sameNumbers(e.signature, s)) return e.plan;
@@ -51,6 +58,7 @@ export class PlanCache<P> {
 
   /** Stores `plan` under the current signature (which `find` did not find) and returns it. */
   add(plan: P): P {
+    if (!planCaching.enabled) return plan;
     if (this.size >= this.max) {
       this.buckets.clear();
       this.size = 0;
