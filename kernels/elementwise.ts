@@ -120,6 +120,9 @@ interface MapPlan {
   words: Uint32Array;
   /** Word of each operand's `_off` field: the inputs', then out's. */
   offsetWords: number[];
+  /** Words of `n` and of the coalesced shape's first dim (written per call for dense operands). */
+  nWord: number;
+  shapeWord: number;
   workgroups: readonly [number, number];
 }
 
@@ -136,13 +139,21 @@ export function mapKernel(kind: MapKind, inputs: readonly Tensor[], out: Tensor)
   const n = out.size;
   if (n === 0) return;
   const c = ctx();
+  // Operands that are all dense row-major coalesce to one dim of n whatever their shape: their
+  // plan does not depend on the sizes, which are written per call like the offsets.
+  let dense = isDense(out);
+  for (let k = 0; k < inputs.length && dense; k++) dense = isDense(inputs[k]);
   const sig = kind.plans.start(c);
   sig.push(dtypeCode(out.dtype));
   for (let k = 0; k < inputs.length; k++) sig.push(dtypeCode(inputs[k].dtype));
-  pushList(sig, out.shape);
-  for (let k = 0; k < inputs.length; k++) pushList(sig, inputs[k].strides);
-  pushList(sig, out.strides);
-  const plan = kind.plans.find() ?? kind.plans.add(mapPlan(kind, inputs, out, c.limits.maxComputeWorkgroupsPerDimension));
+  if (dense) sig.push(-1);
+  else {
+    pushList(sig, out.shape);
+    for (let k = 0; k < inputs.length; k++) pushList(sig, inputs[k].strides);
+    pushList(sig, out.strides);
+  }
+  const max = c.limits.maxComputeWorkgroupsPerDimension;
+  const plan = kind.plans.find() ?? kind.plans.add(mapPlan(kind, inputs, out, max));
   const words = plan.words;
   const offs = plan.offsetWords;
   const buffers: GPUBuffer[] = [];
@@ -152,7 +163,25 @@ export function mapKernel(kind: MapKind, inputs: readonly Tensor[], out: Tensor)
   }
   words[offs[inputs.length]] = out.offset;
   buffers.push(bufferOf(out));
-  c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers, workgroups: plan.workgroups });
+  let workgroups = plan.workgroups;
+  if (dense) {
+    words[plan.nWord] = n;
+    words[plan.shapeWord] = n;
+    workgroups = grid(n, WG, max);
+  }
+  c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers, workgroups });
+}
+
+/** True when `t` is a dense row-major block of its storage (at any offset): it coalesces to one dim. */
+function isDense(t: Tensor): boolean {
+  const shape = t.shape;
+  const strides = t.strides;
+  let expected = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    if (shape[d] !== 1 && strides[d] !== expected) return false;
+    expected *= shape[d];
+  }
+  return true;
 }
 
 function mapPlan(kind: MapKind, inputs: readonly Tensor[], out: Tensor, maxWorkgroups: number): MapPlan {
@@ -191,6 +220,8 @@ ${offsetCode(shape.length, names)}
     code,
     words: u.words32(),
     offsetWords: names.map((name) => u.wordOf(`${name}_off`)),
+    nWord: u.wordOf('n'),
+    shapeWord: u.wordOf('shape'),
     workgroups: grid(n, WG, maxWorkgroups),
   };
 }
@@ -260,6 +291,9 @@ interface FillPlan {
   i32: Int32Array;
   valueWord: number;
   offsetWord: number;
+  /** Words of `n` and of the coalesced shape's first dim (written per call when out is dense). */
+  nWord: number;
+  shapeWord: number;
   workgroups: readonly [number, number];
 }
 const fillPlans = new PlanCache<FillPlan>();
@@ -268,15 +302,26 @@ export function fill(out: Tensor, value: number): void {
   const n = out.size;
   if (n === 0) return;
   const c = ctx();
+  const dense = isDense(out); // then the plan is one of n, whatever the shape (see mapKernel)
   const sig = fillPlans.start(c);
   sig.push(dtypeCode(out.dtype));
-  pushList(sig, out.shape);
-  pushList(sig, out.strides);
-  const plan = fillPlans.find() ?? fillPlans.add(fillPlan(out, c.limits.maxComputeWorkgroupsPerDimension));
+  if (dense) sig.push(-1);
+  else {
+    pushList(sig, out.shape);
+    pushList(sig, out.strides);
+  }
+  const max = c.limits.maxComputeWorkgroupsPerDimension;
+  const plan = fillPlans.find() ?? fillPlans.add(fillPlan(out, max));
   if (plan.int) plan.i32[plan.valueWord] = value;
   else plan.f32[plan.valueWord] = value;
   plan.words[plan.offsetWord] = out.offset;
-  c.dispatch({ label: 'fill', key: plan.key, code: plan.code, uniforms: plan.words.buffer as ArrayBuffer, buffers: [bufferOf(out)], workgroups: plan.workgroups });
+  let workgroups = plan.workgroups;
+  if (dense) {
+    plan.words[plan.nWord] = n;
+    plan.words[plan.shapeWord] = n;
+    workgroups = grid(n, WG, max);
+  }
+  c.dispatch({ label: 'fill', key: plan.key, code: plan.code, uniforms: plan.words.buffer as ArrayBuffer, buffers: [bufferOf(out)], workgroups });
 }
 
 function fillPlan(out: Tensor, maxWorkgroups: number): FillPlan {
@@ -301,7 +346,7 @@ ${offsetCode(shape.length, ['o'])}
   return {
     key: `fill|${t}|${shape.length}`, code, words, int: t === 'i32',
     f32: new Float32Array(words.buffer), i32: new Int32Array(words.buffer),
-    valueWord: u.wordOf('value'), offsetWord: u.wordOf('o_off'),
+    valueWord: u.wordOf('value'), offsetWord: u.wordOf('o_off'), nWord: u.wordOf('n'), shapeWord: u.wordOf('shape'),
     workgroups: grid(n, WG, maxWorkgroups),
   };
 }

@@ -110,6 +110,8 @@ function everyFrontEnd(): void {
     const b = wide.narrow(1, at + 1, 64);
     const o = outWide.narrow(1, at, 64);
     binary('add', a, b, o);
+    binary('sub', gpu([at + 5, 3]), gpu([at + 5, 3]), empty([at + 5, 3])); // dense: sizes written per call
+    fill(empty([2, at + 7]), 1.5);
     binary('mul', a, wide.narrow(0, 1, 1).narrow(1, at, 64).expand([6, 64]), o);
     unary('relu', a, o);
     where(a, b, a, o);
@@ -209,6 +211,19 @@ describe('front ends served from a stored plan', () => {
         const want = call(dense);
         for (let i = 0; i < got.length; i++) expectClose(await got[i].data(), await want[i].data(), F32, `${name} at ${at}, output ${i}`);
       }
+    }
+  });
+
+  it('serve dense operands of every shape from one plan, their sizes written per call', async () => {
+    for (const shape of [[5, 3], [37], [2, 1, 4], [1], [300, 2]]) {
+      const a = uhd.randn(shape);
+      const b = uhd.randn(shape);
+      const got = empty(shape);
+      binary('mul', a.to('webgpu'), b.to('webgpu'), got);
+      expectClose(await got.data(), await a.mul(b).data(), F32, `mul ${JSON.stringify(shape)}`);
+      const filled = empty(shape);
+      fill(filled, shape[0] + 0.25);
+      expect(Array.from(await filled.data())).toEqual(Array(a.size).fill(shape[0] + 0.25));
     }
   });
 });
