@@ -446,9 +446,12 @@ function matmulUniforms(p: MatmulParams): Uniforms {
     .vec8('bshape', p.batch.shape).vec8('a_bstr', p.batch.a).vec8('b_bstr', p.batch.b);
 }
 
-const UNIFORMS_WGSL = matmulUniforms({
+const UNIFORMS_TEMPLATE = matmulUniforms({
   M: 0, N: 0, K: 0, a: [0, 0, 0], b: [0, 0, 0], oOff: 0, batch: { shape: [], a: [], b: [] }, tile: [0, 0, 0],
-}).declaration();
+});
+const UNIFORMS_WGSL = UNIFORMS_TEMPLATE.declaration();
+/** Words of a_off, b_off, o_off, bias_off, res_off, pre_off (the struct is the same for every call). */
+const OFFSET_WORDS: readonly number[] = ['a_off', 'b_off', 'o_off', 'bias_off', 'res_off', 'pre_off'].map((f) => UNIFORMS_TEMPLATE.wordOf(f));
 
 /** Panel mode for an operand whose element (x, k) sits at off + x*sx + k*sk (+ batch strides). */
 function panelMode(X: number, K: number, sx: number, sk: number, off: number, bstr: readonly number[]): PanelMode {
@@ -460,23 +463,30 @@ function panelMode(X: number, K: number, sx: number, sk: number, off: number, bs
 
 /** The variant a call needs: the best tile config, vec4 fetches where the views allow them. */
 export function chooseVariant(a: Tensor, b: Tensor, out: Tensor): MatmulVariant {
-  const g = geometry(a, b, out);
+  return variantOf(geometry(a, b, out), b.dtype);
+}
+
+/** The variant for a call's geometry (b's dtype says whether b holds half weights). */
+function variantOf(g: ReturnType<typeof geometry>, bDtype: Tensor['dtype']): MatmulVariant {
   const v: MatmulVariant = {
     config: chooseConfig(g.M, g.N, g.batches),
     a: panelMode(g.M, g.K, g.a[1], g.a[2], g.a[0], g.batch.a),
     b: panelMode(g.N, g.K, g.b[1], g.b[2], g.b[0], g.batch.b),
     out: g.N % 4 === 0 && g.oOff % 4 === 0 ? 'v4' : 's',
   };
-  if (isHalf(b.dtype)) v.bHalf = { dtype: b.dtype, native: b.dtype === 'float16' && ctx().hasFeature('shader-f16') };
+  if (isHalf(bDtype)) v.bHalf = { dtype: bDtype, native: bDtype === 'float16' && ctx().hasFeature('shader-f16') };
   return v;
 }
 
+/** What `geometry` reads of an operand: a tensor, or the transposed layout of one (linear's weight). */
+type View = Pick<Tensor, 'shape' | 'strides' | 'offset' | 'rank'>;
+
 /** Sizes, strides (size-1 dims get stride 0) and coalesced batch dims of a call. */
-function geometry(a: Tensor, b: Tensor, out: Tensor): Omit<MatmulParams, 'tile'> & { batches: number } {
+function geometry(a: View, b: View, out: View): Omit<MatmulParams, 'tile'> & { batches: number } {
   const r = a.rank;
   const [M, K] = a.shape.slice(-2);
   const N = b.shape[b.rank - 1];
-  const s = (t: Tensor, d: number) => (t.shape[d] === 1 ? 0 : t.strides[d]);
+  const s = (t: View, d: number) => (t.shape[d] === 1 ? 0 : t.strides[d]);
   const batchShape = out.shape.slice(0, -2);
   const nb = batchShape.length;
   const { shape, strides } = coalesce(batchShape, [a.strides.slice(0, nb), b.strides.slice(0, nb), out.strides.slice(0, nb)]);
@@ -650,7 +660,11 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
   pushView(sig, a);
   pushView(sig, b);
   pushView(sig, out);
-  const plan = matmulPlans.find() ?? matmulPlans.add(matmulPlan(chooseVariant(a, b, out), a, b, out, {}));
+  let plan = matmulPlans.find();
+  if (plan === undefined) {
+    const g = geometry(a, b, out);
+    plan = matmulPlans.add(matmulPlan(variantOf(g, b.dtype), g, {}));
+  }
   if (!plan) {
     matmulWith(chooseVariant(a, b, out), a, b, out);
     return;
@@ -697,14 +711,12 @@ function pushView(sig: number[], t: Tensor): void {
   sig.push(t.offset & 3);
 }
 
-/** The plan of `variant` for these operands (their offsets are placeholders), or null past the workgroup limit. */
-function matmulPlan(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, epi: EpilogueOperands): MatmulPlan | null {
-  const c = ctx();
-  const g = geometry(a, b, out);
+/** The plan of `variant` for a call's geometry (offsets are written per call), or null past the workgroup limit. */
+function matmulPlan(variant: MatmulVariant, g: ReturnType<typeof geometry>, epi: EpilogueOperands): MatmulPlan | null {
   const { bm, bn } = variant.config;
   const tilesX = Math.ceil(g.N / bn);
   const tilesY = Math.ceil(g.M / bm);
-  const max = c.limits.maxComputeWorkgroupsPerDimension;
+  const max = ctx().limits.maxComputeWorkgroupsPerDimension;
   if (tilesX > max || tilesY > max || g.batches > max) return null;
   const e = variant.epilogue;
   let epiOffsets: MatmulParams['epi'];
@@ -714,13 +726,12 @@ function matmulPlan(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, e
     const flags = (epi.bias ? 1 : 0) | (epi.residual ? 2 : 0) | (epi.preact ? 4 : 0) | (act << 3);
     epiOffsets = { flags, bias: 0, res: 0, resRow: epi.residual ? epi.residual.strides[0] : 0, pre: 0 };
   }
-  const u = matmulUniforms({ ...g, tile: [0, 0, 0], epi: epiOffsets });
   return {
     label: e ? 'linear' : 'matmul',
     key: `matmul|${variantKey(variant)}`,
     code: () => matmulWGSL(variant),
-    words: u.words32(),
-    offsetWords: ['a_off', 'b_off', 'o_off', 'bias_off', 'res_off', 'pre_off'].map((f) => u.wordOf(f)),
+    words: matmulUniforms({ ...g, tile: [0, 0, 0], epi: epiOffsets }).words32(),
+    offsetWords: OFFSET_WORDS,
     workgroups: [tilesX, tilesY, g.batches],
   };
 }
@@ -738,7 +749,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
   if (residual && residual.rank === 2 && residual.strides[1] !== 1 && residual.shape[1] > 1) return false;
   if (out.size === 0) return true;
   const limit = c.bindingLimit;
-  const fits = !(overLimit(c, limit, x) || overLimit(c, limit, weight) || overLimit(c, limit, out) || overLimit(c, limit, bias) || overLimit(c, limit, residual) || overLimit(c, limit, preact));
+  const fits = weight.rank === 2 && !(overLimit(c, limit, x) || overLimit(c, limit, weight) || overLimit(c, limit, out) || overLimit(c, limit, bias) || overLimit(c, limit, residual) || overLimit(c, limit, preact));
   if (fits) {
     const sig = matmulPlans.start(c);
     sig.push(1 + (bias ? 2 : 0) + (residual ? 4 : 0) + (preact ? 8 : 0) + 16 * ACTS.indexOf(act), dtypeCode(weight.dtype));
@@ -748,14 +759,12 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
     sig.push(residual ? residual.strides[0] : -1);
     let plan = matmulPlans.find();
     if (plan === undefined) {
-      const wt = weight.transpose();
-      try {
-        const v = chooseVariant(x, wt, out);
-        v.epilogue = { bias: bias !== null, residual: residual !== null, preact: preact !== null, act };
-        plan = matmulPlans.add(matmulPlan(v, x, wt, out, { bias, residual, preact }));
-      } finally {
-        wt.dispose();
-      }
+      // b = weightᵀ as a layout only (no view tensor is made)
+      const wt: View = { shape: [weight.shape[1], weight.shape[0]], strides: [weight.strides[1], weight.strides[0]], offset: weight.offset, rank: 2 };
+      const g = geometry(x, wt, out);
+      const v = variantOf(g, weight.dtype);
+      v.epilogue = { bias: bias !== null, residual: residual !== null, preact: preact !== null, act };
+      plan = matmulPlans.add(matmulPlan(v, g, { bias, residual, preact }));
     }
     if (plan) {
       const w = plan.words;

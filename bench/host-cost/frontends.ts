@@ -12,6 +12,7 @@
  * row, a `dispatch` of fixed arguments, is the runtime's share alone (no front end).
  *
  * To compare two versions, run this file of each in alternating processes and say the load.
+ * `--ab` compares plans on and off (kernels/plans.ts) in one process: off, every call is a miss.
  */
 import os from 'node:os';
 import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
@@ -21,6 +22,7 @@ import { linear, matmul } from '../../kernels/matmul.js';
 import { adamwMany } from '../../kernels/multi-tensor.js';
 import { layerNorm, rmsNorm } from '../../kernels/norm.js';
 import { reduce } from '../../kernels/reduce.js';
+import { planCaching } from '../../kernels/plans.js';
 import { bufferOf } from '../../kernels/runtime.js';
 import type { AdamWItem } from '../../tensor/backend.js';
 import * as uhd from '../../tensor/index.js';
@@ -33,6 +35,8 @@ const flag = (name: string, dflt: number) => {
 };
 const CALLS = flag('--calls', 200);
 const ROUNDS = flag('--rounds', 7);
+/** --ab: each round times every call with plans on and with them off (kernels/plans.ts), in one process. */
+const AB = args.includes('--ab');
 
 await initWebGPU();
 const c = gpuContext();
@@ -140,21 +144,34 @@ const median = (xs: number[]) => {
 
 try {
   for (const cs of cases) await time(cs.call, 8); // compile pipelines, fill caches
-  const samples = new Map<string, number[]>(cases.map((cs) => [cs.name, []]));
-  // rounds interleave the cases, so slow phases of a noisy machine spread over all of them
+  const modes = AB ? [true, false] : [true];
+  const samples = new Map<string, number[]>();
+  const at = (name: string, plans: boolean) => {
+    const k = `${name}|${plans}`;
+    if (!samples.has(k)) samples.set(k, []);
+    return samples.get(k)!;
+  };
+  // rounds interleave the cases (and the modes), so slow phases of a noisy machine spread over all of them
   for (let r = 0; r < ROUNDS; r++) {
-    for (const cs of cases) samples.get(cs.name)!.push(await time(cs.call, CALLS));
+    for (const cs of cases) {
+      for (const plans of modes) {
+        planCaching.enabled = plans;
+        at(cs.name, plans).push(await time(cs.call, CALLS));
+      }
+    }
   }
+  planCaching.enabled = true;
   const load1 = os.loadavg();
   const fmt = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
   console.log(`# kernel front ends: host µs per call (median of ${ROUNDS} rounds of ${CALLS} calls)`);
   console.log(`load average ${fmt(load0)} before, ${fmt(load1)} after; node ${process.version}`);
   console.log('');
-  console.log('| call | µs per call | min | max |');
-  console.log('|---|---:|---:|---:|');
+  const cell = (xs: number[]) => `${median(xs).toFixed(1)} | ${Math.min(...xs).toFixed(1)}`;
+  console.log(AB ? '| call | plans: µs per call | min | no plans: µs per call | min |' : '| call | µs per call | min | max |');
+  console.log(AB ? '|---|---:|---:|---:|---:|' : '|---|---:|---:|---:|');
   for (const cs of cases) {
-    const xs = samples.get(cs.name)!;
-    console.log(`| ${cs.name} | ${median(xs).toFixed(1)} | ${Math.min(...xs).toFixed(1)} | ${Math.max(...xs).toFixed(1)} |`);
+    const xs = at(cs.name, true);
+    console.log(AB ? `| ${cs.name} | ${cell(xs)} | ${cell(at(cs.name, false))} |` : `| ${cs.name} | ${cell(xs)} | ${Math.max(...xs).toFixed(1)} |`);
   }
 } finally {
   shutdown();
