@@ -142,17 +142,23 @@ function isCpuAdapter(): boolean {
  * workgroups (tiles over the parallelism) times the padded tile area over its speed.
  */
 export function chooseConfig(M: number, N: number, batches: number, cpu = isCpuAdapter()): MatmulConfig {
+  return (cpu ? CPU_TILES : GPU_TILES)[configIndex(M, N, batches, cpu)].config;
+}
+
+/** The index in CPU_TILES or GPU_TILES of `chooseConfig`'s choice. */
+function configIndex(M: number, N: number, batches: number, cpu: boolean): number {
   const tiles = cpu ? CPU_TILES : GPU_TILES;
   const p = parallelism(cpu);
-  let best = tiles[0];
+  let best = 0;
   let bestTime = Infinity;
-  for (const t of tiles) {
+  for (let i = 0; i < tiles.length; i++) {
+    const t = tiles[i];
     const { bm, bn } = t.config;
     const count = Math.ceil(M / bm) * Math.ceil(N / bn) * batches;
     const time = (Math.ceil(count / p) * bm * bn) / t.speed;
-    if (time < bestTime) [best, bestTime] = [t, time];
+    if (time < bestTime) [best, bestTime] = [i, time];
   }
-  return best.config;
+  return best;
 }
 
 /**
@@ -452,6 +458,8 @@ const UNIFORMS_TEMPLATE = matmulUniforms({
 const UNIFORMS_WGSL = UNIFORMS_TEMPLATE.declaration();
 /** Words of a_off, b_off, o_off, bias_off, res_off, pre_off (the struct is the same for every call). */
 const OFFSET_WORDS: readonly number[] = ['a_off', 'b_off', 'o_off', 'bias_off', 'res_off', 'pre_off'].map((f) => UNIFORMS_TEMPLATE.wordOf(f));
+/** Words of M, N, K and o_rs. */
+const SIZE_WORDS: readonly number[] = ['M', 'N', 'K', 'o_rs'].map((f) => UNIFORMS_TEMPLATE.wordOf(f));
 
 /** Panel mode for an operand whose element (x, k) sits at off + x*sx + k*sk (+ batch strides). */
 function panelMode(X: number, K: number, sx: number, sk: number, off: number, bstr: readonly number[]): PanelMode {
@@ -655,17 +663,22 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
     matmulWith(chooseVariant(a, b, out), a, b, out);
     return;
   }
+  const matrices = a.rank === 2 && b.rank === 2 && out.rank === 2;
   const sig = matmulPlans.start(c);
   sig.push(0, dtypeCode(b.dtype));
-  pushView(sig, a);
-  pushView(sig, b);
-  pushView(sig, out);
+  if (matrices) pushMatrices(sig, a, b, out, a.shape[0], a.shape[1], b.shape[1]);
+  else {
+    pushView(sig, a);
+    pushView(sig, b);
+    pushView(sig, out);
+  }
   let plan = matmulPlans.find();
   if (plan === undefined) {
     const g = geometry(a, b, out);
-    plan = matmulPlans.add(matmulPlan(variantOf(g, b.dtype), g, {}));
+    plan = matmulPlans.add(matmulPlan(variantOf(g, b.dtype), g, {}, matrices));
   }
-  if (!plan) {
+  const workgroups = plan && planWorkgroups(plan, a.shape[a.rank - 2], a.shape[a.rank - 1], b.shape[b.rank - 1]);
+  if (!plan || !workgroups) {
     matmulWith(chooseVariant(a, b, out), a, b, out);
     return;
   }
@@ -674,7 +687,33 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
   w[at[0]] = a.offset;
   w[at[1]] = b.offset;
   w[at[2]] = out.offset;
-  c.dispatch({ label: 'matmul', key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(a), bufferOf(b), bufferOf(out)], workgroups: plan.workgroups });
+  c.dispatch({ label: 'matmul', key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(a), bufferOf(b), bufferOf(out)], workgroups });
+}
+
+/**
+ * The signature of a single-matrix call (a [M, K], b [K, N], out [M, N], or linear's x, weight
+ * and out) without the sizes, which change with the token count from step to step: instead,
+ * what they decide (the tile config, vec4 access by their residues mod 4, size-1 dims' zero
+ * strides). Such a plan writes M, N and K per call.
+ */
+function pushMatrices(sig: number[], a: View, b: View, out: View, M: number, K: number, N: number): void {
+  sig.push(-2, configIndex(M, N, 1, isCpuAdapter()), M & 3, K & 3, N & 3, M === 1 ? 1 : 0, K === 1 ? 1 : 0, N === 1 ? 1 : 0);
+  sig.push(a.strides[0], a.strides[1], a.offset & 3, b.strides[0], b.strides[1], b.offset & 3, out.strides[0], out.strides[1], out.offset & 3);
+}
+
+/** The workgroups of a call under `plan` (writing its sizes when the plan is size-free), or null past the per-dim limit. */
+function planWorkgroups(plan: MatmulPlan, M: number, K: number, N: number): readonly [number, number, number] | null {
+  if (!plan.sizeFree) return plan.workgroups;
+  const tilesX = Math.ceil(N / plan.bn);
+  const tilesY = Math.ceil(M / plan.bm);
+  const max = ctx().limits.maxComputeWorkgroupsPerDimension;
+  if (tilesX > max || tilesY > max) return null;
+  const w = plan.words;
+  w[SIZE_WORDS[0]] = M;
+  w[SIZE_WORDS[1]] = N;
+  w[SIZE_WORDS[2]] = K;
+  w[SIZE_WORDS[3]] = N; // o_rs
+  return [tilesX, tilesY, 1];
 }
 
 /** float32 operands, or a half `b` (weights). */
@@ -699,6 +738,10 @@ interface MatmulPlan {
   /** Words of a_off, b_off, o_off, bias_off, res_off, pre_off. */
   offsetWords: readonly number[];
   workgroups: readonly [number, number, number];
+  /** The signature left out M, N and K (`pushMatrices`): they and the workgroups are set per call. */
+  sizeFree: boolean;
+  bm: number;
+  bn: number;
 }
 
 /** null: the signature needs more than one dispatch per dim limit (matmulWith handles it). */
@@ -712,7 +755,7 @@ function pushView(sig: number[], t: Tensor): void {
 }
 
 /** The plan of `variant` for a call's geometry (offsets are written per call), or null past the workgroup limit. */
-function matmulPlan(variant: MatmulVariant, g: ReturnType<typeof geometry>, epi: EpilogueOperands): MatmulPlan | null {
+function matmulPlan(variant: MatmulVariant, g: ReturnType<typeof geometry>, epi: EpilogueOperands, sizeFree: boolean): MatmulPlan | null {
   const { bm, bn } = variant.config;
   const tilesX = Math.ceil(g.N / bn);
   const tilesY = Math.ceil(g.M / bm);
@@ -733,6 +776,7 @@ function matmulPlan(variant: MatmulVariant, g: ReturnType<typeof geometry>, epi:
     words: matmulUniforms({ ...g, tile: [0, 0, 0], epi: epiOffsets }).words32(),
     offsetWords: OFFSET_WORDS,
     workgroups: [tilesX, tilesY, g.batches],
+    sizeFree, bm, bn,
   };
 }
 
@@ -753,9 +797,12 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
   if (fits) {
     const sig = matmulPlans.start(c);
     sig.push(1 + (bias ? 2 : 0) + (residual ? 4 : 0) + (preact ? 8 : 0) + 16 * ACTS.indexOf(act), dtypeCode(weight.dtype));
-    pushView(sig, x);
-    pushView(sig, weight);
-    pushView(sig, out);
+    if (x.rank === 2 && out.rank === 2) pushMatrices(sig, x, weight, out, x.shape[0], x.shape[1], weight.shape[0]);
+    else {
+      pushView(sig, x);
+      pushView(sig, weight);
+      pushView(sig, out);
+    }
     sig.push(residual ? residual.strides[0] : -1);
     let plan = matmulPlans.find();
     if (plan === undefined) {
@@ -764,9 +811,10 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
       const g = geometry(x, wt, out);
       const v = variantOf(g, weight.dtype);
       v.epilogue = { bias: bias !== null, residual: residual !== null, preact: preact !== null, act };
-      plan = matmulPlans.add(matmulPlan(v, g, { bias, residual, preact }));
+      plan = matmulPlans.add(matmulPlan(v, g, { bias, residual, preact }, x.rank === 2 && out.rank === 2));
     }
-    if (plan) {
+    const workgroups = plan && planWorkgroups(plan, x.shape[x.rank - 2], x.shape[x.rank - 1], weight.shape[0]);
+    if (plan && workgroups) {
       const w = plan.words;
       const at = plan.offsetWords;
       w[at[0]] = x.offset;
@@ -777,7 +825,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
       w[at[5]] = preact ? preact.offset : 0;
       const a = bufferOf(x);
       const buffers = [a, bufferOf(weight), bufferOf(out), bias ? bufferOf(bias) : a, residual ? bufferOf(residual) : a, preact ? bufferOf(preact) : c.scratch];
-      c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: plan.workgroups });
+      c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups });
       return true;
     }
   }

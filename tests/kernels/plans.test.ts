@@ -132,6 +132,9 @@ function everyFrontEnd(): void {
     const w = gpu([48, 100]).narrow(1, at, 64);
     matmul(a, w.transpose(), empty([6, 48]));
     matmul(gpu([2, 3, 8, 4]), gpu([2, 3, 4, 5]), empty([2, 3, 8, 5]));
+    matmul(gpu([at + 3, 12]), gpu([12, 20]), empty([at + 3, 20])); // sizes written per call
+    matmul(gpu([at + 5, 8]).transpose(), gpu([at + 5, 16]), empty([8, 16]));
+    linear(gpu([at + 2, 64]), w, null, null, 'geluErf', empty([at + 2, 48]), null);
     linear(a, w, gpu([60]).narrow(0, at / 4, 48), null, 'gelu', empty([6, 48]), empty([6, 48]));
     linear(a, w, null, gpu([6, 60]).narrow(1, at / 4, 48), 'none', empty([6, 48]), null);
     const q = gpu([1, 2, 16, 8]);
@@ -224,6 +227,25 @@ describe('front ends served from a stored plan', () => {
       const filled = empty(shape);
       fill(filled, shape[0] + 0.25);
       expect(Array.from(await filled.data())).toEqual(Array(a.size).fill(shape[0] + 0.25));
+    }
+  });
+
+  it('serve matrix products of other sizes from one plan, M, N and K written per call', async () => {
+    for (const [M, K, N] of [[6, 12, 20], [38, 12, 20], [6, 40, 20], [70, 36, 8], [1, 12, 20], [6, 1, 20]]) {
+      const a = uhd.randn([M, K]);
+      const b = uhd.randn([K, N]);
+      const got = empty([M, N]);
+      matmul(a.to('webgpu'), b.to('webgpu'), got);
+      expectClose(await got.data(), await a.matmul(b).data(), { atol: 1e-5, rtol: 1e-4 }, `matmul ${M}x${K}x${N}`);
+      const xt = uhd.randn([K, M]); // aᵀ, as in a weight gradient: K (the tokens) changes, no stride does
+      const gotT = empty([M, N]);
+      matmul(xt.to('webgpu').transpose(), b.to('webgpu'), gotT);
+      expectClose(await gotT.data(), await xt.transpose().matmul(b).data(), { atol: 1e-5, rtol: 1e-4 }, `matmul ${M}x${K}x${N}, a transposed`);
+      const w = uhd.randn([N, K]);
+      const bias = uhd.randn([N]);
+      const y = empty([M, N]);
+      linear(a.to('webgpu'), w.to('webgpu'), bias.to('webgpu'), null, 'none', y, null);
+      expectClose(await y.data(), await a.matmul(w.transpose()).add(bias).data(), { atol: 1e-5, rtol: 1e-4 }, `linear ${M}x${K}x${N}`);
     }
   });
 });
