@@ -6,7 +6,7 @@ import type { BinaryOp, UnaryOp } from '../tensor/backend.js';
 import { isHalf } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { copyHalf } from './half.js';
-import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
+import { coalesce, flatIndex, grid, isDense, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
 import { dtypeCode, PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -170,18 +170,6 @@ export function mapKernel(kind: MapKind, inputs: readonly Tensor[], out: Tensor)
     workgroups = grid(n, WG, max);
   }
   c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers, workgroups });
-}
-
-/** True when `t` is a dense row-major block of its storage (at any offset): it coalesces to one dim. */
-function isDense(t: Tensor): boolean {
-  const shape = t.shape;
-  const strides = t.strides;
-  let expected = 1;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    if (shape[d] !== 1 && strides[d] !== expected) return false;
-    expected *= shape[d];
-  }
-  return true;
 }
 
 function mapPlan(kind: MapKind, inputs: readonly Tensor[], out: Tensor, maxWorkgroups: number): MapPlan {

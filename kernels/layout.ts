@@ -123,6 +123,18 @@ export function coalesce(shape: readonly number[], strides: readonly (readonly n
   return { shape: outShape, strides: outStrides };
 }
 
+/** True when a view (shape, strides) is a dense row-major block of its storage, at any offset: it coalesces to one dim. */
+export function isDense(t: { readonly shape: readonly number[]; readonly strides: readonly number[] }): boolean {
+  const shape = t.shape;
+  const strides = t.strides;
+  let expected = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    if (shape[d] !== 1 && strides[d] !== expected) return false;
+    expected *= shape[d];
+  }
+  return true;
+}
+
 /**
  * WGSL statements that set `off_<name>` for every operand from the flat index `flat`, given
  * uniforms `<name>_off`, `<name>_str` (vec8) per operand and a shared `shape` (vec8).

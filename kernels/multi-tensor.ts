@@ -15,6 +15,7 @@
  */
 import type { AdamWItem } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
+import { isDense } from './layout.js';
 import { adamw } from './optim.js';
 import { bindWindow, bufferOf, ctx, windowElements, type BufferBinding } from './runtime.js';
 
@@ -29,16 +30,6 @@ interface Piece<T> {
   tensors: Tensor[];
   start: number;
   count: number;
-}
-
-/** True when `t` is a dense row-major block of its storage (at any offset). */
-function isDense(t: Tensor): boolean {
-  let expected = 1;
-  for (let d = t.rank - 1; d >= 0; d--) {
-    if (t.shape[d] !== 1 && t.strides[d] !== expected) return false;
-    expected *= t.shape[d];
-  }
-  return true;
 }
 
 /** Cuts every item into windows that fit one binding each. */

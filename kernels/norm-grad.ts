@@ -22,10 +22,10 @@
  * and never comes from a difference of two large sums.
  */
 import type { Tensor } from '../tensor/tensor.js';
-import { coalesce, Uniforms } from './layout.js';
+import { coalesce, isDense, Uniforms } from './layout.js';
 import { PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
-import { laneTree, offsetFn, rowsAsVec4, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
+import { laneTree, offsetFn, pushDenseRows, rowsAsVec4, rowsSetter, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
 
 /**
  * What sets one row-gradient kernel apart. In its WGSL snippets the current element of the row
@@ -262,10 +262,14 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
   const c = ctx();
   const plans = rowGradPlans(kernel);
   const sig = plans.start(c);
-  sig.push(eps, src.offset & 3, gy.offset & 3, out.offset & 3, weight ? weight.strides[0] : -1, weight ? weight.offset & 3 : -1);
-  pushList(sig, src.shape);
-  pushList(sig, src.strides);
-  pushList(sig, gy.strides);
+  const dense = isDense(src) && isDense(gy);
+  sig.push(eps, src.offset & 3, gy.offset & 3, out.offset & 3, weight ? weight.strides[0] : -1, weight ? weight.offset & 3 : -1, len, src.strides[last] ?? 1, gy.strides[last] ?? 1);
+  if (dense) pushDenseRows(sig, rows);
+  else {
+    pushList(sig, src.shape);
+    pushList(sig, src.strides);
+    pushList(sig, gy.strides);
+  }
   const plan = plans.find() ?? plans.add(rowGradPlan(kernel, src, gy, weight, eps, out, rows, len));
   const w = plan.words;
   const at = plan.offsetWords;
@@ -274,7 +278,7 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
   w[at[2]] = weight ? weight.offset : 0;
   w[at[3]] = out.offset;
   const buffers = weight ? [bufferOf(src), bufferOf(gy), bufferOf(weight), bufferOf(out)] : [bufferOf(src), bufferOf(gy), bufferOf(out)];
-  c.dispatch({ label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: plan.workgroups });
+  c.dispatch({ label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
 }
 
 /** A row-gradient dispatch of one signature; the operands' offsets are written per call. */
@@ -285,6 +289,8 @@ interface RowGradPlan {
   /** Words of src_off, gy_off, w_off, o_off. */
   offsetWords: readonly number[];
   workgroups: readonly [number, number];
+  /** Over dense rows: writes the row count, returns the workgroups. */
+  setRows: (rows: number) => readonly [number, number];
 }
 
 /** Plans per kernel (softmax, log-softmax, layer norm, RMS norm). */
@@ -324,10 +330,12 @@ function rowGradPlan(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Ten
   const vec4 = rowsAsVec4(src, { shape: outer.shape, strides: srcOuter }, out) && rowsAsVec4(gy, { shape: outer.shape, strides: gyOuter }, out);
   const wVec4 = vec4 && weight !== null && weight.strides[0] === 1 && weight.offset % 4 === 0;
   const spec: RowGradSpec = { kernel, tiling, outerRank: outer.shape.length, hasWeight: weight !== null, vec4, wVec4 };
+  const words = u.words32();
   return {
     key: `${label}|${JSON.stringify({ ...spec, kernel: label })}`,
     code: () => rowGradWgsl(spec, u),
-    words: u.words32(),
+    words,
+    setRows: rowsSetter(words, u, tiling),
     offsetWords: ['src_off', 'gy_off', 'w_off', 'o_off'].map((f) => u.wordOf(f)),
     workgroups: tileGrid(rows, tiling),
   };

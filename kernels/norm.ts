@@ -12,10 +12,10 @@
  * precision, where a mean of about 1000 held in f32 would be off by up to half an ulp (3e-5).
  */
 import type { Tensor } from '../tensor/tensor.js';
-import { Uniforms } from './layout.js';
+import { isDense, Uniforms } from './layout.js';
 import { PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
-import { dimsOf, laneTree, offsetFn, rowsAsVec4, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
+import { dimsOf, laneTree, offsetFn, pushDenseRows, rowsAsVec4, rowsSetter, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
 
 interface NormSpec {
   kind: 'layer' | 'rms';
@@ -148,6 +148,8 @@ interface NormPlan {
   /** Words of x_off, o_off, w_off, b_off. */
   offsetWords: readonly number[];
   workgroups: readonly [number, number];
+  /** Over dense rows: writes the row count, returns the workgroups. */
+  setRows: (rows: number) => readonly [number, number];
 }
 const normPlans = new PlanCache<NormPlan>();
 
@@ -157,9 +159,13 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
   if (rows === 0) return;
   const c = ctx();
   const sig = normPlans.start(c);
-  sig.push(kind === 'layer' ? 1 : 0, eps, x.offset & 3, out.offset & 3, weight ? weight.strides[0] : -1, bias ? bias.strides[0] : -1);
-  pushList(sig, x.shape);
-  pushList(sig, x.strides);
+  const dense = isDense(x);
+  sig.push(kind === 'layer' ? 1 : 0, eps, x.offset & 3, out.offset & 3, weight ? weight.strides[0] : -1, bias ? bias.strides[0] : -1, len, x.strides[x.rank - 1]);
+  if (dense) pushDenseRows(sig, rows);
+  else {
+    pushList(sig, x.shape);
+    pushList(sig, x.strides);
+  }
   const plan = normPlans.find() ?? normPlans.add(normPlan(kind, x, weight, bias, eps, out, rows, len));
   const w = plan.words;
   const at = plan.offsetWords;
@@ -171,7 +177,7 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
   if (weight) buffers.push(bufferOf(weight));
   if (bias) buffers.push(bufferOf(bias));
   buffers.push(bufferOf(out));
-  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: plan.workgroups });
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
 }
 
 function normPlan(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, out: Tensor, rows: number, len: number): NormPlan {
@@ -195,11 +201,13 @@ function normPlan(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias:
     kind, tiling, outerRank: outer.shape.length, hasWeight: weight !== null, hasBias: bias !== null,
     vec4: rowsAsVec4(x, outer, out),
   };
+  const words = u.words32();
   return {
     label: kind === 'layer' ? 'layerNorm' : 'rmsNorm',
     key: `norm|${JSON.stringify(spec)}`,
     code: () => normWgsl(spec, u),
-    words: u.words32(),
+    words,
+    setRows: rowsSetter(words, u, tiling),
     offsetWords: ['x_off', 'o_off', 'w_off', 'b_off'].map((f) => u.wordOf(f)),
     workgroups: tileGrid(rows, tiling),
   };

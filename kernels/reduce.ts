@@ -19,7 +19,7 @@
  */
 import type { ReduceOp } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
-import { coalesce, grid, Uniforms, wgslType } from './layout.js';
+import { coalesce, grid, isDense, Uniforms, wgslType } from './layout.js';
 import { dtypeCode, PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -98,6 +98,15 @@ ${merge}
     }
     workgroupBarrier();
   }`;
+}
+
+/**
+ * Row kernels (softmax, the norms and their gradients) over dense rows: their plan leaves the
+ * row count out of the signature and pushes what it decides instead (a single row, and the
+ * workgroup's row count in `rowTiling`); `rows` and `oshape[0]` are written per call.
+ */
+export function pushDenseRows(sig: number[], rows: number): void {
+  sig.push(-1, rows === 1 ? 1 : 0, Math.min(pow2ceil(rows), MAX_THREADS));
 }
 
 /** Workgroup counts for a tiled kernel over `rows` rows. */
@@ -488,8 +497,22 @@ ${combine}
 }`;
 }
 
-/** A softmax of one signature (x_off and o_off are written per call). */
-const softmaxPlans = new PlanCache<ReduceStage>();
+/** A softmax of one signature (x_off and o_off are written per call; the row count too over dense rows). */
+const softmaxPlans = new PlanCache<ReduceStage & { setRows: (rows: number) => readonly [number, number] }>();
+
+/**
+ * For a row kernel's plan over dense rows: writes `rows` and `oshape[0]` into its uniforms and
+ * returns the workgroups for that many rows.
+ */
+export function rowsSetter(words: Uint32Array, u: Uniforms, t: RowTiling): (rows: number) => readonly [number, number] {
+  const rowsWord = u.wordOf('rows');
+  const shapeWord = u.wordOf('oshape');
+  return (rows) => {
+    words[rowsWord] = rows;
+    words[shapeWord] = rows;
+    return tileGrid(rows, t);
+  };
+}
 
 /** Softmax (or log-softmax) over the last dim of x (any strided view); out is contiguous. */
 export function softmax(x: Tensor, log: boolean, out: Tensor): void {
@@ -497,17 +520,23 @@ export function softmax(x: Tensor, log: boolean, out: Tensor): void {
   const rows = len === 0 ? 0 : x.size / len;
   if (rows === 0) return;
   const c = ctx();
+  const dense = isDense(x);
   const sig = softmaxPlans.start(c);
-  sig.push(log ? 1 : 0, x.offset & 3, out.offset & 3);
-  pushList(sig, x.shape);
-  pushList(sig, x.strides);
+  sig.push(log ? 1 : 0, x.offset & 3, out.offset & 3, len, x.strides[x.rank - 1]);
+  if (dense) pushDenseRows(sig, rows);
+  else {
+    pushList(sig, x.shape);
+    pushList(sig, x.strides);
+  }
   const plan = softmaxPlans.find() ?? softmaxPlans.add(softmaxPlan(x, log, out, rows, len));
-  plan.words[plan.xOffWord] = x.offset;
-  plan.words[plan.oOffWord] = out.offset;
-  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: plan.words.buffer as ArrayBuffer, buffers: [bufferOf(x), bufferOf(out)], workgroups: plan.workgroups });
+  const w = plan.words;
+  w[plan.xOffWord] = x.offset;
+  w[plan.oOffWord] = out.offset;
+  const workgroups = dense ? plan.setRows(rows) : plan.workgroups;
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(x), bufferOf(out)], workgroups });
 }
 
-function softmaxPlan(x: Tensor, log: boolean, out: Tensor, rows: number, len: number): ReduceStage {
+function softmaxPlan(x: Tensor, log: boolean, out: Tensor, rows: number, len: number): ReduceStage & { setRows: (rows: number) => readonly [number, number] } {
   const outer = dimsOf(x, 0, x.rank - 1);
   const last = x.strides[x.rank - 1];
   const t = rowTiling(rows, len, last === 1 || len === 1, unitInner(outer));
@@ -520,13 +549,15 @@ function softmaxPlan(x: Tensor, log: boolean, out: Tensor, rows: number, len: nu
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides);
   const vec4 = rowsAsVec4(x, outer, out);
+  const words = u.words32();
   return {
     label: log ? 'logSoftmax' : 'softmax',
     key: `softmax|${JSON.stringify(t)}|${outer.shape.length}|${log}|${vec4}`,
     code: () => softmaxWgsl(t, outer.shape.length, log, vec4, u),
-    words: u.words32(),
+    words,
     xOffWord: u.wordOf('x_off'),
     oOffWord: u.wordOf('o_off'),
     workgroups: tileGrid(rows, t),
+    setRows: rowsSetter(words, u, t),
   };
 }

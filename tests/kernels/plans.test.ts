@@ -126,6 +126,9 @@ function everyFrontEnd(): void {
     softmax(a, at > 0, o);
     layerNorm(a, wide.narrow(0, 2, 1).reshape([100]).narrow(0, at, 64), null, 1e-5, o);
     rmsNorm(a, null, 1e-6, o);
+    layerNorm(gpu([at + 300, 64]), null, null, 1e-5, empty([at + 300, 64])); // dense rows: their count written per call
+    softmax(gpu([2, at + 130, 16]), false, empty([2, at + 130, 16]));
+    rmsNormGrad(gpu([at + 260, 32]), null, gpu([at + 260, 32]), 1e-6, empty([at + 260, 32]));
     softmaxGrad(a, b, false, empty([6, 64]));
     layerNormGrad(a, null, b, 1e-5, empty([6, 64]));
     rmsNormGrad(a, wide.narrow(0, 3, 1).reshape([100]).narrow(0, at, 64), b, 1e-6, empty([6, 64]));
@@ -217,13 +220,17 @@ describe('front ends served from a stored plan', () => {
     }
   });
 
-  it('serve dense operands of every shape from one plan, their sizes written per call', async () => {
-    for (const shape of [[5, 3], [37], [2, 1, 4], [1], [300, 2]]) {
+  it('serve dense operands (and dense rows) of every shape from one plan, their sizes written per call', async () => {
+    for (const shape of [[5, 3], [37], [13], [2, 1, 4], [1], [300, 2], [40]]) {
       const a = uhd.randn(shape);
       const b = uhd.randn(shape);
       const got = empty(shape);
       binary('mul', a.to('webgpu'), b.to('webgpu'), got);
       expectClose(await got.data(), await a.mul(b).data(), F32, `mul ${JSON.stringify(shape)}`);
+      const rows = uhd.randn([...shape, 8]);
+      const normed = empty([...shape, 8]);
+      layerNorm(rows.to('webgpu'), null, null, 1e-5, normed);
+      expectClose(await normed.data(), await uhd.layerNorm(rows, null, null, 1e-5).data(), { atol: 1e-5, rtol: 1e-4 }, `layerNorm ${JSON.stringify(shape)}x8`);
       const filled = empty(shape);
       fill(filled, shape[0] + 0.25);
       expect(Array.from(await filled.data())).toEqual(Array(a.size).fill(shape[0] + 0.25));
