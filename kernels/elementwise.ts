@@ -6,8 +6,8 @@ import type { BinaryOp, UnaryOp } from '../tensor/backend.js';
 import { isHalf } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { copyHalf } from './half.js';
-import { coalesce, flatIndex, grid, isDense, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
-import { dtypeCode, PlanCache, pushList } from './plans.js';
+import { coalesce, coalesceInto, flatIndex, grid, MAX_RANK, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
+import { dtypeCode, PlanCache } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 const WG = 256;
@@ -112,67 +112,66 @@ export interface MapKind {
   plans: PlanCache<MapPlan>;
 }
 
-/** What a map dispatch of one signature needs, computed once. */
+/**
+ * What a map dispatch needs beyond its shape and strides, computed once per (dtypes, coalesced
+ * rank): the pipeline key, the code, and where each value goes in the uniforms, which a call
+ * writes whole (n, the coalesced shape, each operand's strides and offset).
+ */
 interface MapPlan {
   key: string;
   code: () => string;
-  /** The uniforms; each operand's offset is written per call at `offsetWords[k]`. */
   words: Uint32Array;
-  /** Word of each operand's `_off` field: the inputs', then out's. */
-  offsetWords: number[];
-  /** Words of `n` and of the coalesced shape's first dim (written per call for dense operands). */
   nWord: number;
+  /** First word of the `shape` vec8, and per operand (the inputs, then out) of its `_str` vec8 and its `_off`. */
   shapeWord: number;
-  workgroups: readonly [number, number];
+  strideWords: number[];
+  offsetWords: number[];
 }
 
 export function mapKind(label: string, names: readonly string[], expr: MapKind['expr']): MapKind {
   return { label, names, expr, plans: new PlanCache() };
 }
 
+/** Scratch for coalescing a call's operands (at most 3 inputs and out). */
+const cShape: number[] = [];
+const cStrides: number[][] = [[], [], [], []];
+
 /**
  * Generic strided map: out[i] = kind.expr(inputs at i). `out` may itself be a strided view.
- * The plan (coalesced dims, pipeline key, uniforms) is computed once per signature (dtypes,
- * shape, every operand's strides); offsets are written into it per call.
+ * The dims are coalesced per call (without allocating); the rest of the plan (pipeline key,
+ * code, uniform layout) is computed once per (dtypes, coalesced rank) and the call writes its
+ * sizes, strides and offsets into it.
  */
 export function mapKernel(kind: MapKind, inputs: readonly Tensor[], out: Tensor): void {
   const n = out.size;
   if (n === 0) return;
   const c = ctx();
-  // Operands that are all dense row-major coalesce to one dim of n whatever their shape: their
-  // plan does not depend on the sizes, which are written per call like the offsets.
-  let dense = isDense(out);
-  for (let k = 0; k < inputs.length && dense; k++) dense = isDense(inputs[k]);
+  const count = inputs.length + 1;
+  if (count > cStrides.length) throw new Error(`${kind.label}: at most ${cStrides.length - 1} inputs, got ${inputs.length}`);
+  const rank = coalesceInto(out.shape, inputs, out, cShape, cStrides);
   const sig = kind.plans.start(c);
-  sig.push(dtypeCode(out.dtype));
+  sig.push(dtypeCode(out.dtype), rank);
   for (let k = 0; k < inputs.length; k++) sig.push(dtypeCode(inputs[k].dtype));
-  if (dense) sig.push(-1);
-  else {
-    pushList(sig, out.shape);
-    for (let k = 0; k < inputs.length; k++) pushList(sig, inputs[k].strides);
-    pushList(sig, out.strides);
-  }
-  const max = c.limits.maxComputeWorkgroupsPerDimension;
-  const plan = kind.plans.find() ?? kind.plans.add(mapPlan(kind, inputs, out, max));
+  const plan = kind.plans.find() ?? kind.plans.add(mapPlan(kind, inputs, out));
   const words = plan.words;
-  const offs = plan.offsetWords;
+  words[plan.nWord] = n;
+  writeVec8(words, plan.shapeWord, cShape);
   const buffers: GPUBuffer[] = [];
-  for (let k = 0; k < inputs.length; k++) {
-    words[offs[k]] = inputs[k].offset;
-    buffers.push(bufferOf(inputs[k]));
+  for (let k = 0; k < count; k++) {
+    const t = k < inputs.length ? inputs[k] : out;
+    writeVec8(words, plan.strideWords[k], cStrides[k]);
+    words[plan.offsetWords[k]] = t.offset;
+    buffers.push(bufferOf(t));
   }
-  words[offs[inputs.length]] = out.offset;
-  buffers.push(bufferOf(out));
-  let workgroups = plan.workgroups;
-  if (dense) {
-    words[plan.nWord] = n;
-    words[plan.shapeWord] = n;
-    workgroups = grid(n, WG, max);
-  }
-  c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers, workgroups });
+  c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers, workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
 }
 
-function mapPlan(kind: MapKind, inputs: readonly Tensor[], out: Tensor, maxWorkgroups: number): MapPlan {
+/** Writes `v` zero-padded to 8 words from `at` (a vec8 field; see Uniforms.vec8). */
+function writeVec8(words: Uint32Array, at: number, v: readonly number[]): void {
+  for (let i = 0; i < MAX_RANK; i++) words[at + i] = i < v.length ? v[i] : 0;
+}
+
+function mapPlan(kind: MapKind, inputs: readonly Tensor[], out: Tensor): MapPlan {
   const n = out.size;
   const all = [...inputs, out];
   const { shape, strides } = coalesce(out.shape, all.map((t) => t.strides));
@@ -207,10 +206,10 @@ ${offsetCode(shape.length, names)}
     key,
     code,
     words: u.words32(),
-    offsetWords: names.map((name) => u.wordOf(`${name}_off`)),
     nWord: u.wordOf('n'),
     shapeWord: u.wordOf('shape'),
-    workgroups: grid(n, WG, maxWorkgroups),
+    strideWords: names.map((name) => u.wordOf(`${name}_str`)),
+    offsetWords: names.map((name) => u.wordOf(`${name}_off`)),
   };
 }
 
@@ -268,51 +267,43 @@ export function copy(x: Tensor, out: Tensor): void {
   mapKernel(COPY, [x], out);
 }
 
-/** fill's plans: per (dtype, shape, strides); the value and the offset are written per call. */
+/** fill's plans: per (dtype, coalesced rank); a call writes n, shape, strides, the value and the offset. */
 interface FillPlan {
   key: string;
   code: () => string;
   words: Uint32Array;
-  /** The value's word seen as f32 and as i32 (views of `words`' buffer, `int` says which), and the offset's word. */
+  /** The value's word seen as f32 and as i32 (views of `words`' buffer, `int` says which). */
   int: boolean;
   f32: Float32Array;
   i32: Int32Array;
   valueWord: number;
   offsetWord: number;
-  /** Words of `n` and of the coalesced shape's first dim (written per call when out is dense). */
   nWord: number;
   shapeWord: number;
-  workgroups: readonly [number, number];
+  strideWord: number;
 }
 const fillPlans = new PlanCache<FillPlan>();
+const NO_INPUTS: readonly Tensor[] = [];
 
 export function fill(out: Tensor, value: number): void {
   const n = out.size;
   if (n === 0) return;
   const c = ctx();
-  const dense = isDense(out); // then the plan is one of n, whatever the shape (see mapKernel)
+  const rank = coalesceInto(out.shape, NO_INPUTS, out, cShape, cStrides);
   const sig = fillPlans.start(c);
-  sig.push(dtypeCode(out.dtype));
-  if (dense) sig.push(-1);
-  else {
-    pushList(sig, out.shape);
-    pushList(sig, out.strides);
-  }
-  const max = c.limits.maxComputeWorkgroupsPerDimension;
-  const plan = fillPlans.find() ?? fillPlans.add(fillPlan(out, max));
+  sig.push(dtypeCode(out.dtype), rank);
+  const plan = fillPlans.find() ?? fillPlans.add(fillPlan(out));
+  const words = plan.words;
   if (plan.int) plan.i32[plan.valueWord] = value;
   else plan.f32[plan.valueWord] = value;
-  plan.words[plan.offsetWord] = out.offset;
-  let workgroups = plan.workgroups;
-  if (dense) {
-    plan.words[plan.nWord] = n;
-    plan.words[plan.shapeWord] = n;
-    workgroups = grid(n, WG, max);
-  }
-  c.dispatch({ label: 'fill', key: plan.key, code: plan.code, uniforms: plan.words.buffer as ArrayBuffer, buffers: [bufferOf(out)], workgroups });
+  words[plan.nWord] = n;
+  writeVec8(words, plan.shapeWord, cShape);
+  writeVec8(words, plan.strideWord, cStrides[0]);
+  words[plan.offsetWord] = out.offset;
+  c.dispatch({ label: 'fill', key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers: [bufferOf(out)], workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
 }
 
-function fillPlan(out: Tensor, maxWorkgroups: number): FillPlan {
+function fillPlan(out: Tensor): FillPlan {
   const t = wgslType(out.dtype);
   const n = out.size;
   const { shape, strides } = coalesce(out.shape, [out.strides]);
@@ -334,7 +325,6 @@ ${offsetCode(shape.length, ['o'])}
   return {
     key: `fill|${t}|${shape.length}`, code, words, int: t === 'i32',
     f32: new Float32Array(words.buffer), i32: new Int32Array(words.buffer),
-    valueWord: u.wordOf('value'), offsetWord: u.wordOf('o_off'), nWord: u.wordOf('n'), shapeWord: u.wordOf('shape'),
-    workgroups: grid(n, WG, maxWorkgroups),
+    valueWord: u.wordOf('value'), offsetWord: u.wordOf('o_off'), nWord: u.wordOf('n'), shapeWord: u.wordOf('shape'), strideWord: u.wordOf('o_str'),
   };
 }

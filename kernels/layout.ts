@@ -135,6 +135,41 @@ export function isDense(t: { readonly shape: readonly number[]; readonly strides
   return true;
 }
 
+/** What coalescing reads of an operand. */
+interface Strided {
+  readonly strides: readonly number[];
+}
+
+/**
+ * `coalesce` for a call's operands without allocating: `inputs`, then `last` (out), all of
+ * `shape`. The merged shape goes to `outShape` and operand k's strides to `outStrides[k]`
+ * (arrays the caller keeps and reuses); returns the rank. Same result as `coalesce`.
+ */
+export function coalesceInto(shape: readonly number[], inputs: readonly Strided[], last: Strided, outShape: number[], outStrides: number[][]): number {
+  const count = inputs.length + 1;
+  outShape.length = 0;
+  for (let k = 0; k < count; k++) outStrides[k].length = 0;
+  for (let d = 0; d < shape.length; d++) {
+    const size = shape[d];
+    if (size === 1) continue;
+    const at = outShape.length - 1;
+    let mergeable = at >= 0;
+    for (let k = 0; k < count && mergeable; k++) mergeable = outStrides[k][at] === (k < inputs.length ? inputs[k] : last).strides[d] * size;
+    if (mergeable) {
+      outShape[at] *= size;
+      for (let k = 0; k < count; k++) outStrides[k][at] = (k < inputs.length ? inputs[k] : last).strides[d];
+    } else {
+      outShape.push(size);
+      for (let k = 0; k < count; k++) outStrides[k].push((k < inputs.length ? inputs[k] : last).strides[d]);
+    }
+  }
+  if (outShape.length === 0) {
+    outShape.push(1);
+    for (let k = 0; k < count; k++) outStrides[k].push(1);
+  }
+  return outShape.length;
+}
+
 /**
  * WGSL statements that set `off_<name>` for every operand from the flat index `flat`, given
  * uniforms `<name>_off`, `<name>_str` (vec8) per operand and a shared `shape` (vec8).

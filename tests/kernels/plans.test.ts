@@ -4,6 +4,7 @@
  * for it does: label, pipeline key, uniform bytes (the offsets written per call included),
  * workgroups and bindings.
  */
+import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { attention } from '../../kernels/attention.js';
 import { attentionGrad } from '../../kernels/attention-grad.js';
@@ -12,6 +13,7 @@ import { gpuContext } from '../../kernels/index.js';
 import { linear, matmul } from '../../kernels/matmul.js';
 import { layerNorm, rmsNorm } from '../../kernels/norm.js';
 import { layerNormGrad, rmsNormGrad, softmaxGrad } from '../../kernels/norm-grad.js';
+import { coalesce, coalesceInto } from '../../kernels/layout.js';
 import { PlanCache, planCaching } from '../../kernels/plans.js';
 import { reduce, softmax } from '../../kernels/reduce.js';
 import type { DispatchArgs } from '../../kernels/runtime.js';
@@ -20,6 +22,36 @@ import { Tensor } from '../../tensor/index.js';
 import { expectClose, F32, useWebGPU } from '../support.js';
 
 useWebGPU();
+
+describe('coalesceInto', () => {
+  it('merges and drops dims as coalesce does, into reused arrays', () => {
+    const shapeOut: number[] = [];
+    const stridesOut: number[][] = [[], [], [], []];
+    const dims = fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 0, maxLength: 6 });
+    fc.assert(
+      fc.property(dims, fc.integer({ min: 1, max: 4 }), fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 24, maxLength: 24 }), (shape, count, picks) => {
+        // each operand: contiguous, or some dims broadcast (stride 0) or transposed-like strides
+        const strides = Array.from({ length: count }, (_, k) => {
+          let s = 1;
+          const out = shape.map(() => 0);
+          for (let d = shape.length - 1; d >= 0; d--) {
+            const pick = picks[(k * 6 + d) % picks.length];
+            out[d] = pick === 0 ? 0 : pick === 3 ? s * 2 : s;
+            s *= shape[d] * (pick === 3 ? 2 : 1);
+          }
+          return out;
+        });
+        const want = coalesce(shape, strides);
+        const views = strides.map((st) => ({ strides: st }));
+        const rank = coalesceInto(shape, views.slice(0, -1), views[count - 1], shapeOut, stridesOut);
+        expect(rank).toBe(want.shape.length);
+        expect(shapeOut).toEqual(want.shape);
+        expect(stridesOut.slice(0, count)).toEqual(want.strides);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
 
 describe('PlanCache', () => {
   const owner = {};
