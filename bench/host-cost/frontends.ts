@@ -1,5 +1,5 @@
 /**
- * `npx tsx bench/host-cost/frontends.ts [--calls N] [--rounds R]`: host µs per call of the
+ * `npm run bench:frontends [-- --calls N --rounds R --ab]`: host µs per call of the
  * kernels' front ends (kernels/elementwise, reduce, norm, matmul, attention, multi-tensor) at
  * the tiny model's shapes (widths 32-256, 128-512 rows), called directly with preallocated
  * outputs, so only the front end and the runtime's dispatch are timed.
