@@ -155,6 +155,9 @@ function everyFrontEnd(): void {
     reduce('max', wide.reshape([600]).narrow(0, at, 512).reshape([1, 512]), 1, empty([1]));
     reduce('argmax', wide.reshape([1, 600]), 1, empty([1], 'int32'));
     reduce('sum', gpu([4, 4096]).narrow(1, at, 4000), 1, empty([4])); // split into chunks
+    reduce('argmax', gpu([2, 8000 + at]), 1, empty([2], 'int32')); // split, indices carried
+    reduce('sum', gpu([at + 40, 12]).transpose(), 1, empty([12])); // a bias gradient: the token count changes
+    reduce('mean', gpu([3, at + 5, 4, 7]).permute(0, 2, 1, 3), 2, empty([3, 4]));
     softmax(a, at > 0, o);
     layerNorm(a, wide.narrow(0, 2, 1).reshape([100]).narrow(0, at, 64), null, 1e-5, o);
     rmsNorm(a, null, 1e-6, o);
@@ -263,6 +266,10 @@ describe('front ends served from a stored plan', () => {
       const normed = empty([...shape, 8]);
       layerNorm(rows.to('webgpu'), null, null, 1e-5, normed);
       expectClose(await normed.data(), await uhd.layerNorm(rows, null, null, 1e-5).data(), { atol: 1e-5, rtol: 1e-4 }, `layerNorm ${JSON.stringify(shape)}x8`);
+      const cols = uhd.randn([...shape, 6]);
+      const colSums = empty([6]);
+      reduce('sum', cols.reshape([-1, 6]).to('webgpu').transpose(), 1, colSums);
+      expectClose(await colSums.data(), await cols.reshape([-1, 6]).sum(0).data(), { atol: 1e-5, rtol: 1e-4 }, `column sums ${JSON.stringify(shape)}x6`);
       const filled = empty(shape);
       fill(filled, shape[0] + 0.25);
       expect(Array.from(await filled.data())).toEqual(Array(a.size).fill(shape[0] + 0.25));
