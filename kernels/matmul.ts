@@ -663,10 +663,10 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
     matmulWith(chooseVariant(a, b, out), a, b, out);
     return;
   }
-  const matrices = a.rank === 2 && b.rank === 2 && out.rank === 2;
+  const matrices = singleMatrix(a, b, out);
   const sig = matmulPlans.start(c);
   sig.push(0, dtypeCode(b.dtype));
-  if (matrices) pushMatrices(sig, a, b, out, a.shape[0], a.shape[1], b.shape[1]);
+  if (matrices) pushMatrices(sig, a, b, out, a.shape[a.rank - 2], a.shape[a.rank - 1], b.shape[b.rank - 1]);
   else {
     pushView(sig, a);
     pushView(sig, b);
@@ -698,7 +698,18 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
  */
 function pushMatrices(sig: number[], a: View, b: View, out: View, M: number, K: number, N: number): void {
   sig.push(-2, configIndex(M, N, 1, isCpuAdapter()), M & 3, K & 3, N & 3, M === 1 ? 1 : 0, K === 1 ? 1 : 0, N === 1 ? 1 : 0);
-  sig.push(a.strides[0], a.strides[1], a.offset & 3, b.strides[0], b.strides[1], b.offset & 3, out.strides[0], out.strides[1], out.offset & 3);
+  const ra = a.rank;
+  const rb = b.rank;
+  const ro = out.rank;
+  sig.push(a.strides[ra - 2], a.strides[ra - 1], a.offset & 3, b.strides[rb - 2], b.strides[rb - 1], b.offset & 3, out.strides[ro - 2], out.strides[ro - 1], out.offset & 3);
+}
+
+/** A product of one matrix pair: operands of one rank whose batch dims (if any) are all 1. */
+function singleMatrix(a: View, b: View, out: View): boolean {
+  const r = out.rank;
+  if (a.rank !== r || b.rank !== r || r < 2) return false;
+  for (let d = 0; d < r - 2; d++) if (out.shape[d] !== 1 || a.shape[d] !== 1 || b.shape[d] !== 1) return false;
+  return true;
 }
 
 /** The workgroups of a call under `plan` (writing its sizes when the plan is size-free), or null past the per-dim limit. */

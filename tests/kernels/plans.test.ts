@@ -171,6 +171,7 @@ function everyFrontEnd(): void {
     matmul(a, w.transpose(), empty([6, 48]));
     matmul(gpu([2, 3, 8, 4]), gpu([2, 3, 4, 5]), empty([2, 3, 8, 5]));
     matmul(gpu([at + 3, 12]), gpu([12, 20]), empty([at + 3, 20])); // sizes written per call
+    matmul(gpu([1, at + 3, 12]), gpu([1, 12, 20]), empty([1, at + 3, 20])); // a batch of one
     matmul(gpu([at + 5, 8]).transpose(), gpu([at + 5, 16]), empty([8, 16]));
     linear(gpu([at + 2, 64]), w, null, null, 'geluErf', empty([at + 2, 48]), null);
     linear(a, w, gpu([60]).narrow(0, at / 4, 48), null, 'gelu', empty([6, 48]), empty([6, 48]));
@@ -283,6 +284,9 @@ describe('front ends served from a stored plan', () => {
       const got = empty([M, N]);
       matmul(a.to('webgpu'), b.to('webgpu'), got);
       expectClose(await got.data(), await a.matmul(b).data(), { atol: 1e-5, rtol: 1e-4 }, `matmul ${M}x${K}x${N}`);
+      const one = empty([1, M, N]);
+      matmul(a.reshape([1, M, K]).to('webgpu'), b.reshape([1, K, N]).to('webgpu'), one);
+      expectClose(await one.data(), await a.matmul(b).data(), { atol: 1e-5, rtol: 1e-4 }, `matmul 1x${M}x${K}x${N}`);
       const xt = uhd.randn([K, M]); // aᵀ, as in a weight gradient: K (the tokens) changes, no stride does
       const gotT = empty([M, N]);
       matmul(xt.to('webgpu').transpose(), b.to('webgpu'), gotT);
