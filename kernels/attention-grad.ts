@@ -35,8 +35,9 @@
  */
 import type { AttentionParams } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
-import { load4Fn, segUniforms, tileProfile, viewUniforms, type TileProfile } from './attention.js';
+import { load4Fn, pushAttentionSignature, segUniforms, tileProfile, viewUniforms, type TileProfile } from './attention.js';
 import { grid, Uniforms } from './layout.js';
+import { PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 /** Workgroup memory the streaming kernels may use (the device gives 32 KiB; keep a margin). */
@@ -702,74 +703,117 @@ ${seg ? `  let bits = mask[b * perHead + wi];
  * gk, gv: contiguous [B, Hkv, Sk, D].
  */
 export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, gOut: Tensor, gq: Tensor, gk: Tensor, gv: Tensor): void {
-  if ([q, k, v, gOut].some((t) => t.dtype !== 'float32')) {
+  if (q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32' || gOut.dtype !== 'float32') {
     throw new Error(`attentionGrad: webgpu supports float32 only, got q ${q.dtype}, k ${k.dtype}, v ${v.dtype}, gOut ${gOut.dtype}`);
   }
   if (gq.size === 0 && gk.size === 0) return;
-  const [B, Hq, Sq, D] = q.shape;
-  const [, Hkv, Sk] = k.shape;
+  const [B, Hq, Sq] = q.shape;
   const c = ctx();
-  const maxWg = c.limits.maxComputeWorkgroupsPerDimension;
   const segQ = p.segmentIdsQ;
   const segK = p.segmentIdsK;
-  const seg = segQ !== null && segK !== null;
-  const io = [q, k, v, gOut].map(bufferOf);
-  const outs = [gq, gk, gv].map(bufferOf);
+  const sig = gradPlans.start(c);
+  pushAttentionSignature(sig, q, k, v, p);
+  pushList(sig, gOut.strides);
+  const plan = gradPlans.find() ?? gradPlans.add(gradPlan(q, k, v, p, gOut, gq, gk, gv));
+  const offsets = [q.offset, k.offset, v.offset, gOut.offset, gq.offset, gk.offset, gv.offset, segQ && segK ? segQ.offset : 0, segQ && segK ? segK.offset : 0];
+  for (const stage of plan.stages) {
+    for (let i = 0; i < plan.offsetWords.length; i++) stage.words[plan.offsetWords[i]] = offsets[i];
+  }
+  const io = [bufferOf(q), bufferOf(k), bufferOf(v), bufferOf(gOut)];
+  const outs = [bufferOf(gq), bufferOf(gk), bufferOf(gv)];
+  const dispatch = (stage: GradStage, buffers: GPUBuffer[]) =>
+    c.dispatch({ label: stage.label, key: stage.key, code: stage.code, uniforms: stage.words.buffer as ArrayBuffer, buffers, workgroups: stage.workgroups });
 
   if (p.window) {
-    const n = (B * Hkv * Sq) / 4; // (batch, kv head, window) triples
-    const u = gradUniforms(q, k, v, p, gOut, gq, gk, gv).u32('batch', B).u32('w', p.window.w).u32('n', n);
     let mask: Tensor | null = null;
-    if (seg) {
+    if (segQ && segK) {
       mask = Tensor.empty([(B * Sq) / 4], 'int32', 'webgpu');
-      c.dispatch({
-        label: 'attentionGrad (2x2 window segment mask)',
-        key: 'attentionGrad window mask',
-        code: () => windowSegMaskWgsl(u.declaration()),
-        uniforms: u.bytes(),
-        buffers: [bufferOf(segQ), bufferOf(segK), bufferOf(mask)],
-        workgroups: grid((B * Sq) / 4, WINDOW_WG, maxWg),
-      });
+      dispatch(plan.stages[0], [bufferOf(segQ), bufferOf(segK), bufferOf(mask)]);
     }
-    c.dispatch({
-      label: 'attentionGrad (2x2 window)',
-      key: `attentionGrad window|${seg}`,
-      code: () => windowGradWgsl(seg, u.declaration()),
-      uniforms: u.bytes(),
-      buffers: [...io, ...outs, ...(mask ? [bufferOf(mask)] : [])],
-      workgroups: grid(n, WINDOW_WG, maxWg),
-    });
+    dispatch(plan.stages[plan.stages.length - 1], [...io, ...outs, ...(mask ? [bufferOf(mask)] : [])]);
     mask?.dispose();
     return;
   }
 
-  const profile = tileProfile();
-  const segBuffers = seg ? [bufferOf(segQ), bufferOf(segK)] : [];
+  const segBuffers = segQ && segK ? [bufferOf(segQ), bufferOf(segK)] : [];
   // Per query: lse, Δ and its segment id as u32 bits, from the stats pass to the others.
   const stats = Tensor.empty([B * Hq * Sq * 4], 'int32', 'webgpu');
   const statsBuf = bufferOf(stats);
   try {
+    const [statsPass, dqPass, dkvPass] = plan.stages;
+    dispatch(statsPass, [...io, statsBuf, ...segBuffers]);
+    dispatch(dqPass, [...io, statsBuf, outs[0], ...segBuffers]);
+    // The query ids come with the stats, so 8 storage bindings suffice.
+    dispatch(dkvPass, [...io, statsBuf, outs[1], outs[2], ...segBuffers.slice(1)]);
+  } finally {
+    stats.dispose();
+  }
+}
+
+/** One dispatch of an attention-gradient plan. */
+interface GradStage {
+  label: string;
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  workgroups: readonly [number, number];
+}
+
+/**
+ * The dispatches of one signature: the 2x2-window kernel (after its segment mask with segment
+ * ids), or the stats, dq and dkv passes. Every stage's uniforms begin with the same fields, so
+ * the operands' offsets sit at the same `offsetWords` (q, k, v, gOut, gq, gk, gv, segq, segk).
+ */
+interface GradPlan {
+  stages: GradStage[];
+  offsetWords: readonly number[];
+}
+const gradPlans = new PlanCache<GradPlan>();
+
+function gradPlan(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, gOut: Tensor, gq: Tensor, gk: Tensor, gv: Tensor): GradPlan {
+  const [B, Hq, Sq, D] = q.shape;
+  const [, Hkv, Sk] = k.shape;
+  const maxWg = ctx().limits.maxComputeWorkgroupsPerDimension;
+  const seg = p.segmentIdsQ !== null && p.segmentIdsK !== null;
+  const fields = ['q_off', 'k_off', 'v_off', 'go_off', 'dq_off', 'dk_off', 'dv_off', ...(seg ? ['segq_off', 'segk_off'] : [])];
+  const stages: GradStage[] = [];
+  let first: Uniforms | null = null;
+  if (p.window) {
+    const n = (B * Hkv * Sq) / 4; // (batch, kv head, window) triples
+    const u = gradUniforms(q, k, v, p, gOut, gq, gk, gv).u32('batch', B).u32('w', p.window.w).u32('n', n);
+    first = u;
+    if (seg) {
+      stages.push({
+        label: 'attentionGrad (2x2 window segment mask)',
+        key: 'attentionGrad window mask',
+        code: () => windowSegMaskWgsl(u.declaration()),
+        words: u.words32(),
+        workgroups: grid((B * Sq) / 4, WINDOW_WG, maxWg),
+      });
+    }
+    stages.push({
+      label: 'attentionGrad (2x2 window)',
+      key: `attentionGrad window|${seg}`,
+      code: () => windowGradWgsl(seg, u.declaration()),
+      words: u.words32(),
+      workgroups: grid(n, WINDOW_WG, maxWg),
+    });
+  } else {
+    const profile = tileProfile();
     for (const pass of ['stats', 'dq', 'dkv'] as const) {
       const rows = pass === 'dkv' ? Sk : Sq;
       const tiles = gradTiles(pass, D, rows, seg, profile);
       const groups = B * (pass === 'dkv' ? Hkv : Hq) * Math.ceil(rows / (tiles.rt * tiles.r));
       const u = gradUniforms(q, k, v, p, gOut, gq, gk, gv).u32('groups', groups);
-      const buffers = {
-        stats: [...io, statsBuf, ...segBuffers],
-        dq: [...io, statsBuf, outs[0], ...segBuffers],
-        // The query ids come with the stats, so 8 storage bindings suffice.
-        dkv: [...io, statsBuf, outs[1], outs[2], ...segBuffers.slice(1)],
-      }[pass];
-      c.dispatch({
+      first ??= u;
+      stages.push({
         label: `attentionGrad (${pass})`,
         key: `attentionGrad ${pass}|${seg}|${JSON.stringify(tiles)}`,
         code: () => (pass === 'dkv' ? dkvWgsl(tiles, u.declaration()) : queryRowsWgsl(pass, tiles, u.declaration())),
-        uniforms: u.bytes(),
-        buffers,
+        words: u.words32(),
         workgroups: grid(groups, 1, maxWg),
       });
     }
-  } finally {
-    stats.dispose();
   }
+  return { stages, offsetWords: fields.map((f) => first!.wordOf(f)) };
 }

@@ -22,6 +22,7 @@
 import type { AttentionParams } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { grid, Uniforms } from './layout.js';
+import { PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 /** Workgroup memory the flash kernel may use (the device gives 32 KiB; keep a margin). */
@@ -63,9 +64,17 @@ export function setTileProfile(profile: TileProfile | null): void {
 /** `cpu` on software adapters, `gpu` otherwise (the backward kernels use the same choice). */
 export function tileProfile(): TileProfile {
   if (profileOverride) return profileOverride;
-  const { description, device, vendor, architecture } = ctx().info;
-  return /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${description} ${device} ${vendor} ${architecture}`) ? 'cpu' : 'gpu';
+  const c = ctx();
+  let profile = profiles.get(c);
+  if (profile === undefined) {
+    const { description, device, vendor, architecture } = c.info;
+    profile = /llvmpipe|lavapipe|softpipe|swiftshader/i.test(`${description} ${device} ${vendor} ${architecture}`) ? 'cpu' : 'gpu';
+    profiles.set(c, profile);
+  }
+  return profile;
 }
+/** The adapter's profile, per context (asked once). */
+const profiles = new WeakMap<object, TileProfile>();
 
 /** Tile sizes of one flash pipeline; the WGSL depends on these and on `seg` only. */
 export interface FlashTiles {
@@ -470,42 +479,88 @@ ${seg ? `  let gq = vec4u(P.gq_off + b * P.gq_sb) + tok * P.gq_ss;
 }`;
 }
 
+/** An attention dispatch of one signature; the operands' offsets are written per call. */
+interface AttentionPlan {
+  label: string;
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  /** Words of q_off, k_off, v_off, o_off, then gq_off, gk_off with segment ids. */
+  offsetWords: readonly number[];
+  workgroups: readonly [number, number];
+}
+const attentionPlans = new PlanCache<AttentionPlan>();
+
+/** Pushes the signature part shared by the forward and backward plans: profile, mask, layouts. */
+export function pushAttentionSignature(sig: number[], q: Tensor, k: Tensor, v: Tensor, p: AttentionParams): void {
+  const seg = p.segmentIdsQ !== null && p.segmentIdsK !== null;
+  sig.push(tileProfile() === 'cpu' ? 0 : 1, p.causal ? 1 : 0, p.scale, p.window ? p.window.w : -1, seg ? 1 : 0);
+  pushList(sig, q.shape);
+  pushList(sig, q.strides);
+  pushList(sig, k.shape);
+  pushList(sig, k.strides);
+  pushList(sig, v.shape);
+  pushList(sig, v.strides);
+  if (p.segmentIdsQ && p.segmentIdsK) {
+    pushList(sig, p.segmentIdsQ.strides);
+    pushList(sig, p.segmentIdsK.strides);
+  }
+}
+
 /**
  * out[b, h, i, :] = softmax_j(scale · q[b, h, i] · k[b, h / (Hq/Hkv), j]) over the visible j, times v.
  * q: [B, Hq, Sq, D], k and v: [B, Hkv, Sk, D] (any strides), out: contiguous [B, Hq, Sq, D].
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, out: Tensor): void {
   if (out.size === 0) return;
-  if ([q, k, v].some((t) => t.dtype !== 'float32')) throw new Error(`attention: webgpu supports float32 only, got ${q.dtype}`);
+  if (q.dtype !== 'float32' || k.dtype !== 'float32' || v.dtype !== 'float32') throw new Error(`attention: webgpu supports float32 only, got ${q.dtype}`);
+  const c = ctx();
+  const sig = attentionPlans.start(c);
+  pushAttentionSignature(sig, q, k, v, p);
+  const plan = attentionPlans.find() ?? attentionPlans.add(attentionPlan(q, k, v, p, out));
+  const w = plan.words;
+  const at = plan.offsetWords;
+  w[at[0]] = q.offset;
+  w[at[1]] = k.offset;
+  w[at[2]] = v.offset;
+  w[at[3]] = out.offset;
+  if (p.segmentIdsQ && p.segmentIdsK) {
+    w[at[4]] = p.segmentIdsQ.offset;
+    w[at[5]] = p.segmentIdsK.offset;
+  }
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: buffersOf(q, k, v, p, out), workgroups: plan.workgroups });
+}
+
+function attentionPlan(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, out: Tensor): AttentionPlan {
   const [B, Hq, Sq, D] = q.shape;
   const c = ctx();
   const seg = p.segmentIdsQ !== null && p.segmentIdsK !== null;
   const u = commonUniforms(q, k, v, p, out);
   const maxWg = c.limits.maxComputeWorkgroupsPerDimension;
+  const offsetWords = () => ['q_off', 'k_off', 'v_off', 'o_off', ...(seg ? ['gq_off', 'gk_off'] : [])].map((f) => u.wordOf(f));
   if (p.window) {
     const n = (B * Hq * Sq) / 4; // windows
     u.u32('n', n).u32('w', p.window.w);
-    c.dispatch({
+    return {
       label: 'attention (2x2 window)',
       key: `attention window|${seg}`,
       code: () => windowWgsl(seg, u.declaration()),
-      uniforms: u.bytes(),
-      buffers: buffersOf(q, k, v, p, out),
+      words: u.words32(),
+      offsetWords: offsetWords(),
       workgroups: grid(n, WINDOW_WG, maxWg),
-    });
-    return;
+    };
   }
   const Hkv = k.shape[1];
   const perKvHead = (Hq / Hkv) * Sq;
   const tiles = flashTiles(D, perKvHead, seg, tileProfile());
   const groups = B * Hkv * Math.ceil(perKvHead / (tiles.qt * tiles.rq));
   u.u32('groups', groups);
-  c.dispatch({
+  return {
     label: 'attention',
     key: `attention|${seg}|${JSON.stringify(tiles)}`,
     code: () => flashWgsl(tiles, u.declaration()),
-    uniforms: u.bytes(),
-    buffers: buffersOf(q, k, v, p, out),
+    words: u.words32(),
+    offsetWords: offsetWords(),
     workgroups: grid(groups, 1, maxWg),
-  });
+  };
 }

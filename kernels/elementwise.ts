@@ -6,7 +6,8 @@ import type { BinaryOp, UnaryOp } from '../tensor/backend.js';
 import { isHalf } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { copyHalf } from './half.js';
-import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
+import { coalesce, coalesceInto, flatIndex, grid, MAX_RANK, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
+import { dtypeCode, PlanCache } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 const WG = 256;
@@ -99,32 +100,94 @@ const BINARY_WGSL: Record<BinaryOp, (a: string, b: string, t: string) => string>
   ge: (a, b, t) => `select(${t}(0), ${t}(1), ${a} >= ${b})`,
 };
 
-interface Input {
-  name: string;
-  t: Tensor;
+/**
+ * One elementwise expression: its label (which names the expression in pipeline keys), the
+ * WGSL names of its inputs, and the expression over their values (`t` is the first input's
+ * WGSL type). Its plans are memoized per call signature.
+ */
+export interface MapKind {
+  label: string;
+  names: readonly string[];
+  expr: (v: Record<string, string>, t: 'f32' | 'i32') => string;
+  plans: PlanCache<MapPlan>;
 }
 
 /**
- * Generic strided map: out[i] = expr(inputs at i). `out` may itself be a strided view.
- * `expr` receives each input's WGSL value expression by name.
+ * What a map dispatch needs beyond its shape and strides, computed once per (dtypes, coalesced
+ * rank): the pipeline key, the code, and where each value goes in the uniforms, which a call
+ * writes whole (n, the coalesced shape, each operand's strides and offset).
  */
-export function mapKernel(label: string, inputs: Input[], out: Tensor, expr: (v: Record<string, string>) => string): void {
+interface MapPlan {
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  nWord: number;
+  /** First word of the `shape` vec8, and per operand (the inputs, then out) of its `_str` vec8 and its `_off`. */
+  shapeWord: number;
+  strideWords: number[];
+  offsetWords: number[];
+}
+
+export function mapKind(label: string, names: readonly string[], expr: MapKind['expr']): MapKind {
+  return { label, names, expr, plans: new PlanCache() };
+}
+
+/** Scratch for coalescing a call's operands (at most 3 inputs and out). */
+const cShape: number[] = [];
+const cStrides: number[][] = [[], [], [], []];
+
+/**
+ * Generic strided map: out[i] = kind.expr(inputs at i). `out` may itself be a strided view.
+ * The dims are coalesced per call (without allocating); the rest of the plan (pipeline key,
+ * code, uniform layout) is computed once per (dtypes, coalesced rank) and the call writes its
+ * sizes, strides and offsets into it.
+ */
+export function mapKernel(kind: MapKind, inputs: readonly Tensor[], out: Tensor): void {
   const n = out.size;
   if (n === 0) return;
   const c = ctx();
-  const all = [...inputs.map((i) => i.t), out];
+  const count = inputs.length + 1;
+  if (count > cStrides.length) throw new Error(`${kind.label}: at most ${cStrides.length - 1} inputs, got ${inputs.length}`);
+  const rank = coalesceInto(out.shape, inputs, out, cShape, cStrides);
+  const sig = kind.plans.start(c);
+  sig.push(dtypeCode(out.dtype), rank);
+  for (let k = 0; k < inputs.length; k++) sig.push(dtypeCode(inputs[k].dtype));
+  const plan = kind.plans.find() ?? kind.plans.add(mapPlan(kind, inputs, out));
+  const words = plan.words;
+  words[plan.nWord] = n;
+  writeVec8(words, plan.shapeWord, cShape);
+  const buffers: GPUBuffer[] = [];
+  for (let k = 0; k < count; k++) {
+    const t = k < inputs.length ? inputs[k] : out;
+    writeVec8(words, plan.strideWords[k], cStrides[k]);
+    words[plan.offsetWords[k]] = t.offset;
+    buffers.push(bufferOf(t));
+  }
+  c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers, workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
+}
+
+/** Writes `v` zero-padded to 8 words from `at` (a vec8 field; see Uniforms.vec8). */
+function writeVec8(words: Uint32Array, at: number, v: readonly number[]): void {
+  for (let i = 0; i < MAX_RANK; i++) words[at + i] = i < v.length ? v[i] : 0;
+}
+
+function mapPlan(kind: MapKind, inputs: readonly Tensor[], out: Tensor): MapPlan {
+  const n = out.size;
+  const all = [...inputs, out];
   const { shape, strides } = coalesce(out.shape, all.map((t) => t.strides));
-  const names = [...inputs.map((i) => i.name), 'o'];
+  const names = [...kind.names, 'o'];
+  if (kind.names.length !== inputs.length) throw new Error(`${kind.label}: ${kind.names.length} inputs expected, got ${inputs.length}`);
   const u = new Uniforms().u32('n', n);
   stridedUniforms(u, shape, names.map((name, k) => [name, strides[k], all[k].offset]));
   // label names the expression: one pipeline per (label, dtypes, coalesced rank)
-  let key = `map|${label}|${shape.length}|${out.dtype}`;
-  for (const i of inputs) key += `|${i.name}:${i.t.dtype}`;
+  let key = `map|${kind.label}|${shape.length}|${out.dtype}`;
+  inputs.forEach((t, k) => (key += `|${kind.names[k]}:${t.dtype}`));
+  const dtypes = inputs.map((t) => t.dtype);
   const code = () => {
     const vals: Record<string, string> = {};
-    for (const i of inputs) vals[i.name] = `${i.name}[off_${i.name}]`;
-    const decls = inputs
-      .map((inp, k) => `@group(0) @binding(${k + 1}) var<storage, read> ${inp.name}: array<${wgslType(inp.t.dtype)}>;`)
+    for (const name of kind.names) vals[name] = `${name}[off_${name}]`;
+    const decls = kind.names
+      .map((name, k) => `@group(0) @binding(${k + 1}) var<storage, read> ${name}: array<${wgslType(dtypes[k])}>;`)
       .join('\n');
     return /* wgsl */ `
 ${u.declaration()}
@@ -136,35 +199,51 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
   let flat = ${flatIndex(WG)};
   if (flat >= P.n) { return; }
 ${offsetCode(shape.length, names)}
-  o[off_o] = ${wgslType(out.dtype)}(${expr(vals)});
+  o[off_o] = ${wgslType(out.dtype)}(${kind.expr(vals, wgslType(dtypes[0]))});
 }`;
   };
-  c.dispatch({
-    label,
+  return {
     key,
     code,
-    uniforms: u.bytes(),
-    buffers: all.map(bufferOf),
-    workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension),
-  });
+    words: u.words32(),
+    nWord: u.wordOf('n'),
+    shapeWord: u.wordOf('shape'),
+    strideWords: names.map((name) => u.wordOf(`${name}_str`)),
+    offsetWords: names.map((name) => u.wordOf(`${name}_off`)),
+  };
 }
 
+/** One kind per op, made on first use. */
+function kindsOf<Op extends string>(make: (op: Op) => MapKind): (op: Op) => MapKind {
+  const kinds = new Map<Op, MapKind>();
+  return (op) => {
+    let k = kinds.get(op);
+    if (!k) kinds.set(op, (k = make(op)));
+    return k;
+  };
+}
+
+const unaryKind = kindsOf((op: UnaryOp) => mapKind(op, ['x'], (v, t) => UNARY_WGSL[op](v.x, t)));
+const unaryGradKind = kindsOf((op: UnaryOp) => mapKind(`${op}Grad`, ['x', 'g'], (v) => `${v.g} * ${UNARY_GRAD_WGSL[op](v.x)}`));
+const binaryKind = kindsOf((op: BinaryOp) => mapKind(op, ['a', 'b'], (v, t) => BINARY_WGSL[op](v.a, v.b, t)));
+const WHERE = mapKind('where', ['c', 'a', 'b'], (v, t) => `select(${v.b}, ${v.a}, ${v.c} != ${t}(0))`);
+const COPY = mapKind('copy', ['x'], (v) => v.x);
+
 export function unary(op: UnaryOp, x: Tensor, out: Tensor): void {
-  mapKernel(op, [{ name: 'x', t: x }], out, (v) => UNARY_WGSL[op](v.x, wgslType(x.dtype)));
+  mapKernel(unaryKind(op), [x], out);
 }
 
 /** out = gy * f'(x): the fused backward of a unary op. */
 export function unaryGrad(op: UnaryOp, x: Tensor, gy: Tensor, out: Tensor): void {
-  mapKernel(`${op}Grad`, [{ name: 'x', t: x }, { name: 'g', t: gy }], out, (v) => `${v.g} * ${UNARY_GRAD_WGSL[op](v.x)}`);
+  mapKernel(unaryGradKind(op), [x, gy], out);
 }
 
 export function binary(op: BinaryOp, a: Tensor, b: Tensor, out: Tensor): void {
-  mapKernel(op, [{ name: 'a', t: a }, { name: 'b', t: b }], out, (v) => BINARY_WGSL[op](v.a, v.b, wgslType(a.dtype)));
+  mapKernel(binaryKind(op), [a, b], out);
 }
 
 export function where(cond: Tensor, a: Tensor, b: Tensor, out: Tensor): void {
-  const zero = `${wgslType(cond.dtype)}(0)`;
-  mapKernel('where', [{ name: 'c', t: cond }, { name: 'a', t: a }, { name: 'b', t: b }], out, (v) => `select(${v.b}, ${v.a}, ${v.c} != ${zero})`);
+  mapKernel(WHERE, [cond, a, b], out);
 }
 
 /** out (any view) = x, converting dtype (f32 -> i32 truncates toward zero). */
@@ -180,23 +259,57 @@ export function copy(x: Tensor, out: Tensor): void {
   if (bufferOf(x) === bufferOf(out)) {
     // A buffer cannot be read and written in one dispatch: go through a temporary.
     const dense = Tensor.empty(x.shape, x.dtype, 'webgpu');
-    mapKernel('copy', [{ name: 'x', t: x }], dense, (v) => v.x);
-    mapKernel('copy', [{ name: 'x', t: dense }], out, (v) => v.x);
+    mapKernel(COPY, [x], dense);
+    mapKernel(COPY, [dense], out);
     dense.dispose();
     return;
   }
-  mapKernel('copy', [{ name: 'x', t: x }], out, (v) => v.x);
+  mapKernel(COPY, [x], out);
 }
 
+/** fill's plans: per (dtype, coalesced rank); a call writes n, shape, strides, the value and the offset. */
+interface FillPlan {
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  /** The value's word seen as f32 and as i32 (views of `words`' buffer, `int` says which). */
+  int: boolean;
+  f32: Float32Array;
+  i32: Int32Array;
+  valueWord: number;
+  offsetWord: number;
+  nWord: number;
+  shapeWord: number;
+  strideWord: number;
+}
+const fillPlans = new PlanCache<FillPlan>();
+const NO_INPUTS: readonly Tensor[] = [];
+
 export function fill(out: Tensor, value: number): void {
-  const t = wgslType(out.dtype);
   const n = out.size;
   if (n === 0) return;
   const c = ctx();
+  const rank = coalesceInto(out.shape, NO_INPUTS, out, cShape, cStrides);
+  const sig = fillPlans.start(c);
+  sig.push(dtypeCode(out.dtype), rank);
+  const plan = fillPlans.find() ?? fillPlans.add(fillPlan(out));
+  const words = plan.words;
+  if (plan.int) plan.i32[plan.valueWord] = value;
+  else plan.f32[plan.valueWord] = value;
+  words[plan.nWord] = n;
+  writeVec8(words, plan.shapeWord, cShape);
+  writeVec8(words, plan.strideWord, cStrides[0]);
+  words[plan.offsetWord] = out.offset;
+  c.dispatch({ label: 'fill', key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers: [bufferOf(out)], workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
+}
+
+function fillPlan(out: Tensor): FillPlan {
+  const t = wgslType(out.dtype);
+  const n = out.size;
   const { shape, strides } = coalesce(out.shape, [out.strides]);
   const u = new Uniforms().u32('n', n);
-  if (t === 'i32') u.i32('value', value);
-  else u.f32('value', value);
+  if (t === 'i32') u.i32('value', 0);
+  else u.f32('value', 0);
   stridedUniforms(u, shape, [['o', strides[0], out.offset]]);
   const code = () => /* wgsl */ `
 ${u.declaration()}
@@ -208,5 +321,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
 ${offsetCode(shape.length, ['o'])}
   o[off_o] = P.value;
 }`;
-  c.dispatch({ label: 'fill', key: `fill|${t}|${shape.length}`, code, uniforms: u.bytes(), buffers: [bufferOf(out)], workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
+  const words = u.words32();
+  return {
+    key: `fill|${t}|${shape.length}`, code, words, int: t === 'i32',
+    f32: new Float32Array(words.buffer), i32: new Int32Array(words.buffer),
+    valueWord: u.wordOf('value'), offsetWord: u.wordOf('o_off'), nWord: u.wordOf('n'), shapeWord: u.wordOf('shape'), strideWord: u.wordOf('o_str'),
+  };
 }

@@ -32,33 +32,37 @@ export class Uniforms {
   /** The struct's words as they are built: each field at its aligned offset (u32 bit patterns). */
   private words: number[] = [];
 
+  /** Word index of each field (its first word for a vec8). */
+  private at: number[] = [];
+
   u32(name: string, v: number): this {
-    this.names.push(name);
-    this.types.push('u32');
+    this.field(name, 'u32');
     this.words.push(v >>> 0);
     return this;
   }
   i32(name: string, v: number): this {
-    this.names.push(name);
-    this.types.push('i32');
+    this.field(name, 'i32');
     i32Bits[0] = v;
     this.words.push(u32Bits[0]);
     return this;
   }
   f32(name: string, v: number): this {
-    this.names.push(name);
-    this.types.push('f32');
+    this.field(name, 'f32');
     f32Bits[0] = v;
     this.words.push(u32Bits[0]);
     return this;
   }
+  private field(name: string, type: Field['type']): void {
+    this.names.push(name);
+    this.types.push(type);
+    this.at.push(this.words.length);
+  }
   /** Up to 8 unsigned integers (shape or strides of a view), zero padded. */
   vec8(name: string, v: readonly number[]): this {
     if (v.length > MAX_RANK) throw new Error(`webgpu: rank ${v.length} exceeds the kernel limit ${MAX_RANK}`);
-    this.names.push(name);
-    this.types.push('vec8');
     const w = this.words;
     while (w.length % 4) w.push(0); // array<vec4u, 2> aligns to 16 bytes
+    this.field(name, 'vec8');
     for (let i = 0; i < MAX_RANK; i++) w.push(i < v.length ? v[i] >>> 0 : 0);
     return this;
   }
@@ -67,6 +71,21 @@ export class Uniforms {
   declaration(): string {
     const members = this.names.map((n, i) => `  ${n}: ${this.types[i] === 'vec8' ? 'array<vec4u, 2>' : this.types[i]},`);
     return `struct Params {\n${members.join('\n')}\n}\n@group(0) @binding(0) var<uniform> P: Params;\n`;
+  }
+
+  /**
+   * The word (u32 index into `bytes()`) where field `name` begins: a front end that keeps the
+   * bytes of a call for the next ones writes the values that change there.
+   */
+  wordOf(name: string): number {
+    const i = this.names.indexOf(name);
+    if (i < 0) throw new Error(`webgpu: no uniform field '${name}'`);
+    return this.at[i];
+  }
+
+  /** `bytes()` as words, to keep and patch (see `wordOf`). */
+  words32(): Uint32Array {
+    return new Uint32Array(this.bytes());
   }
 
   bytes(): ArrayBuffer {
@@ -102,6 +121,53 @@ export function coalesce(shape: readonly number[], strides: readonly (readonly n
   }
   if (outShape.length === 0) return { shape: [1], strides: strides.map(() => [1]) };
   return { shape: outShape, strides: outStrides };
+}
+
+/** True when a view (shape, strides) is a dense row-major block of its storage, at any offset: it coalesces to one dim. */
+export function isDense(t: { readonly shape: readonly number[]; readonly strides: readonly number[] }): boolean {
+  const shape = t.shape;
+  const strides = t.strides;
+  let expected = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    if (shape[d] !== 1 && strides[d] !== expected) return false;
+    expected *= shape[d];
+  }
+  return true;
+}
+
+/** What coalescing reads of an operand. */
+interface Strided {
+  readonly strides: readonly number[];
+}
+
+/**
+ * `coalesce` for a call's operands without allocating: `inputs`, then `last` (out), all of
+ * `shape`. The merged shape goes to `outShape` and operand k's strides to `outStrides[k]`
+ * (arrays the caller keeps and reuses); returns the rank. Same result as `coalesce`.
+ */
+export function coalesceInto(shape: readonly number[], inputs: readonly Strided[], last: Strided, outShape: number[], outStrides: number[][]): number {
+  const count = inputs.length + 1;
+  outShape.length = 0;
+  for (let k = 0; k < count; k++) outStrides[k].length = 0;
+  for (let d = 0; d < shape.length; d++) {
+    const size = shape[d];
+    if (size === 1) continue;
+    const at = outShape.length - 1;
+    let mergeable = at >= 0;
+    for (let k = 0; k < count && mergeable; k++) mergeable = outStrides[k][at] === (k < inputs.length ? inputs[k] : last).strides[d] * size;
+    if (mergeable) {
+      outShape[at] *= size;
+      for (let k = 0; k < count; k++) outStrides[k][at] = (k < inputs.length ? inputs[k] : last).strides[d];
+    } else {
+      outShape.push(size);
+      for (let k = 0; k < count; k++) outStrides[k].push((k < inputs.length ? inputs[k] : last).strides[d]);
+    }
+  }
+  if (outShape.length === 0) {
+    outShape.push(1);
+    for (let k = 0; k < count; k++) outStrides[k].push(1);
+  }
+  return outShape.length;
 }
 
 /**

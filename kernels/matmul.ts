@@ -22,6 +22,7 @@ import { HALF_DECODE_WGSL } from './half.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
+import { dtypeCode, PlanCache, pushList } from './plans.js';
 import { bindWindow, bufferOf, ctx, type BufferBinding } from './runtime.js';
 
 /** Work split of one matmul pipeline. */
@@ -141,17 +142,23 @@ function isCpuAdapter(): boolean {
  * workgroups (tiles over the parallelism) times the padded tile area over its speed.
  */
 export function chooseConfig(M: number, N: number, batches: number, cpu = isCpuAdapter()): MatmulConfig {
+  return (cpu ? CPU_TILES : GPU_TILES)[configIndex(M, N, batches, cpu)].config;
+}
+
+/** The index in CPU_TILES or GPU_TILES of `chooseConfig`'s choice. */
+function configIndex(M: number, N: number, batches: number, cpu: boolean): number {
   const tiles = cpu ? CPU_TILES : GPU_TILES;
   const p = parallelism(cpu);
-  let best = tiles[0];
+  let best = 0;
   let bestTime = Infinity;
-  for (const t of tiles) {
+  for (let i = 0; i < tiles.length; i++) {
+    const t = tiles[i];
     const { bm, bn } = t.config;
     const count = Math.ceil(M / bm) * Math.ceil(N / bn) * batches;
     const time = (Math.ceil(count / p) * bm * bn) / t.speed;
-    if (time < bestTime) [best, bestTime] = [t, time];
+    if (time < bestTime) [best, bestTime] = [i, time];
   }
-  return best.config;
+  return best;
 }
 
 /**
@@ -445,9 +452,14 @@ function matmulUniforms(p: MatmulParams): Uniforms {
     .vec8('bshape', p.batch.shape).vec8('a_bstr', p.batch.a).vec8('b_bstr', p.batch.b);
 }
 
-const UNIFORMS_WGSL = matmulUniforms({
+const UNIFORMS_TEMPLATE = matmulUniforms({
   M: 0, N: 0, K: 0, a: [0, 0, 0], b: [0, 0, 0], oOff: 0, batch: { shape: [], a: [], b: [] }, tile: [0, 0, 0],
-}).declaration();
+});
+const UNIFORMS_WGSL = UNIFORMS_TEMPLATE.declaration();
+/** Words of a_off, b_off, o_off, bias_off, res_off, pre_off (the struct is the same for every call). */
+const OFFSET_WORDS: readonly number[] = ['a_off', 'b_off', 'o_off', 'bias_off', 'res_off', 'pre_off'].map((f) => UNIFORMS_TEMPLATE.wordOf(f));
+/** Words of M, N, K and o_rs. */
+const SIZE_WORDS: readonly number[] = ['M', 'N', 'K', 'o_rs'].map((f) => UNIFORMS_TEMPLATE.wordOf(f));
 
 /** Panel mode for an operand whose element (x, k) sits at off + x*sx + k*sk (+ batch strides). */
 function panelMode(X: number, K: number, sx: number, sk: number, off: number, bstr: readonly number[]): PanelMode {
@@ -459,23 +471,30 @@ function panelMode(X: number, K: number, sx: number, sk: number, off: number, bs
 
 /** The variant a call needs: the best tile config, vec4 fetches where the views allow them. */
 export function chooseVariant(a: Tensor, b: Tensor, out: Tensor): MatmulVariant {
-  const g = geometry(a, b, out);
+  return variantOf(geometry(a, b, out), b.dtype);
+}
+
+/** The variant for a call's geometry (b's dtype says whether b holds half weights). */
+function variantOf(g: ReturnType<typeof geometry>, bDtype: Tensor['dtype']): MatmulVariant {
   const v: MatmulVariant = {
     config: chooseConfig(g.M, g.N, g.batches),
     a: panelMode(g.M, g.K, g.a[1], g.a[2], g.a[0], g.batch.a),
     b: panelMode(g.N, g.K, g.b[1], g.b[2], g.b[0], g.batch.b),
     out: g.N % 4 === 0 && g.oOff % 4 === 0 ? 'v4' : 's',
   };
-  if (isHalf(b.dtype)) v.bHalf = { dtype: b.dtype, native: b.dtype === 'float16' && ctx().hasFeature('shader-f16') };
+  if (isHalf(bDtype)) v.bHalf = { dtype: bDtype, native: bDtype === 'float16' && ctx().hasFeature('shader-f16') };
   return v;
 }
 
+/** What `geometry` reads of an operand: a tensor, or the transposed layout of one (linear's weight). */
+type View = Pick<Tensor, 'shape' | 'strides' | 'offset' | 'rank'>;
+
 /** Sizes, strides (size-1 dims get stride 0) and coalesced batch dims of a call. */
-function geometry(a: Tensor, b: Tensor, out: Tensor): Omit<MatmulParams, 'tile'> & { batches: number } {
+function geometry(a: View, b: View, out: View): Omit<MatmulParams, 'tile'> & { batches: number } {
   const r = a.rank;
   const [M, K] = a.shape.slice(-2);
   const N = b.shape[b.rank - 1];
-  const s = (t: Tensor, d: number) => (t.shape[d] === 1 ? 0 : t.strides[d]);
+  const s = (t: View, d: number) => (t.shape[d] === 1 ? 0 : t.strides[d]);
   const batchShape = out.shape.slice(0, -2);
   const nb = batchShape.length;
   const { shape, strides } = coalesce(batchShape, [a.strides.slice(0, nb), b.strides.slice(0, nb), out.strides.slice(0, nb)]);
@@ -634,10 +653,142 @@ function matmulSplit(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, 
  * stride-0 broadcast views), out: contiguous [...batch, M, N]. f32 only.
  */
 export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
-  for (const t of [a, b, out]) {
-    if (t.dtype !== 'float32' && !(t === b && isHalf(t.dtype))) throw new Error(`matmul: webgpu supports float32 (and half weights as b) only, got ${t.dtype} ${t.toString()}`);
+  checkDtype(a, b);
+  checkDtype(b, b);
+  checkDtype(out, b);
+  if (out.size === 0) return;
+  const c = ctx();
+  const limit = c.bindingLimit;
+  if (overLimit(c, limit, a) || overLimit(c, limit, b) || overLimit(c, limit, out)) {
+    matmulWith(chooseVariant(a, b, out), a, b, out);
+    return;
   }
-  matmulWith(chooseVariant(a, b, out), a, b, out);
+  const matrices = singleMatrix(a, b, out);
+  const sig = matmulPlans.start(c);
+  sig.push(0, dtypeCode(b.dtype));
+  if (matrices) pushMatrices(sig, a, b, out, a.shape[a.rank - 2], a.shape[a.rank - 1], b.shape[b.rank - 1]);
+  else {
+    pushView(sig, a);
+    pushView(sig, b);
+    pushView(sig, out);
+  }
+  let plan = matmulPlans.find();
+  if (plan === undefined) {
+    const g = geometry(a, b, out);
+    plan = matmulPlans.add(matmulPlan(variantOf(g, b.dtype), g, {}, matrices));
+  }
+  const workgroups = plan && planWorkgroups(plan, a.shape[a.rank - 2], a.shape[a.rank - 1], b.shape[b.rank - 1]);
+  if (!plan || !workgroups) {
+    matmulWith(chooseVariant(a, b, out), a, b, out);
+    return;
+  }
+  const w = plan.words;
+  const at = plan.offsetWords;
+  w[at[0]] = a.offset;
+  w[at[1]] = b.offset;
+  w[at[2]] = out.offset;
+  c.dispatch({ label: 'matmul', key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(a), bufferOf(b), bufferOf(out)], workgroups });
+}
+
+/**
+ * The signature of a single-matrix call (a [M, K], b [K, N], out [M, N], or linear's x, weight
+ * and out) without the sizes, which change with the token count from step to step: instead,
+ * what they decide (the tile config, vec4 access by their residues mod 4, size-1 dims' zero
+ * strides). Such a plan writes M, N and K per call.
+ */
+function pushMatrices(sig: number[], a: View, b: View, out: View, M: number, K: number, N: number): void {
+  sig.push(-2, configIndex(M, N, 1, isCpuAdapter()), M & 3, K & 3, N & 3, M === 1 ? 1 : 0, K === 1 ? 1 : 0, N === 1 ? 1 : 0);
+  const ra = a.rank;
+  const rb = b.rank;
+  const ro = out.rank;
+  sig.push(a.strides[ra - 2], a.strides[ra - 1], a.offset & 3, b.strides[rb - 2], b.strides[rb - 1], b.offset & 3, out.strides[ro - 2], out.strides[ro - 1], out.offset & 3);
+}
+
+/** A product of one matrix pair: operands of one rank whose batch dims (if any) are all 1. */
+function singleMatrix(a: View, b: View, out: View): boolean {
+  const r = out.rank;
+  if (a.rank !== r || b.rank !== r || r < 2) return false;
+  for (let d = 0; d < r - 2; d++) if (out.shape[d] !== 1 || a.shape[d] !== 1 || b.shape[d] !== 1) return false;
+  return true;
+}
+
+/** The workgroups of a call under `plan` (writing its sizes when the plan is size-free), or null past the per-dim limit. */
+function planWorkgroups(plan: MatmulPlan, M: number, K: number, N: number): readonly [number, number, number] | null {
+  if (!plan.sizeFree) return plan.workgroups;
+  const tilesX = Math.ceil(N / plan.bn);
+  const tilesY = Math.ceil(M / plan.bm);
+  const max = ctx().limits.maxComputeWorkgroupsPerDimension;
+  if (tilesX > max || tilesY > max) return null;
+  const w = plan.words;
+  w[SIZE_WORDS[0]] = M;
+  w[SIZE_WORDS[1]] = N;
+  w[SIZE_WORDS[2]] = K;
+  w[SIZE_WORDS[3]] = N; // o_rs
+  return [tilesX, tilesY, 1];
+}
+
+/** float32 operands, or a half `b` (weights). */
+function checkDtype(t: Tensor, b: Tensor): void {
+  if (t.dtype !== 'float32' && !(t === b && isHalf(t.dtype))) throw new Error(`matmul: webgpu supports float32 (and half weights as b) only, got ${t.dtype} ${t.toString()}`);
+}
+
+/** True when `t`'s buffer is larger than one storage binding may be (the call must split). */
+function overLimit(c: ReturnType<typeof ctx>, limit: number, t: Tensor | null | undefined): boolean {
+  return !!t && c.bufferSize(bufferOf(t)) > limit;
+}
+
+/**
+ * What a single-dispatch matmul or linear of one signature needs, computed once: the variant's
+ * pipeline key and code, the uniforms (operand offsets written per call) and the workgroups.
+ */
+interface MatmulPlan {
+  label: 'matmul' | 'linear';
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  /** Words of a_off, b_off, o_off, bias_off, res_off, pre_off. */
+  offsetWords: readonly number[];
+  workgroups: readonly [number, number, number];
+  /** The signature left out M, N and K (`pushMatrices`): they and the workgroups are set per call. */
+  sizeFree: boolean;
+  bm: number;
+  bn: number;
+}
+
+/** null: the signature needs more than one dispatch per dim limit (matmulWith handles it). */
+const matmulPlans = new PlanCache<MatmulPlan | null>();
+
+/** A view's shape, strides and offset modulo 4 (which decides vec4 access). */
+function pushView(sig: number[], t: Tensor): void {
+  pushList(sig, t.shape);
+  pushList(sig, t.strides);
+  sig.push(t.offset & 3);
+}
+
+/** The plan of `variant` for a call's geometry (offsets are written per call), or null past the workgroup limit. */
+function matmulPlan(variant: MatmulVariant, g: ReturnType<typeof geometry>, epi: EpilogueOperands, sizeFree: boolean): MatmulPlan | null {
+  const { bm, bn } = variant.config;
+  const tilesX = Math.ceil(g.N / bn);
+  const tilesY = Math.ceil(g.M / bm);
+  const max = ctx().limits.maxComputeWorkgroupsPerDimension;
+  if (tilesX > max || tilesY > max || g.batches > max) return null;
+  const e = variant.epilogue;
+  let epiOffsets: MatmulParams['epi'];
+  if (e) {
+    if (g.batch.shape.length > 0) throw new Error('matmul: a fused epilogue needs a single matrix (no batch dims)');
+    const act = { none: 0, gelu: 1, geluErf: 2 }[e.act];
+    const flags = (epi.bias ? 1 : 0) | (epi.residual ? 2 : 0) | (epi.preact ? 4 : 0) | (act << 3);
+    epiOffsets = { flags, bias: 0, res: 0, resRow: epi.residual ? epi.residual.strides[0] : 0, pre: 0 };
+  }
+  return {
+    label: e ? 'linear' : 'matmul',
+    key: `matmul|${variantKey(variant)}`,
+    code: () => matmulWGSL(variant),
+    words: matmulUniforms({ ...g, tile: [0, 0, 0], epi: epiOffsets }).words32(),
+    offsetWords: OFFSET_WORDS,
+    workgroups: [tilesX, tilesY, g.batches],
+    sizeFree, bm, bn,
+  };
 }
 
 /**
@@ -648,9 +799,47 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual: Tensor | null, act: LinearActivation, out: Tensor, preact: Tensor | null): boolean {
   const c = ctx();
   if (!c.tuning.fused) return false;
-  if ([x, out, bias, residual, preact].some((t) => t && t.dtype !== 'float32')) return false;
+  if (x.dtype !== 'float32' || out.dtype !== 'float32' || (bias && bias.dtype !== 'float32') || (residual && residual.dtype !== 'float32') || (preact && preact.dtype !== 'float32')) return false;
   if (weight.dtype !== 'float32' && !isHalf(weight.dtype)) return false;
   if (residual && residual.rank === 2 && residual.strides[1] !== 1 && residual.shape[1] > 1) return false;
+  if (out.size === 0) return true;
+  const limit = c.bindingLimit;
+  const fits = weight.rank === 2 && !(overLimit(c, limit, x) || overLimit(c, limit, weight) || overLimit(c, limit, out) || overLimit(c, limit, bias) || overLimit(c, limit, residual) || overLimit(c, limit, preact));
+  if (fits) {
+    const sig = matmulPlans.start(c);
+    sig.push(1 + (bias ? 2 : 0) + (residual ? 4 : 0) + (preact ? 8 : 0) + 16 * ACTS.indexOf(act), dtypeCode(weight.dtype));
+    if (x.rank === 2 && out.rank === 2) pushMatrices(sig, x, weight, out, x.shape[0], x.shape[1], weight.shape[0]);
+    else {
+      pushView(sig, x);
+      pushView(sig, weight);
+      pushView(sig, out);
+    }
+    sig.push(residual ? residual.strides[0] : -1);
+    let plan = matmulPlans.find();
+    if (plan === undefined) {
+      // b = weightᵀ as a layout only (no view tensor is made)
+      const wt: View = { shape: [weight.shape[1], weight.shape[0]], strides: [weight.strides[1], weight.strides[0]], offset: weight.offset, rank: 2 };
+      const g = geometry(x, wt, out);
+      const v = variantOf(g, weight.dtype);
+      v.epilogue = { bias: bias !== null, residual: residual !== null, preact: preact !== null, act };
+      plan = matmulPlans.add(matmulPlan(v, g, { bias, residual, preact }, x.rank === 2 && out.rank === 2));
+    }
+    const workgroups = plan && planWorkgroups(plan, x.shape[x.rank - 2], x.shape[x.rank - 1], weight.shape[0]);
+    if (plan && workgroups) {
+      const w = plan.words;
+      const at = plan.offsetWords;
+      w[at[0]] = x.offset;
+      w[at[1]] = weight.offset;
+      w[at[2]] = out.offset;
+      w[at[3]] = bias ? bias.offset : 0;
+      w[at[4]] = residual ? residual.offset : 0;
+      w[at[5]] = preact ? preact.offset : 0;
+      const a = bufferOf(x);
+      const buffers = [a, bufferOf(weight), bufferOf(out), bias ? bufferOf(bias) : a, residual ? bufferOf(residual) : a, preact ? bufferOf(preact) : c.scratch];
+      c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups });
+      return true;
+    }
+  }
   const wt = weight.transpose();
   try {
     const v = chooseVariant(x, wt, out);
@@ -661,6 +850,8 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
   }
   return true;
 }
+
+const ACTS: readonly LinearActivation[] = ['none', 'gelu', 'geluErf'];
 
 function range(n: number): number[] {
   return [...Array(n).keys()];

@@ -15,6 +15,7 @@
  */
 import type { AdamWItem } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
+import { isDense } from './layout.js';
 import { adamw } from './optim.js';
 import { bindWindow, bufferOf, ctx, windowElements, type BufferBinding } from './runtime.js';
 
@@ -31,26 +32,19 @@ interface Piece<T> {
   count: number;
 }
 
-/** True when `t` is a dense row-major block of its storage (at any offset). */
-function isDense(t: Tensor): boolean {
-  let expected = 1;
-  for (let d = t.rank - 1; d >= 0; d--) {
-    if (t.shape[d] !== 1 && t.strides[d] !== expected) return false;
-    expected *= t.shape[d];
-  }
-  return true;
-}
-
 /** Cuts every item into windows that fit one binding each. */
 function piecesOf<T>(items: readonly T[], tensorsOf: (it: T) => Tensor[]): Piece<T>[] {
+  const c = ctx();
   const w = windowElements();
-  const limit = ctx().bindingLimit;
+  const limit = c.bindingLimit;
   const out: Piece<T>[] = [];
   for (const item of items) {
     const tensors = tensorsOf(item);
     const n = tensors[0].size;
     // a tensor whose whole buffer fits one binding is bound whole (one slot, one bind group)
-    const step = tensors.every((t) => ctx().bufferSize(bufferOf(t)) <= limit) ? n : w;
+    let whole = true;
+    for (const t of tensors) if (c.bufferSize(bufferOf(t)) > limit) whole = false;
+    const step = whole ? n : w;
     for (let start = 0; start < n; start += step) out.push({ item, tensors, start, count: Math.min(step, n - start) });
   }
   return out;
@@ -64,21 +58,38 @@ function slotsPerDispatch(perSlot: number, shared: number): number {
 
 /**
  * Uniforms: per slot a vec4u (count, first workgroup, -, -) and a vec4u of element offsets
- * (one per tensor of the slot), then a vec4f of per-slot floats, then 4 shared floats.
+ * (one per tensor of the slot), then a vec4f of per-slot floats, then 4 shared floats and 4
+ * more u32s. One buffer serves every dispatch (the runtime copies the uniforms as it queues
+ * one): `startUniforms` zeroes it, the setters fill it.
  */
-function uniforms(slots: { count: number; wg0: number; offs: number[]; floats: number[] }[], shared: number[], extraU32: number[] = []): ArrayBuffer {
-  const buf = new ArrayBuffer(MAX_SLOTS * 48 + 32);
-  const u = new Uint32Array(buf);
-  const f = new Float32Array(buf);
-  slots.forEach((s, i) => {
-    u[i * 4] = s.count;
-    u[i * 4 + 1] = s.wg0;
-    s.offs.forEach((o, j) => (u[MAX_SLOTS * 4 + i * 4 + j] = o));
-    s.floats.forEach((x, j) => (f[MAX_SLOTS * 8 + i * 4 + j] = x));
-  });
-  shared.forEach((x, j) => (f[MAX_SLOTS * 12 + j] = x));
-  extraU32.forEach((x, j) => (u[MAX_SLOTS * 12 + 4 + j] = x));
-  return buf;
+const U_WORDS = new Uint32Array(MAX_SLOTS * 12 + 8);
+const U_FLOATS = new Float32Array(U_WORDS.buffer);
+
+function startUniforms(): void {
+  U_WORDS.fill(0);
+}
+function setSlot(i: number, count: number, wg0: number): void {
+  U_WORDS[i * 4] = count;
+  U_WORDS[i * 4 + 1] = wg0;
+}
+function setSlotOffset(i: number, j: number, offset: number): void {
+  U_WORDS[MAX_SLOTS * 4 + i * 4 + j] = offset;
+}
+function setSlotFloat(i: number, j: number, x: number): void {
+  U_FLOATS[MAX_SLOTS * 8 + i * 4 + j] = x;
+}
+function setShared(j: number, x: number): void {
+  U_FLOATS[MAX_SLOTS * 12 + j] = x;
+}
+function setExtra(j: number, x: number): void {
+  U_WORDS[MAX_SLOTS * 12 + 4 + j] = x;
+}
+
+/** Per slot count, the pipeline key and WGSL of a kernel family (made once each). */
+function perSlotCount(family: string, wgsl: (slots: number) => string): { key: string; code: () => string }[] {
+  const out: { key: string; code: () => string }[] = [];
+  for (let n = 0; n <= MAX_SLOTS; n++) out.push({ key: `${family}|${n}`, code: () => wgsl(n) });
+  return out;
 }
 
 const UNIFORMS_WGSL = /* wgsl */ `
@@ -104,17 +115,21 @@ function slotLookup(slots: number): string {
 
 const MAIN_ARGS = '@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: vec3u, @builtin(num_workgroups) nwg: vec3u';
 
-/** Groups pieces into dispatches of at most `per` slots and queues each. */
-function run<T>(pieces: Piece<T>[], per: number, queue: (group: Piece<T>[], wg0: number[], workgroups: number) => void): void {
+/**
+ * Groups pieces into dispatches of at most `per` slots and queues each: `queue` gets the
+ * group's first piece and its end, and the uniforms already hold every slot's count and first
+ * workgroup.
+ */
+function run<T>(pieces: Piece<T>[], per: number, queue: (from: number, to: number, workgroups: number) => void): void {
   for (let i = 0; i < pieces.length; i += per) {
-    const group = pieces.slice(i, i + per);
-    const wg0: number[] = [];
+    const to = Math.min(i + per, pieces.length);
+    startUniforms();
     let total = 0;
-    for (const p of group) {
-      wg0.push(total);
-      total += Math.ceil(p.count / CHUNK);
+    for (let k = i; k < to; k++) {
+      setSlot(k - i, pieces[k].count, total);
+      total += Math.ceil(pieces[k].count / CHUNK);
     }
-    if (total > 0) queue(group, wg0, total);
+    if (total > 0) queue(i, to, total);
   }
 }
 
@@ -169,6 +184,9 @@ ${cases.join('\n')}
 }`;
 }
 
+const ADAMW = perSlotCount('adamwMany', adamwWgsl);
+const adamwTensors = (it: AdamWItem): Tensor[] => [it.param, it.grad, it.m, it.v];
+
 /**
  * AdamW for many parameters: float32, param/m/v contiguous, grad dense (at any offset). Items
  * that share beta1, beta2 and eps run together; others (or a grad that is a strided view)
@@ -177,41 +195,62 @@ ${cases.join('\n')}
 export function adamwMany(items: readonly AdamWItem[]): boolean {
   const c = ctx();
   if (!c.tuning.fused) return false;
-  const groups = new Map<string, AdamWItem[]>();
+  // groups in the order of their first item (usually one: every item shares the betas and eps)
+  const groups: AdamWItem[][] = [];
   for (const it of items) {
     if (it.param.size === 0) continue;
     if (it.param.dtype !== 'float32' || !isDense(it.grad)) {
       adamw(it.param, it.grad, it.m, it.v, it.h);
       continue;
     }
-    const key = `${it.h.beta1},${it.h.beta2},${it.h.eps}`;
-    let g = groups.get(key);
-    if (!g) groups.set(key, (g = []));
-    g.push(it);
+    let g: AdamWItem[] | undefined;
+    for (const list of groups) {
+      const h = list[0].h;
+      if (sameNumber(h.beta1, it.h.beta1) && sameNumber(h.beta2, it.h.beta2) && sameNumber(h.eps, it.h.eps)) g = list;
+    }
+    if (g) g.push(it);
+    else groups.push([it]);
   }
   const per = slotsPerDispatch(4, 0);
-  for (const list of groups.values()) {
+  for (const list of groups) {
     const { beta1, beta2, eps } = list[0].h;
-    const pieces = piecesOf(list, (it) => [it.param, it.grad, it.m, it.v]);
-    run(pieces, per, (group, wg0, total) => {
+    const pieces = piecesOf(list, adamwTensors);
+    run(pieces, per, (from, to, total) => {
       const buffers: BufferBinding[] = [];
-      const slots = group.map((p, i) => {
-        const w = p.tensors.map((t) => bindWindow(t, p.start, p.count));
-        buffers.push(...w.map((x) => x.binding));
+      for (let k = from; k < to; k++) {
+        const p = pieces[k];
+        const i = k - from;
+        for (let j = 0; j < 4; j++) {
+          const w = bindWindow(p.tensors[j], p.start, p.count);
+          buffers.push(w.binding);
+          setSlotOffset(i, j, w.elemOffset);
+        }
         const h = p.item.h;
-        return { count: p.count, wg0: wg0[i], offs: w.map((x) => x.elemOffset), floats: [h.lr, 1 - h.lr * h.weightDecay, 1 - h.beta1 ** h.step, 1 - h.beta2 ** h.step] };
-      });
+        setSlotFloat(i, 0, h.lr);
+        setSlotFloat(i, 1, 1 - h.lr * h.weightDecay);
+        setSlotFloat(i, 2, 1 - h.beta1 ** h.step);
+        setSlotFloat(i, 3, 1 - h.beta2 ** h.step);
+      }
+      setShared(0, beta1);
+      setShared(1, beta2);
+      setShared(2, eps);
+      const kernel = ADAMW[to - from];
       c.dispatch({
         label: 'adamwMany',
-        key: `adamwMany|${group.length}`,
-        code: () => adamwWgsl(group.length),
-        uniforms: uniforms(slots, [beta1, beta2, eps]),
+        key: kernel.key,
+        code: kernel.code,
+        uniforms: U_WORDS.buffer as ArrayBuffer,
         buffers,
         workgroups: gridOf(total),
       });
     });
   }
   return true;
+}
+
+/** Equal as the group key `${a}` once was: the same number (NaN with NaN, 0 with -0). */
+function sameNumber(a: number, b: number): boolean {
+  return a === b || (a !== a && b !== b);
 }
 
 // ---- sum of squares ------------------------------------------------------------------------
@@ -271,30 +310,37 @@ fn main(@builtin(local_invocation_id) lid: vec3u) {
   if (lid.x == 0u) { o[P.o_off] = sh[0]; }
 }`;
 
+const SUM_SQUARES = perSlotCount('sumOfSquares', sumSquaresWgsl);
+const oneTensor = (x: Tensor): Tensor[] => [x];
+
 /** out (0-d, float32) = Σ x² over every element of every x (dense float32 tensors). */
 export function sumOfSquares(xs: readonly Tensor[], out: Tensor): boolean {
   const c = ctx();
-  if (!c.tuning.fused || xs.some((x) => x.dtype !== 'float32' || !isDense(x))) return false;
-  const pieces = piecesOf(xs.filter((x) => x.size > 0), (x) => [x]);
+  if (!c.tuning.fused) return false;
+  for (const x of xs) if (x.dtype !== 'float32' || !isDense(x)) return false;
+  const pieces = piecesOf(xs.filter((x) => x.size > 0), oneTensor);
   const per = slotsPerDispatch(1, 1);
   let totalGroups = 0;
   for (const p of pieces) totalGroups += Math.ceil(p.count / CHUNK);
   const partials = Tensor.empty([Math.max(totalGroups, 1)], 'float32', 'webgpu');
   try {
     let at = 0;
-    run(pieces, per, (group, wg0, total) => {
+    run(pieces, per, (from, to, total) => {
       const buffers: BufferBinding[] = [];
-      const slots = group.map((p, i) => {
+      for (let k = from; k < to; k++) {
+        const p = pieces[k];
         const w = bindWindow(p.tensors[0], p.start, p.count);
         buffers.push(w.binding);
-        return { count: p.count, wg0: wg0[i], offs: [w.elemOffset], floats: [] };
-      });
+        setSlotOffset(k - from, 0, w.elemOffset);
+      }
       buffers.push(bufferOf(partials));
+      setExtra(0, at);
+      const kernel = SUM_SQUARES[to - from];
       c.dispatch({
         label: 'sumOfSquares',
-        key: `sumOfSquares|${group.length}`,
-        code: () => sumSquaresWgsl(group.length),
-        uniforms: uniforms(slots, [], [at]),
+        key: kernel.key,
+        code: kernel.code,
+        uniforms: U_WORDS.buffer as ArrayBuffer,
         buffers,
         workgroups: gridOf(total),
       });
@@ -345,26 +391,35 @@ ${cases.join('\n')}
 }`;
 }
 
+const SCALE = perSlotCount('scaleMany', scaleWgsl);
+
 /** outs[i] = xs[i] * scale (dense float32 tensors; scale a float32 0-d tensor). */
 export function scaleMany(xs: readonly Tensor[], scale: Tensor, outs: readonly Tensor[]): boolean {
   const c = ctx();
-  if (!c.tuning.fused || scale.dtype !== 'float32' || xs.some((x) => x.dtype !== 'float32' || !isDense(x))) return false;
-  const pairs = xs.map((x, i) => ({ x, out: outs[i] })).filter((p) => p.x.size > 0);
-  const pieces = piecesOf(pairs, (p) => [p.x, p.out]);
+  if (!c.tuning.fused || scale.dtype !== 'float32') return false;
+  for (const x of xs) if (x.dtype !== 'float32' || !isDense(x)) return false;
+  const pairs: Tensor[][] = [];
+  for (let i = 0; i < xs.length; i++) if (xs[i].size > 0) pairs.push([xs[i], outs[i]]);
+  const pieces = piecesOf(pairs, (p) => p);
   const per = slotsPerDispatch(2, 1);
   const scaleBuf = bufferOf(scale);
-  run(pieces, per, (group, wg0, total) => {
+  run(pieces, per, (from, to, total) => {
     const buffers: BufferBinding[] = [scaleBuf];
-    const slots = group.map((p, i) => {
-      const w = p.tensors.map((t) => bindWindow(t, p.start, p.count));
-      buffers.push(...w.map((x) => x.binding));
-      return { count: p.count, wg0: wg0[i], offs: w.map((x) => x.elemOffset), floats: [] };
-    });
+    for (let k = from; k < to; k++) {
+      const p = pieces[k];
+      for (let j = 0; j < 2; j++) {
+        const w = bindWindow(p.tensors[j], p.start, p.count);
+        buffers.push(w.binding);
+        setSlotOffset(k - from, j, w.elemOffset);
+      }
+    }
+    setExtra(0, scale.offset);
+    const kernel = SCALE[to - from];
     c.dispatch({
       label: 'scaleMany',
-      key: `scaleMany|${group.length}`,
-      code: () => scaleWgsl(group.length),
-      uniforms: uniforms(slots, [], [scale.offset]),
+      key: kernel.key,
+      code: kernel.code,
+      uniforms: U_WORDS.buffer as ArrayBuffer,
       buffers,
       workgroups: gridOf(total),
     });

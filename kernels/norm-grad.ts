@@ -22,9 +22,10 @@
  * and never comes from a difference of two large sums.
  */
 import type { Tensor } from '../tensor/tensor.js';
-import { coalesce, Uniforms } from './layout.js';
+import { coalesce, isDense, Uniforms } from './layout.js';
+import { PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
-import { laneTree, offsetFn, rowsAsVec4, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
+import { laneTree, offsetFn, pushDenseRows, rowsAsVec4, rowsSetter, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
 
 /**
  * What sets one row-gradient kernel apart. In its WGSL snippets the current element of the row
@@ -246,8 +247,10 @@ ${unitCode('    ')}
  */
 function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor | null, eps: number, out: Tensor): void {
   const label = kernel.label;
-  for (const [name, t] of [[kernel.input, src], ['gy', gy], ['weight', weight], ['out', out]] as const) {
-    if (t && t.dtype !== 'float32') throw new Error(`${label}: webgpu takes float32, ${name} is ${t.dtype}`);
+  if (src.dtype !== 'float32' || gy.dtype !== 'float32' || (weight && weight.dtype !== 'float32') || out.dtype !== 'float32') {
+    for (const [name, t] of [[kernel.input, src], ['gy', gy], ['weight', weight], ['out', out]] as const) {
+      if (t && t.dtype !== 'float32') throw new Error(`${label}: webgpu takes float32, ${name} is ${t.dtype}`);
+    }
   }
   const last = src.rank - 1;
   const len = src.shape[last] ?? 1;
@@ -256,6 +259,51 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
   }
   const rows = len === 0 ? 0 : src.size / len;
   if (rows === 0) return;
+  const c = ctx();
+  const plans = rowGradPlans(kernel);
+  const sig = plans.start(c);
+  const dense = isDense(src) && isDense(gy);
+  sig.push(eps, src.offset & 3, gy.offset & 3, out.offset & 3, weight ? weight.strides[0] : -1, weight ? weight.offset & 3 : -1, len, src.strides[last] ?? 1, gy.strides[last] ?? 1);
+  if (dense) pushDenseRows(sig, rows);
+  else {
+    pushList(sig, src.shape);
+    pushList(sig, src.strides);
+    pushList(sig, gy.strides);
+  }
+  const plan = plans.find() ?? plans.add(rowGradPlan(kernel, src, gy, weight, eps, out, rows, len));
+  const w = plan.words;
+  const at = plan.offsetWords;
+  w[at[0]] = src.offset;
+  w[at[1]] = gy.offset;
+  w[at[2]] = weight ? weight.offset : 0;
+  w[at[3]] = out.offset;
+  const buffers = weight ? [bufferOf(src), bufferOf(gy), bufferOf(weight), bufferOf(out)] : [bufferOf(src), bufferOf(gy), bufferOf(out)];
+  c.dispatch({ label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
+}
+
+/** A row-gradient dispatch of one signature; the operands' offsets are written per call. */
+interface RowGradPlan {
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  /** Words of src_off, gy_off, w_off, o_off. */
+  offsetWords: readonly number[];
+  workgroups: readonly [number, number];
+  /** Over dense rows: writes the row count, returns the workgroups. */
+  setRows: (rows: number) => readonly [number, number];
+}
+
+/** Plans per kernel (softmax, log-softmax, layer norm, RMS norm). */
+const plansByKernel = new Map<RowGradKernel, PlanCache<RowGradPlan>>();
+function rowGradPlans(kernel: RowGradKernel): PlanCache<RowGradPlan> {
+  let p = plansByKernel.get(kernel);
+  if (!p) plansByKernel.set(kernel, (p = new PlanCache()));
+  return p;
+}
+
+function rowGradPlan(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor | null, eps: number, out: Tensor, rows: number, len: number): RowGradPlan {
+  const label = kernel.label;
+  const last = src.rank - 1;
   // Leading dims coalesced over both operands: one shape, a stride list each.
   const lead = Math.max(0, last);
   const outer = coalesce(src.shape.slice(0, lead), [src.strides.slice(0, lead), gy.strides.slice(0, lead)]);
@@ -269,28 +317,28 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
     .u32('rows', rows)
     .u32('len', len)
     .f32('eps', eps)
-    .u32('src_off', src.offset)
+    .u32('src_off', 0)
     .u32('src_last', srcLast)
-    .u32('gy_off', gy.offset)
+    .u32('gy_off', 0)
     .u32('gy_last', gyLast)
-    .u32('w_off', weight?.offset ?? 0)
+    .u32('w_off', 0)
     .u32('w_str', weight?.strides[0] ?? 0)
-    .u32('o_off', out.offset)
+    .u32('o_off', 0)
     .vec8('oshape', outer.shape)
     .vec8('src_ostr', srcOuter)
     .vec8('gy_ostr', gyOuter);
   const vec4 = rowsAsVec4(src, { shape: outer.shape, strides: srcOuter }, out) && rowsAsVec4(gy, { shape: outer.shape, strides: gyOuter }, out);
   const wVec4 = vec4 && weight !== null && weight.strides[0] === 1 && weight.offset % 4 === 0;
   const spec: RowGradSpec = { kernel, tiling, outerRank: outer.shape.length, hasWeight: weight !== null, vec4, wVec4 };
-  const inputs = [src, gy, weight].filter((t): t is Tensor => t !== null);
-  ctx().dispatch({
-    label,
+  const words = u.words32();
+  return {
     key: `${label}|${JSON.stringify({ ...spec, kernel: label })}`,
     code: () => rowGradWgsl(spec, u),
-    uniforms: u.bytes(),
-    buffers: [...inputs, out].map(bufferOf),
+    words,
+    setRows: rowsSetter(words, u, tiling),
+    offsetWords: ['src_off', 'gy_off', 'w_off', 'o_off'].map((f) => u.wordOf(f)),
     workgroups: tileGrid(rows, tiling),
-  });
+  };
 }
 
 /** Given y = softmax(x) (log: y = logSoftmax(x)) over the last dim and gy, writes gx to out. */

@@ -12,9 +12,10 @@
  * precision, where a mean of about 1000 held in f32 would be off by up to half an ulp (3e-5).
  */
 import type { Tensor } from '../tensor/tensor.js';
-import { Uniforms } from './layout.js';
+import { isDense, Uniforms } from './layout.js';
+import { PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
-import { dimsOf, laneTree, offsetFn, rowsAsVec4, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
+import { dimsOf, laneTree, offsetFn, pushDenseRows, rowsAsVec4, rowsSetter, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
 
 interface NormSpec {
   kind: 'layer' | 'rms';
@@ -138,10 +139,48 @@ ${load}
 }`;
 }
 
+/** A norm of one signature; the operands' offsets are written per call. */
+interface NormPlan {
+  label: string;
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  /** Words of x_off, o_off, w_off, b_off. */
+  offsetWords: readonly number[];
+  workgroups: readonly [number, number];
+  /** Over dense rows: writes the row count, returns the workgroups. */
+  setRows: (rows: number) => readonly [number, number];
+}
+const normPlans = new PlanCache<NormPlan>();
+
 function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, out: Tensor): void {
   const len = x.shape[x.rank - 1];
   const rows = len === 0 ? 0 : x.size / len;
   if (rows === 0) return;
+  const c = ctx();
+  const sig = normPlans.start(c);
+  const dense = isDense(x);
+  sig.push(kind === 'layer' ? 1 : 0, eps, x.offset & 3, out.offset & 3, weight ? weight.strides[0] : -1, bias ? bias.strides[0] : -1, len, x.strides[x.rank - 1]);
+  if (dense) pushDenseRows(sig, rows);
+  else {
+    pushList(sig, x.shape);
+    pushList(sig, x.strides);
+  }
+  const plan = normPlans.find() ?? normPlans.add(normPlan(kind, x, weight, bias, eps, out, rows, len));
+  const w = plan.words;
+  const at = plan.offsetWords;
+  w[at[0]] = x.offset;
+  w[at[1]] = out.offset;
+  w[at[2]] = weight ? weight.offset : 0;
+  w[at[3]] = bias ? bias.offset : 0;
+  const buffers = [bufferOf(x)];
+  if (weight) buffers.push(bufferOf(weight));
+  if (bias) buffers.push(bufferOf(bias));
+  buffers.push(bufferOf(out));
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
+}
+
+function normPlan(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, out: Tensor, rows: number, len: number): NormPlan {
   const outer = dimsOf(x, 0, x.rank - 1);
   const last = x.strides[x.rank - 1];
   const tiling = rowTiling(rows, len, last === 1 || len === 1, false);
@@ -149,12 +188,12 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
     .u32('rows', rows)
     .u32('len', len)
     .f32('eps', eps)
-    .u32('x_off', x.offset)
+    .u32('x_off', 0)
     .u32('x_last', last)
-    .u32('o_off', out.offset)
-    .u32('w_off', weight?.offset ?? 0)
+    .u32('o_off', 0)
+    .u32('w_off', 0)
     .u32('w_str', weight?.strides[0] ?? 0)
-    .u32('b_off', bias?.offset ?? 0)
+    .u32('b_off', 0)
     .u32('b_str', bias?.strides[0] ?? 0)
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides);
@@ -162,15 +201,16 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
     kind, tiling, outerRank: outer.shape.length, hasWeight: weight !== null, hasBias: bias !== null,
     vec4: rowsAsVec4(x, outer, out),
   };
-  const inputs = [x, weight, bias].filter((t): t is Tensor => t !== null);
-  ctx().dispatch({
+  const words = u.words32();
+  return {
     label: kind === 'layer' ? 'layerNorm' : 'rmsNorm',
     key: `norm|${JSON.stringify(spec)}`,
     code: () => normWgsl(spec, u),
-    uniforms: u.bytes(),
-    buffers: [...inputs, out].map(bufferOf),
+    words,
+    setRows: rowsSetter(words, u, tiling),
+    offsetWords: ['x_off', 'o_off', 'w_off', 'b_off'].map((f) => u.wordOf(f)),
     workgroups: tileGrid(rows, tiling),
-  });
+  };
 }
 
 /**

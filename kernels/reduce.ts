@@ -19,7 +19,8 @@
  */
 import type { ReduceOp } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
-import { coalesce, grid, Uniforms, wgslType } from './layout.js';
+import { coalesce, grid, isDense, MAX_RANK, Uniforms, wgslType } from './layout.js';
+import { dtypeCode, PlanCache, pushList } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 // ---- row tiling, shared with kernels/norm.ts ----------------------------------------------
@@ -97,6 +98,15 @@ ${merge}
     }
     workgroupBarrier();
   }`;
+}
+
+/**
+ * Row kernels (softmax, the norms and their gradients) over dense rows: their plan leaves the
+ * row count out of the signature and pushes what it decides instead (a single row, and the
+ * workgroup's row count in `rowTiling`); `rows` and `oshape[0]` are written per call.
+ */
+export function pushDenseRows(sig: number[], rows: number): void {
+  sig.push(-1, rows === 1 ? 1 : 0, Math.min(pow2ceil(rows), MAX_THREADS));
 }
 
 /** Workgroup counts for a tiled kernel over `rows` rows. */
@@ -276,6 +286,124 @@ const MIN_GROUPS = 64;
 /** A split chunk gives each lane at least this many elements. */
 const SPLIT_PER_LANE = 2 * PER_LANE;
 
+/** One dispatch of a reduction plan; x_off and o_off are written per call. */
+interface ReduceStage {
+  label: string;
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  xOffWord: number;
+  oOffWord: number;
+  workgroups: readonly [number, number];
+}
+
+/** A reduction dispatch's pipeline: key and code, and its uniforms (all written per call). */
+interface ReduceKernel {
+  label: string;
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+  floats: Float32Array;
+}
+
+/** The kernels of one shape of work: a single stage, or stage 1 into partials and stage 2 over them. */
+interface ReducePlan {
+  stages: ReduceKernel[];
+}
+
+/**
+ * Plans keyed by what the sizes decide (coalesced ranks, tilings, vec4, split), not by the
+ * sizes: a changing token count reuses them, and the call writes its sizes and views.
+ */
+const reducePlans = new PlanCache<ReducePlan>();
+const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'mean', 'max', 'argmax'];
+
+/** Every reduction kernel's uniform struct (the WGSL declaration does not depend on the values). */
+function reduceUniforms(sizes: { rows: number; orows: number; chunk: number; len: number; count: number }, outer: Dims, inner: Dims): Uniforms {
+  return new Uniforms()
+    .u32('rows', sizes.rows)
+    .u32('orows', sizes.orows)
+    .u32('chunk', sizes.chunk)
+    .u32('len', sizes.len)
+    .f32('count', sizes.count)
+    .u32('x_off', 0)
+    .u32('o_off', 0)
+    .vec8('oshape', outer.shape)
+    .vec8('ostr', outer.strides)
+    .vec8('ishape', inner.shape)
+    .vec8('istr', inner.strides);
+}
+const R_TEMPLATE = reduceUniforms({ rows: 0, orows: 0, chunk: 0, len: 0, count: 0 }, { shape: [], strides: [] }, { shape: [], strides: [] });
+const R_AT = {
+  rows: R_TEMPLATE.wordOf('rows'), orows: R_TEMPLATE.wordOf('orows'), chunk: R_TEMPLATE.wordOf('chunk'), len: R_TEMPLATE.wordOf('len'),
+  count: R_TEMPLATE.wordOf('count'), xOff: R_TEMPLATE.wordOf('x_off'), oOff: R_TEMPLATE.wordOf('o_off'),
+  oshape: R_TEMPLATE.wordOf('oshape'), ostr: R_TEMPLATE.wordOf('ostr'), ishape: R_TEMPLATE.wordOf('ishape'), istr: R_TEMPLATE.wordOf('istr'),
+};
+
+/** A coalesced list of dims (shape and strides). */
+interface Dims {
+  shape: number[];
+  strides: number[];
+}
+/** Scratch: x's outer and inner dims, coalesced per call. */
+const xOuter: Dims = { shape: [], strides: [] };
+const xInner: Dims = { shape: [], strides: [] };
+/** Stage 2's dims over the partials [parts, rows]: rows (stride 1), and parts (stride rows). */
+const pOuter: Dims = { shape: [0], strides: [1] };
+const pInner: Dims = { shape: [0], strides: [0] };
+
+/** `dimsOf` into `into` without allocating (coalesce of one operand over dims [from, to)). */
+function dimsInto(x: Tensor, from: number, to: number, into: Dims): void {
+  const { shape, strides } = into;
+  shape.length = 0;
+  strides.length = 0;
+  for (let d = from; d < to; d++) {
+    const size = x.shape[d];
+    if (size === 1) continue;
+    const at = shape.length - 1;
+    if (at >= 0 && strides[at] === x.strides[d] * size) {
+      shape[at] *= size;
+      strides[at] = x.strides[d];
+    } else {
+      shape.push(size);
+      strides.push(x.strides[d]);
+    }
+  }
+  if (shape.length === 0) {
+    shape.push(1);
+    strides.push(1);
+  }
+}
+
+function writeDims(w: Uint32Array, at: number, v: readonly number[]): void {
+  for (let i = 0; i < MAX_RANK; i++) w[at + i] = i < v.length ? v[i] : 0;
+}
+
+/** Writes one stage's uniforms and queues it. */
+function dispatchStage(
+  k: ReduceKernel, sizes: { rows: number; orows: number; chunk: number; len: number; count: number }, outer: Dims, inner: Dims,
+  xOff: number, oOff: number, buffers: GPUBuffer[], tiling: RowTiling,
+): void {
+  const w = k.words;
+  w[R_AT.rows] = sizes.rows;
+  w[R_AT.orows] = sizes.orows;
+  w[R_AT.chunk] = sizes.chunk;
+  w[R_AT.len] = sizes.len;
+  k.floats[R_AT.count] = sizes.count;
+  w[R_AT.xOff] = xOff;
+  w[R_AT.oOff] = oOff;
+  writeDims(w, R_AT.oshape, outer.shape);
+  writeDims(w, R_AT.ostr, outer.strides);
+  writeDims(w, R_AT.ishape, inner.shape);
+  writeDims(w, R_AT.istr, inner.strides);
+  ctx().dispatch({ label: k.label, key: k.key, code: k.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: tileGrid(sizes.rows, tiling) });
+}
+
+/** Pushes a tiling's three numbers. */
+function pushTiling(sig: number[], t: RowTiling): void {
+  sig.push(t.cols, t.lanes, t.laneFast ? 1 : 0);
+}
+
 /**
  * Reduces the trailing `reducedRank` dims of x (any strided view, rank <= 8) into `out`
  * (contiguous, one value per leading index). argmax writes int32 indices of the first maximum
@@ -284,10 +412,14 @@ const SPLIT_PER_LANE = 2 * PER_LANE;
 export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor): void {
   const rows = out.size;
   if (rows === 0) return;
+  const c = ctx();
   const T = wgslType(x.dtype);
-  const outer = dimsOf(x, 0, x.rank - reducedRank);
-  const inner = dimsOf(x, x.rank - reducedRank, x.rank);
-  const len = inner.shape.reduce((a, b) => a * b, 1);
+  const outer = xOuter;
+  const inner = xInner;
+  dimsInto(x, 0, x.rank - reducedRank, outer);
+  dimsInto(x, x.rank - reducedRank, x.rank, inner);
+  let len = 1;
+  for (const n of inner.shape) len *= n;
   const base = op === 'mean' ? 'sum' : op;
   const alongRowUnit = unitInner(inner);
   const acrossRowsUnit = unitInner(outer);
@@ -297,66 +429,67 @@ export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor
   const groups = Math.ceil(rows / tiling.cols);
   const splits = groups < MIN_GROUPS ? Math.min(Math.ceil(MIN_GROUPS / groups), Math.floor(len / (tiling.lanes * SPLIT_PER_LANE))) : 1;
   // vec4 loads need whole rows (and chunks) of aligned, contiguous groups of 4.
-  const vec4 =
-    op !== 'argmax' && len % 4 === 0 && inner.shape.length === 1 && inner.strides[0] === 1 && x.offset % 4 === 0 &&
-    outer.shape.every((n, d) => n === 1 || outer.strides[d] % 4 === 0);
+  let vec4 = op !== 'argmax' && len % 4 === 0 && inner.shape.length === 1 && inner.strides[0] === 1 && x.offset % 4 === 0;
+  for (let d = 0; d < outer.shape.length && vec4; d++) vec4 = outer.shape[d] === 1 || outer.strides[d] % 4 === 0;
+  const subgroupsOn = base === 'sum' && c.tuning.subgroups && c.hasFeature('subgroups');
+  const sig = reducePlans.start(c);
+  sig.push(REDUCE_OPS.indexOf(op), dtypeCode(x.dtype), outer.shape.length, inner.shape.length, vec4 ? 1 : 0, subgroupsOn ? 1 : 0);
   const spec = { op: base, dtype: T, outerRank: outer.shape.length, innerRank: inner.shape.length, inIdx: false, vec4 } as const;
-  const c = ctx();
-  const subgroups = (t: RowTiling) => base === 'sum' && t.cols === 1 && t.lanes > 1 && c.tuning.subgroups && c.hasFeature('subgroups');
+  const subgroups = (t: RowTiling) => subgroupsOn && t.cols === 1 && t.lanes > 1;
+  const xBuf = bufferOf(x);
   if (splits <= 1) {
-    const final = { ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax', subgroups: subgroups(tiling) };
-    dispatchReduce(final, x, null, outer, inner, { rows, orows: rows, chunk: len, len, count: len }, [out]);
+    pushTiling(sig, tiling);
+    const sizes = { rows, orows: rows, chunk: len, len, count: len };
+    const plan = reducePlans.find() ?? reducePlans.add({
+      stages: [reduceKernel({ ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax', subgroups: subgroups(tiling) }, sizes, outer, inner)],
+    });
+    dispatchStage(plan.stages[0], sizes, outer, inner, x.offset, out.offset, [xBuf, bufferOf(out)], tiling);
     return;
   }
   // Stage 1: dispatch row p * rows + r reduces chunk p of input row r into partials [parts, rows]
   // (chunk index slowest, so neighbouring threads still read neighbouring rows).
   const chunk = Math.ceil(len / splits / 4) * 4;
   const parts = Math.ceil(len / chunk);
+  const tiling1 = rowTiling(rows * parts, chunk, alongRowUnit, acrossRowsUnit);
+  // Stage 2: a column reduction over the partials (argmax carries their indices along).
+  const tiling2 = rowTiling(rows, parts, rows === 1, true);
+  sig.push(-1);
+  pushTiling(sig, tiling1);
+  pushTiling(sig, tiling2);
+  pOuter.shape[0] = rows;
+  pInner.shape[0] = parts;
+  pInner.strides[0] = rows;
+  const sizes1 = { rows: rows * parts, orows: rows, chunk, len, count: len };
+  const sizes2 = { rows, orows: rows, chunk: parts, len: parts, count: len };
+  const plan = reducePlans.find() ?? reducePlans.add({
+    stages: [
+      reduceKernel({ ...spec, tiling: tiling1, divide: false, outVal: true, outIdx: op === 'argmax' }, sizes1, outer, inner),
+      reduceKernel({
+        ...spec, outerRank: 1, innerRank: 1, vec4: false, tiling: tiling2,
+        divide: op === 'mean', inIdx: op === 'argmax', outVal: op !== 'argmax', outIdx: op === 'argmax',
+      }, sizes2, pOuter, pInner),
+    ],
+  });
   const partVal = Tensor.empty([parts, rows], x.dtype, 'webgpu');
   const partIdx = op === 'argmax' ? Tensor.empty([parts, rows], 'int32', 'webgpu') : null;
-  const stage1 = { ...spec, tiling: rowTiling(rows * parts, chunk, alongRowUnit, acrossRowsUnit), divide: false, outVal: true, outIdx: op === 'argmax' };
-  dispatchReduce(stage1, x, null, outer, inner, { rows: rows * parts, orows: rows, chunk, len, count: len }, partIdx ? [partVal, partIdx] : [partVal]);
-  // Stage 2: a column reduction over the partials (argmax carries their indices along).
-  const stage2 = {
-    ...spec, outerRank: 1, innerRank: 1, vec4: false, tiling: rowTiling(rows, parts, rows === 1, true),
-    divide: op === 'mean', inIdx: op === 'argmax', outVal: op !== 'argmax', outIdx: op === 'argmax',
-  };
-  const pOuter = { shape: [rows], strides: [1] };
-  const pInner = { shape: [parts], strides: [rows] };
-  dispatchReduce(stage2, partVal, partIdx, pOuter, pInner, { rows, orows: rows, chunk: parts, len: parts, count: len }, [out]);
+  dispatchStage(plan.stages[0], sizes1, outer, inner, x.offset, partVal.offset,
+    partIdx ? [xBuf, bufferOf(partVal), bufferOf(partIdx)] : [xBuf, bufferOf(partVal)], tiling1);
+  dispatchStage(plan.stages[1], sizes2, pOuter, pInner, partVal.offset, out.offset,
+    partIdx ? [bufferOf(partVal), bufferOf(partIdx), bufferOf(out)] : [bufferOf(partVal), bufferOf(out)], tiling2);
   partVal.dispose();
   partIdx?.dispose();
 }
 
-function dispatchReduce(
-  spec: ReduceSpec,
-  x: Tensor,
-  xi: Tensor | null,
-  outer: { shape: number[]; strides: number[] },
-  inner: { shape: number[]; strides: number[] },
-  sizes: { rows: number; orows: number; chunk: number; len: number; count: number },
-  outs: Tensor[],
-): void {
-  const u = new Uniforms()
-    .u32('rows', sizes.rows)
-    .u32('orows', sizes.orows)
-    .u32('chunk', sizes.chunk)
-    .u32('len', sizes.len)
-    .f32('count', sizes.count)
-    .u32('x_off', x.offset)
-    .u32('o_off', outs[0].offset)
-    .vec8('oshape', outer.shape)
-    .vec8('ostr', outer.strides)
-    .vec8('ishape', inner.shape)
-    .vec8('istr', inner.strides);
-  ctx().dispatch({
+function reduceKernel(spec: ReduceSpec, sizes: { rows: number; orows: number; chunk: number; len: number; count: number }, outer: Dims, inner: Dims): ReduceKernel {
+  const u = reduceUniforms(sizes, outer, inner);
+  const words = u.words32();
+  return {
     label: `reduce ${spec.op}`,
     key: `reduce|${JSON.stringify(spec)}`,
     code: () => reduceWgsl(spec, u),
-    uniforms: u.bytes(),
-    buffers: [x, ...(xi ? [xi] : []), ...outs].map(bufferOf),
-    workgroups: tileGrid(sizes.rows, spec.tiling),
-  });
+    words,
+    floats: new Float32Array(words.buffer),
+  };
 }
 
 // ---- softmax --------------------------------------------------------------------------------
@@ -431,28 +564,67 @@ ${combine}
 }`;
 }
 
+/** A softmax of one signature (x_off and o_off are written per call; the row count too over dense rows). */
+const softmaxPlans = new PlanCache<ReduceStage & { setRows: (rows: number) => readonly [number, number] }>();
+
+/**
+ * For a row kernel's plan over dense rows: writes `rows` and `oshape[0]` into its uniforms and
+ * returns the workgroups for that many rows.
+ */
+export function rowsSetter(words: Uint32Array, u: Uniforms, t: RowTiling): (rows: number) => readonly [number, number] {
+  const rowsWord = u.wordOf('rows');
+  const shapeWord = u.wordOf('oshape');
+  return (rows) => {
+    words[rowsWord] = rows;
+    words[shapeWord] = rows;
+    return tileGrid(rows, t);
+  };
+}
+
 /** Softmax (or log-softmax) over the last dim of x (any strided view); out is contiguous. */
 export function softmax(x: Tensor, log: boolean, out: Tensor): void {
   const len = x.shape[x.rank - 1];
   const rows = len === 0 ? 0 : x.size / len;
   if (rows === 0) return;
+  const c = ctx();
+  const dense = isDense(x);
+  const sig = softmaxPlans.start(c);
+  sig.push(log ? 1 : 0, x.offset & 3, out.offset & 3, len, x.strides[x.rank - 1]);
+  if (dense) pushDenseRows(sig, rows);
+  else {
+    pushList(sig, x.shape);
+    pushList(sig, x.strides);
+  }
+  const plan = softmaxPlans.find() ?? softmaxPlans.add(softmaxPlan(x, log, out, rows, len));
+  const w = plan.words;
+  w[plan.xOffWord] = x.offset;
+  w[plan.oOffWord] = out.offset;
+  const workgroups = dense ? plan.setRows(rows) : plan.workgroups;
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(x), bufferOf(out)], workgroups });
+}
+
+function softmaxPlan(x: Tensor, log: boolean, out: Tensor, rows: number, len: number): ReduceStage & { setRows: (rows: number) => readonly [number, number] } {
   const outer = dimsOf(x, 0, x.rank - 1);
   const last = x.strides[x.rank - 1];
   const t = rowTiling(rows, len, last === 1 || len === 1, unitInner(outer));
   const u = new Uniforms()
     .u32('rows', rows)
     .u32('len', len)
-    .u32('x_off', x.offset)
+    .u32('x_off', 0)
     .u32('x_last', last)
-    .u32('o_off', out.offset)
+    .u32('o_off', 0)
     .vec8('oshape', outer.shape)
     .vec8('ostr', outer.strides);
-  ctx().dispatch({
+  const vec4 = rowsAsVec4(x, outer, out);
+  const words = u.words32();
+  return {
     label: log ? 'logSoftmax' : 'softmax',
-    key: `softmax|${JSON.stringify(t)}|${outer.shape.length}|${log}|${rowsAsVec4(x, outer, out)}`,
-    code: () => softmaxWgsl(t, outer.shape.length, log, rowsAsVec4(x, outer, out), u),
-    uniforms: u.bytes(),
-    buffers: [bufferOf(x), bufferOf(out)],
+    key: `softmax|${JSON.stringify(t)}|${outer.shape.length}|${log}|${vec4}`,
+    code: () => softmaxWgsl(t, outer.shape.length, log, vec4, u),
+    words,
+    xOffWord: u.wordOf('x_off'),
+    oOffWord: u.wordOf('o_off'),
     workgroups: tileGrid(rows, t),
-  });
+    setRows: rowsSetter(words, u, t),
+  };
 }
