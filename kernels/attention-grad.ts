@@ -722,7 +722,7 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParam
   const io = [bufferOf(q), bufferOf(k), bufferOf(v), bufferOf(gOut)];
   const outs = [bufferOf(gq), bufferOf(gk), bufferOf(gv)];
   const dispatch = (stage: GradStage, buffers: GPUBuffer[]) =>
-    c.dispatch({ label: stage.label, key: stage.key, code: stage.code, uniforms: stage.words.buffer as ArrayBuffer, buffers, workgroups: stage.workgroups });
+    c.dispatch({ label: stage.label, key: stage.key, code: stage.code, uniforms: stage.words, buffers, workgroups: stage.workgroups });
 
   if (p.window) {
     let mask: Tensor | null = null;

@@ -528,7 +528,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, o
     w[at[4]] = p.segmentIdsQ.offset;
     w[at[5]] = p.segmentIdsK.offset;
   }
-  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: buffersOf(q, k, v, p, out), workgroups: plan.workgroups });
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w, buffers: buffersOf(q, k, v, p, out), workgroups: plan.workgroups });
 }
 
 function attentionPlan(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, out: Tensor): AttentionPlan {

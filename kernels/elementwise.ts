@@ -163,7 +163,7 @@ export function mapKernel(kind: MapKind, inputs: readonly Tensor[], out: Tensor)
     words[plan.offsetWords[k]] = t.offset;
     buffers.push(bufferOf(t));
   }
-  c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers, workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
+  c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words, buffers, workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
 }
 
 /** Writes `v` zero-padded to 8 words from `at` (a vec8 field; see Uniforms.vec8). */
@@ -300,7 +300,7 @@ export function fill(out: Tensor, value: number): void {
   writeVec8(words, plan.shapeWord, cShape);
   writeVec8(words, plan.strideWord, cStrides[0]);
   words[plan.offsetWord] = out.offset;
-  c.dispatch({ label: 'fill', key: plan.key, code: plan.code, uniforms: words.buffer as ArrayBuffer, buffers: [bufferOf(out)], workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
+  c.dispatch({ label: 'fill', key: plan.key, code: plan.code, uniforms: words, buffers: [bufferOf(out)], workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
 }
 
 function fillPlan(out: Tensor): FillPlan {

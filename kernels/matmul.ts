@@ -687,7 +687,7 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
   w[at[0]] = a.offset;
   w[at[1]] = b.offset;
   w[at[2]] = out.offset;
-  c.dispatch({ label: 'matmul', key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(a), bufferOf(b), bufferOf(out)], workgroups });
+  c.dispatch({ label: 'matmul', key: plan.key, code: plan.code, uniforms: w, buffers: [bufferOf(a), bufferOf(b), bufferOf(out)], workgroups });
 }
 
 /**
@@ -836,7 +836,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
       w[at[5]] = preact ? preact.offset : 0;
       const a = bufferOf(x);
       const buffers = [a, bufferOf(weight), bufferOf(out), bias ? bufferOf(bias) : a, residual ? bufferOf(residual) : a, preact ? bufferOf(preact) : c.scratch];
-      c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups });
+      c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w, buffers, workgroups });
       return true;
     }
   }

@@ -239,7 +239,7 @@ export function adamwMany(items: readonly AdamWItem[]): boolean {
         label: 'adamwMany',
         key: kernel.key,
         code: kernel.code,
-        uniforms: U_WORDS.buffer as ArrayBuffer,
+        uniforms: U_WORDS,
         buffers,
         workgroups: gridOf(total),
       });
@@ -340,7 +340,7 @@ export function sumOfSquares(xs: readonly Tensor[], out: Tensor): boolean {
         label: 'sumOfSquares',
         key: kernel.key,
         code: kernel.code,
-        uniforms: U_WORDS.buffer as ArrayBuffer,
+        uniforms: U_WORDS,
         buffers,
         workgroups: gridOf(total),
       });
@@ -419,7 +419,7 @@ export function scaleMany(xs: readonly Tensor[], scale: Tensor, outs: readonly T
       label: 'scaleMany',
       key: kernel.key,
       code: kernel.code,
-      uniforms: U_WORDS.buffer as ArrayBuffer,
+      uniforms: U_WORDS,
       buffers,
       workgroups: gridOf(total),
     });

@@ -278,7 +278,7 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
   w[at[2]] = weight ? weight.offset : 0;
   w[at[3]] = out.offset;
   const buffers = weight ? [bufferOf(src), bufferOf(gy), bufferOf(weight), bufferOf(out)] : [bufferOf(src), bufferOf(gy), bufferOf(out)];
-  c.dispatch({ label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
+  c.dispatch({ label, key: plan.key, code: plan.code, uniforms: w, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
 }
 
 /** A row-gradient dispatch of one signature; the operands' offsets are written per call. */

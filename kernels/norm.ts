@@ -177,7 +177,7 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
   if (weight) buffers.push(bufferOf(weight));
   if (bias) buffers.push(bufferOf(bias));
   buffers.push(bufferOf(out));
-  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
 }
 
 function normPlan(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Tensor | null, eps: number, out: Tensor, rows: number, len: number): NormPlan {

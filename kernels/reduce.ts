@@ -396,7 +396,7 @@ function dispatchStage(
   writeDims(w, R_AT.ostr, outer.strides);
   writeDims(w, R_AT.ishape, inner.shape);
   writeDims(w, R_AT.istr, inner.strides);
-  ctx().dispatch({ label: k.label, key: k.key, code: k.code, uniforms: w.buffer as ArrayBuffer, buffers, workgroups: tileGrid(sizes.rows, tiling) });
+  ctx().dispatch({ label: k.label, key: k.key, code: k.code, uniforms: w, buffers, workgroups: tileGrid(sizes.rows, tiling) });
 }
 
 /** Pushes a tiling's three numbers. */
@@ -600,7 +600,7 @@ export function softmax(x: Tensor, log: boolean, out: Tensor): void {
   w[plan.xOffWord] = x.offset;
   w[plan.oOffWord] = out.offset;
   const workgroups = dense ? plan.setRows(rows) : plan.workgroups;
-  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w.buffer as ArrayBuffer, buffers: [bufferOf(x), bufferOf(out)], workgroups });
+  c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w, buffers: [bufferOf(x), bufferOf(out)], workgroups });
 }
 
 function softmaxPlan(x: Tensor, log: boolean, out: Tensor, rows: number, len: number): ReduceStage & { setRows: (rows: number) => readonly [number, number] } {
