@@ -5,7 +5,7 @@
  *
  * The first W steps of each setting (default 3: pipelines compile, the pool fills) are left out;
  * the median of the rest is reported. With `--ab`, steps alternate between the runtime as shipped and with its
- * host-side shortcuts and fused ops switched off (`gpuContext().tuning`), in one process, so
+ * host-side shortcuts and fused ops switched off (`gpuContext().tuning`, `planCaching`), in one process, so
  * both see the same load.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -13,6 +13,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
+import { planCaching } from '../../kernels/plans.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
 import { median } from '../lab/timing.js';
 import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
@@ -44,6 +45,7 @@ function setMode(m: Mode): void {
   const t = c.tuning;
   t.fused = m === 'shipped';
   t.cacheBindGroups = m === 'shipped';
+  planCaching.enabled = m === 'shipped';
 }
 
 const results: { setting: string; mode: Mode; runs: HostCost[] }[] = [];
@@ -96,7 +98,7 @@ const lines = [
   '# host-cost', '',
   `${date} · ${machine} · adapter: ${adapter} · ${loadText}`, '',
   'Host µs per dispatch = (wall − time inside queue.submit − waits for read-backs) / dispatches: our JavaScript and',
-  `Dawn's encoding on the main thread. Median of ${STEPS} steps after ${WARMUP} warm-up ones.` + (AB ? ' `plain`: the same run with fused ops and bind-group caching off (interleaved).' : ''), '',
+  `Dawn's encoding on the main thread. Median of ${STEPS} steps after ${WARMUP} warm-up ones.` + (AB ? ' `plain`: the same run with fused ops, bind-group caching and front-end plans off (interleaved).' : ''), '',
   '| setting | mode | dispatches | copies | submits | wall ms | host ms | submit ms | host µs/dispatch |',
   '|---|---|---:|---:|---:|---:|---:|---:|---:|',
   ...summary.map((s) => `| ${s.setting} | ${s.mode} | ${s.dispatches} | ${s.copies} | ${s.submits} | ${s.wallMs.toFixed(0)} | ${s.hostMs.toFixed(0)} | ${s.submitMs.toFixed(0)} | ${s.hostUsPerDispatch.toFixed(1)} |`),
