@@ -189,8 +189,8 @@ function rowGradWgsl(s: RowGradSpec, u: Uniforms): string {
 ${u.declaration()}
 @group(0) @binding(1) var<storage, read> src: array<${V}>;
 @group(0) @binding(2) var<storage, read> grad: array<${V}>;
-${s.hasWeight ? `@group(0) @binding(3) var<storage, read> w: array<${s.wVec4 ? 'vec4f' : 'f32'}>;` : ''}
-@group(0) @binding(${s.hasWeight ? 4 : 3}) var<storage, read_write> o: array<${V}>;
+@group(0) @binding(3) var<storage, read_write> o: array<${V}>;
+${s.hasWeight ? `@group(0) @binding(4) var<storage, read> w: array<${s.wVec4 ? 'vec4f' : 'f32'}>;` : ''}
 ${shared}
 // Storage offsets of row r's first element in src and grad: shared leading dims, own strides.
 ${offsetFn('src_row', s.outerRank, 'oshape', 'src_ostr')}
@@ -277,7 +277,8 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
   w[at[1]] = gy.offset;
   w[at[2]] = weight ? weight.offset : 0;
   w[at[3]] = out.offset;
-  const buffers = weight ? [bufferOf(src), bufferOf(gy), bufferOf(weight), bufferOf(out)] : [bufferOf(src), bufferOf(gy), bufferOf(out)];
+  // the weight last: it shares the runtime's common bind group, where it stays from step to step
+  const buffers = weight ? [bufferOf(src), bufferOf(gy), bufferOf(out), bufferOf(weight)] : [bufferOf(src), bufferOf(gy), bufferOf(out)];
   c.dispatch({ label, key: plan.key, code: plan.code, uniforms: w, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
 }
 

@@ -32,11 +32,12 @@ function normWgsl(s: NormSpec, u: Uniforms): string {
   const threads = s.tiling.cols * lanes;
   const layer = s.kind === 'layer';
   const V = s.vec4 ? 'vec4f' : 'f32';
-  let binding = 2;
-  const decls = [`@group(0) @binding(1) var<storage, read> x: array<${V}>;`];
+  // x and o first, the parameters last: the runtime gives the first three bindings a bind group
+  // each and shares one among the rest, which then (a bias) stays the same from step to step
+  let binding = 3;
+  const decls = [`@group(0) @binding(1) var<storage, read> x: array<${V}>;`, `@group(0) @binding(2) var<storage, read_write> o: array<${V}>;`];
   if (s.hasWeight) decls.push(`@group(0) @binding(${binding++}) var<storage, read> w: array<f32>;`);
   if (s.hasBias) decls.push(`@group(0) @binding(${binding++}) var<storage, read> b: array<f32>;`);
-  decls.push(`@group(0) @binding(${binding}) var<storage, read_write> o: array<${V}>;`);
 
   // Unit i of a row (an element, or 4 of them as a vec4f), and of weight and bias (any stride).
   const param = (name: string) =>
@@ -173,10 +174,9 @@ function norm(kind: 'layer' | 'rms', x: Tensor, weight: Tensor | null, bias: Ten
   w[at[1]] = out.offset;
   w[at[2]] = weight ? weight.offset : 0;
   w[at[3]] = bias ? bias.offset : 0;
-  const buffers = [bufferOf(x)];
+  const buffers = [bufferOf(x), bufferOf(out)];
   if (weight) buffers.push(bufferOf(weight));
   if (bias) buffers.push(bufferOf(bias));
-  buffers.push(bufferOf(out));
   c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w, buffers, workgroups: dense ? plan.setRows(rows) : plan.workgroups });
 }
 
