@@ -22,7 +22,7 @@
 import type { AttentionParams } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { grid, Uniforms } from './layout.js';
-import { PlanCache, pushList } from './plans.js';
+import { PlanCache, pushList, type PlannedDispatch } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 /** Workgroup memory the flash kernel may use (the device gives 32 KiB; keep a margin). */
@@ -480,11 +480,8 @@ ${seg ? `  let gq = vec4u(P.gq_off + b * P.gq_sb) + tok * P.gq_ss;
 }
 
 /** An attention dispatch of one signature; the operands' offsets are written per call. */
-interface AttentionPlan {
+interface AttentionPlan extends PlannedDispatch {
   label: string;
-  key: string;
-  code: () => string;
-  words: Uint32Array;
   /** Words of q_off, k_off, v_off, o_off, then gq_off, gk_off with segment ids. */
   offsetWords: readonly number[];
   workgroups: readonly [number, number];

@@ -7,7 +7,7 @@ import { isHalf } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { copyHalf } from './half.js';
 import { coalesce, coalesceInto, flatIndex, grid, MAX_RANK, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
-import { dtypeCode, PlanCache } from './plans.js';
+import { dtypeCode, PlanCache, type PlannedDispatch } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 const WG = 256;
@@ -117,10 +117,7 @@ export interface MapKind {
  * rank): the pipeline key, the code, and where each value goes in the uniforms, which a call
  * writes whole (n, the coalesced shape, each operand's strides and offset).
  */
-interface MapPlan {
-  key: string;
-  code: () => string;
-  words: Uint32Array;
+interface MapPlan extends PlannedDispatch {
   nWord: number;
   /** First word of the `shape` vec8, and per operand (the inputs, then out) of its `_str` vec8 and its `_off`. */
   shapeWord: number;
@@ -268,10 +265,7 @@ export function copy(x: Tensor, out: Tensor): void {
 }
 
 /** fill's plans: per (dtype, coalesced rank); a call writes n, shape, strides, the value and the offset. */
-interface FillPlan {
-  key: string;
-  code: () => string;
-  words: Uint32Array;
+interface FillPlan extends PlannedDispatch {
   /** The value's word seen as f32 and as i32 (views of `words`' buffer, `int` says which). */
   int: boolean;
   f32: Float32Array;

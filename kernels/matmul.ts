@@ -22,7 +22,7 @@ import { HALF_DECODE_WGSL } from './half.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
-import { dtypeCode, PlanCache, pushList } from './plans.js';
+import { dtypeCode, PlanCache, pushList, type PlannedDispatch } from './plans.js';
 import { bindWindow, bufferOf, ctx, type BufferBinding } from './runtime.js';
 
 /** Work split of one matmul pipeline. */
@@ -741,11 +741,8 @@ function overLimit(c: ReturnType<typeof ctx>, limit: number, t: Tensor | null | 
  * What a single-dispatch matmul or linear of one signature needs, computed once: the variant's
  * pipeline key and code, the uniforms (operand offsets written per call) and the workgroups.
  */
-interface MatmulPlan {
+interface MatmulPlan extends PlannedDispatch {
   label: 'matmul' | 'linear';
-  key: string;
-  code: () => string;
-  words: Uint32Array;
   /** Words of a_off, b_off, o_off, bias_off, res_off, pre_off. */
   offsetWords: readonly number[];
   workgroups: readonly [number, number, number];

@@ -23,7 +23,7 @@
  */
 import type { Tensor } from '../tensor/tensor.js';
 import { coalesce, isDense, Uniforms } from './layout.js';
-import { PlanCache, pushList } from './plans.js';
+import { PlanCache, pushList, type PlannedDispatch } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 import { laneTree, offsetFn, pushDenseRows, rowsAsVec4, rowsSetter, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
 
@@ -283,10 +283,7 @@ function rowGrad(kernel: RowGradKernel, src: Tensor, gy: Tensor, weight: Tensor 
 }
 
 /** A row-gradient dispatch of one signature; the operands' offsets are written per call. */
-interface RowGradPlan {
-  key: string;
-  code: () => string;
-  words: Uint32Array;
+interface RowGradPlan extends PlannedDispatch {
   /** Words of src_off, gy_off, w_off, o_off. */
   offsetWords: readonly number[];
   workgroups: readonly [number, number];

@@ -13,7 +13,7 @@
  */
 import type { Tensor } from '../tensor/tensor.js';
 import { isDense, Uniforms } from './layout.js';
-import { PlanCache, pushList } from './plans.js';
+import { PlanCache, pushList, type PlannedDispatch } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 import { dimsOf, laneTree, offsetFn, pushDenseRows, rowsAsVec4, rowsSetter, rowTiling, tileGrid, tilePrelude, type RowTiling } from './reduce.js';
 
@@ -141,11 +141,8 @@ ${load}
 }
 
 /** A norm of one signature; the operands' offsets are written per call. */
-interface NormPlan {
+interface NormPlan extends PlannedDispatch {
   label: string;
-  key: string;
-  code: () => string;
-  words: Uint32Array;
   /** Words of x_off, o_off, w_off, b_off. */
   offsetWords: readonly number[];
   workgroups: readonly [number, number];

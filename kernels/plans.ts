@@ -88,6 +88,16 @@ function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
+/**
+ * What every single-dispatch plan hands to `dispatch`: the pipeline key, the WGSL (built only on
+ * a pipeline miss) and the uniform words, of which a call rewrites only what changes.
+ */
+export interface PlannedDispatch {
+  key: string;
+  code: () => string;
+  words: Uint32Array;
+}
+
 /** A small integer per dtype, for signatures. */
 export function dtypeCode(dtype: DType): number {
   switch (dtype) {
