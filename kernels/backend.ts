@@ -3,6 +3,7 @@ import type { Backend } from '../tensor/backend.js';
 import { isHalf, type DType, type HalfDType, type TypedArray } from '../tensor/dtype.js';
 import type { Storage } from '../tensor/storage.js';
 import { halfToFloat32 } from './half.js';
+import { isDense } from './layout.js';
 import { Tensor } from '../tensor/tensor.js';
 import { attention } from './attention.js';
 import { attentionGrad } from './attention-grad.js';
@@ -35,7 +36,7 @@ async function read(x: Tensor): Promise<TypedArray> {
       f.dispose();
     }
   }
-  const dense = isDenseWindow(x);
+  const dense = isDense(x);
   let src = x;
   if (!dense) {
     src = Tensor.empty(x.shape, x.dtype, 'webgpu');
@@ -44,16 +45,6 @@ async function read(x: Tensor): Promise<TypedArray> {
   const bytes = await c.readBuffer(bufferOf(src), dense ? x.offset * 4 : 0, x.size * 4);
   if (src !== x) src.dispose();
   return x.dtype === 'int32' ? new Int32Array(bytes) : new Float32Array(bytes);
-}
-
-/** A row-major view at some offset (e.g. a narrow along dim 0): readable in one copy. */
-function isDenseWindow(x: Tensor): boolean {
-  let expected = 1;
-  for (let d = x.rank - 1; d >= 0; d--) {
-    if (x.shape[d] !== 1 && x.strides[d] !== expected) return false;
-    expected *= x.shape[d];
-  }
-  return true;
 }
 
 export const webgpuBackend: Backend = {

@@ -10,7 +10,7 @@
  */
 import { isHalf, type DType, type HalfDType } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
-import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms } from './layout.js';
+import { coalesce, flatIndex, grid, isDense, offsetCode, stridedUniforms, Uniforms } from './layout.js';
 import { bufferOf, ctx } from './runtime.js';
 
 const WG = 256;
@@ -85,7 +85,7 @@ export function copyHalf(x: Tensor, out: Tensor): void {
   const c = ctx();
   const outHalf = isHalf(out.dtype);
   const inHalf = isHalf(x.dtype);
-  if (outHalf && (!isDenseFrom(out) || out.offset % 2 !== 0)) {
+  if (outHalf && (!isDense(out) || out.offset % 2 !== 0)) {
     throw new Error(`cast: a ${out.dtype} destination must be dense from an even offset (got a view ${out.toString()}); write into a fresh tensor`);
   }
   if (bufferOf(x) === bufferOf(out)) throw new Error(`cast: source and destination share a buffer (${x.toString()})`);
@@ -124,16 +124,6 @@ ${outHalf ? `  let first = t * 2u;
     buffers: [bufferOf(x), bufferOf(out)],
     workgroups: grid(threads, WG, c.limits.maxComputeWorkgroupsPerDimension),
   });
-}
-
-/** True when `t` is a dense row-major block of its storage from its offset on. */
-function isDenseFrom(t: Tensor): boolean {
-  let expected = 1;
-  for (let d = t.rank - 1; d >= 0; d--) {
-    if (t.shape[d] !== 1 && t.strides[d] !== expected) return false;
-    expected *= t.shape[d];
-  }
-  return true;
 }
 
 /** A float32 copy of a half tensor (for read-back). */

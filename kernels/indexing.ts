@@ -23,7 +23,7 @@ import { isHalf } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { HALF_DECODE_WGSL } from './half.js';
 import { copy } from './elementwise.js';
-import { coalesce, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
+import { coalesce, flatIndex, grid, isDense, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
 import { bindWindow, bufferOf, ctx, windowElements, type BufferBinding } from './runtime.js';
 
 const WG = 256;
@@ -31,16 +31,6 @@ const WG = 256;
 /** `t`'s strides with `dim`'s set to 0: its offset for every coordinate except along `dim`. */
 function withoutDim(t: Tensor, dim: number): number[] {
   return t.strides.map((s, d) => (d === dim ? 0 : s));
-}
-
-/** True when `t` is a dense row-major block of its storage (at any offset). */
-function isRowMajor(t: Tensor): boolean {
-  let expected = 1;
-  for (let d = t.rank - 1; d >= 0; d--) {
-    if (t.shape[d] !== 1 && t.strides[d] !== expected) return false;
-    expected *= t.shape[d];
-  }
-  return true;
 }
 
 /** The builtins every kernel here takes, for `flatIndex`. */
@@ -76,7 +66,7 @@ export function gather(x: Tensor, dim: number, index: Tensor, out: Tensor): void
   if (c.bufferSize(bufferOf(x)) <= c.bindingLimit) {
     windows = [{ lo: 0, hi: rows, binding: bufferOf(x), off: x.offset }];
   } else {
-    if (dim !== 0 || !isRowMajor(x)) {
+    if (dim !== 0 || !isDense(x)) {
       throw new Error(`gather: x ${x.toString()} is over the binding limit ${c.bindingLimit} bytes; only a dense table indexed along dim 0 is split into windows`);
     }
     const rowElems = x.size / Math.max(rows, 1);
@@ -165,7 +155,7 @@ fn add_at(at: u32, v: f32) {
  */
 export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor, out: Tensor): void {
   const c = ctx();
-  if (isRowMajor(x) && isRowMajor(out) && bufferOf(x) !== bufferOf(out)) {
+  if (isDense(x) && isDense(out) && bufferOf(x) !== bufferOf(out)) {
     // A dense x (an embedding table, a gradient) is one buffer-to-buffer copy: cheaper than a kernel.
     if (x.size > 0) c.copyBuffer(bufferOf(x), x.offset * 4, bufferOf(out), out.offset * 4, x.size * 4);
   } else {

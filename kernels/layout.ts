@@ -4,6 +4,7 @@
  * index into storage offsets through shape and strides.
  */
 import type { DType } from '../tensor/dtype.js';
+import { isContiguous } from '../tensor/shape.js';
 
 /** Views up to this rank are addressed through uniforms. */
 export const MAX_RANK = 8;
@@ -125,14 +126,7 @@ export function coalesce(shape: readonly number[], strides: readonly (readonly n
 
 /** True when a view (shape, strides) is a dense row-major block of its storage, at any offset: it coalesces to one dim. */
 export function isDense(t: { readonly shape: readonly number[]; readonly strides: readonly number[] }): boolean {
-  const shape = t.shape;
-  const strides = t.strides;
-  let expected = 1;
-  for (let d = shape.length - 1; d >= 0; d--) {
-    if (shape[d] !== 1 && strides[d] !== expected) return false;
-    expected *= shape[d];
-  }
-  return true;
+  return isContiguous(t.shape, t.strides);
 }
 
 /** What coalescing reads of an operand. */
