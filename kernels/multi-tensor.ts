@@ -3,7 +3,12 @@
  * index across bindings, so a `switch` on the slot picks the binding). A workgroup covers
  * CHUNK consecutive elements of one slot; the uniforms hold each slot's element count, its
  * first workgroup and its element offsets. Slots per dispatch are bounded by the adapter's
- * storage bindings (16 on llvmpipe, 8 by WebGPU's default), at most MAX_SLOTS.
+ * storage bindings (16 on llvmpipe, 8 by WebGPU's default), at most MAX_SLOTS, and by the
+ * runtime's solo bindings (`soloSlots`): the buffers that change from step to step (gradients)
+ * are bound first, each in a bind group made once per buffer, and the ones that stay (parameters,
+ * optimizer state, the partials) after them, in a group that is then the same every step. With
+ * gradients in the shared group instead, every step met new combinations and made new bind
+ * groups (~25 per step of the main job, ~40 µs each on Dawn's GL backend).
  *
  * A tensor larger than one binding (`gpuContext().bindingLimit`) is cut into windows of
  * `windowElements()` elements, each a slot of its own bound to a byte range of the buffer:
@@ -54,6 +59,14 @@ function piecesOf<T>(items: readonly T[], tensorsOf: (it: T) => Tensor[]): Piece
 function slotsPerDispatch(perSlot: number, shared: number): number {
   const limit = ctx().limits.maxStorageBuffersPerShaderStage;
   return Math.max(1, Math.min(MAX_SLOTS, Math.floor((limit - shared) / perSlot)));
+}
+
+/**
+ * Slots per dispatch when each slot has one buffer that changes from step to step (bound
+ * first, one solo bind group each): at most the runtime's solo bindings.
+ */
+function soloSlots(perSlot: number, shared: number): number {
+  return Math.max(1, Math.min(ctx().soloBindings, slotsPerDispatch(perSlot, shared)));
 }
 
 /**
@@ -146,12 +159,13 @@ function gridOf(total: number): [number, number] {
 function adamwWgsl(slots: number): string {
   const decls: string[] = [];
   const cases: string[] = [];
+  // the gradients first (they change every step), then each slot's parameter and moments
+  for (let s = 0; s < slots; s++) decls.push(`@group(0) @binding(${1 + s}) var<storage, read> g${s}: array<f32>;`);
   for (let s = 0; s < slots; s++) {
-    const b = 1 + 4 * s;
+    const b = 1 + slots + 3 * s;
     decls.push(`@group(0) @binding(${b}) var<storage, read_write> p${s}: array<f32>;
-@group(0) @binding(${b + 1}) var<storage, read> g${s}: array<f32>;
-@group(0) @binding(${b + 2}) var<storage, read_write> m${s}: array<f32>;
-@group(0) @binding(${b + 3}) var<storage, read_write> v${s}: array<f32>;`);
+@group(0) @binding(${b + 1}) var<storage, read_write> m${s}: array<f32>;
+@group(0) @binding(${b + 2}) var<storage, read_write> v${s}: array<f32>;`);
     cases.push(`    case ${s}u: {
       let gi = g${s}[o.y + i];
       let mi = b1 * m${s}[o.z + i] + (1.0 - b1) * gi;
@@ -211,18 +225,20 @@ export function adamwMany(items: readonly AdamWItem[]): boolean {
     if (g) g.push(it);
     else groups.push([it]);
   }
-  const per = slotsPerDispatch(4, 0);
+  const per = soloSlots(4, 0);
   for (const list of groups) {
     const { beta1, beta2, eps } = list[0].h;
     const pieces = piecesOf(list, adamwTensors);
     run(pieces, per, (from, to, total) => {
-      const buffers: BufferBinding[] = [];
+      const n = to - from;
+      const buffers: BufferBinding[] = new Array(4 * n);
       for (let k = from; k < to; k++) {
         const p = pieces[k];
         const i = k - from;
+        // offsets in the order (param, grad, m, v); bindings: grads, then (param, m, v) per slot
         for (let j = 0; j < 4; j++) {
           const w = bindWindow(p.tensors[j], p.start, p.count);
-          buffers.push(w.binding);
+          buffers[j === 1 ? i : n + 3 * i + (j === 0 ? 0 : j - 1)] = w.binding;
           setSlotOffset(i, j, w.elemOffset);
         }
         const h = p.item.h;
@@ -319,7 +335,7 @@ export function sumOfSquares(xs: readonly Tensor[], out: Tensor): boolean {
   if (!c.tuning.fused) return false;
   for (const x of xs) if (x.dtype !== 'float32' || !isDense(x)) return false;
   const pieces = piecesOf(xs.filter((x) => x.size > 0), oneTensor);
-  const per = slotsPerDispatch(1, 1);
+  const per = soloSlots(1, 1);
   let totalGroups = 0;
   for (const p of pieces) totalGroups += Math.ceil(p.count / CHUNK);
   const partials = Tensor.empty([Math.max(totalGroups, 1)], 'float32', 'webgpu');
@@ -393,11 +409,45 @@ ${cases.join('\n')}
 
 const SCALE = perSlotCount('scaleMany', scaleWgsl);
 
-/** outs[i] = xs[i] * scale (dense float32 tensors; scale a float32 0-d tensor). */
+/** In place, x_i *= scale: the tensors first (one solo bind group each), then the scale. */
+function scaleInPlaceWgsl(slots: number): string {
+  const decls: string[] = [];
+  const cases: string[] = [];
+  for (let s = 0; s < slots; s++) {
+    decls.push(`@group(0) @binding(${s + 1}) var<storage, read_write> x${s}: array<f32>;`);
+    cases.push(`      case ${s}u: { x${s}[o + i] = x${s}[o + i] * k; }`);
+  }
+  return /* wgsl */ `${UNIFORMS_WGSL}
+${decls.join('\n')}
+@group(0) @binding(${slots + 1}) var<storage, read> scale: array<f32>;
+// extra.x: the scale's element offset
+@compute @workgroup_size(${WG})
+fn main(${MAIN_ARGS}) {
+${slotLookup(slots)}
+  let o = P.offs[s].x;
+  let k = scale[P.extra.x];
+  for (var j = 0u; j < 4u; j++) {
+    let i = base + j * ${WG}u + lid.x;
+    if (i >= count) { break; }
+    switch s {
+${cases.join('\n')}
+      default: {}
+    }
+  }
+}`;
+}
+
+const SCALE_IN_PLACE = perSlotCount('scaleMany in place', scaleInPlaceWgsl);
+
+/**
+ * outs[i] = xs[i] * scale (dense float32 tensors; scale a float32 0-d tensor). outs may be xs
+ * (in place: the gradient clipping's case, which keeps each gradient in its buffer).
+ */
 export function scaleMany(xs: readonly Tensor[], scale: Tensor, outs: readonly Tensor[]): boolean {
   const c = ctx();
   if (!c.tuning.fused || scale.dtype !== 'float32') return false;
   for (const x of xs) if (x.dtype !== 'float32' || !isDense(x)) return false;
+  if (xs.every((x, i) => outs[i] === x)) return scaleInPlace(xs, scale);
   const pairs: Tensor[][] = [];
   for (let i = 0; i < xs.length; i++) if (xs[i].size > 0) pairs.push([xs[i], outs[i]]);
   const pieces = piecesOf(pairs, (p) => p);
@@ -415,6 +465,42 @@ export function scaleMany(xs: readonly Tensor[], scale: Tensor, outs: readonly T
     }
     setExtra(0, scale.offset);
     const kernel = SCALE[to - from];
+    c.dispatch({
+      label: 'scaleMany',
+      key: kernel.key,
+      code: kernel.code,
+      uniforms: U_WORDS,
+      buffers,
+      workgroups: gridOf(total),
+    });
+  });
+  return true;
+}
+
+/** xs[i] *= scale, the tensors bound first (see soloSlots). */
+function scaleInPlace(xs: readonly Tensor[], scale: Tensor): boolean {
+  const c = ctx();
+  // two writable bindings of one buffer (views of one storage), or the scale in one of the
+  // tensors, are refused by WebGPU: the caller composes those
+  const seen = new Set<GPUBuffer>([bufferOf(scale)]);
+  for (const x of xs) {
+    const b = bufferOf(x);
+    if (seen.has(b)) return false;
+    seen.add(b);
+  }
+  const pieces = piecesOf(xs.filter((x) => x.size > 0), oneTensor);
+  const scaleBuf = bufferOf(scale);
+  run(pieces, soloSlots(1, 1), (from, to, total) => {
+    const buffers: BufferBinding[] = [];
+    for (let k = from; k < to; k++) {
+      const p = pieces[k];
+      const w = bindWindow(p.tensors[0], p.start, p.count);
+      buffers.push(w.binding);
+      setSlotOffset(k - from, 0, w.elemOffset);
+    }
+    buffers.push(scaleBuf);
+    setExtra(0, scale.offset);
+    const kernel = SCALE_IN_PLACE[to - from];
     c.dispatch({
       label: 'scaleMany',
       key: kernel.key,

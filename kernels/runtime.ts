@@ -194,6 +194,14 @@ export class GpuContext {
    * uniforms and any further bindings): maxBindGroups - 1, at most 3.
    */
   private readonly ownGroupCount: number;
+  /**
+   * How many storage bindings of a kernel (its first ones) get a bind group each, made once per
+   * buffer: kernels put there the buffers that change from call to call (activations,
+   * gradients), so that the group holding the rest (weights, optimizer state) stays the same.
+   */
+  get soloBindings(): number {
+    return this.ownGroupCount;
+  }
   /** The layouts of a one-binding group: read-only and read-write storage at @binding(0). */
   private readonly soloLayouts: { read: GPUBindGroupLayout; write: GPUBindGroupLayout };
   /** The layout of a uniform slot: UNIFORM_SLOT_BYTES of the arena at @binding(0), no dynamic offset. */

@@ -21,7 +21,7 @@
  * `memory()` flat.
  */
 import { noGrad, zeroGrad as clearGrads } from '../autograd/index.js';
-import { add, adamwStep, adamwSteps, assign, cast, clone, div, getBackend, keep, minimum, mul, scaleMany, sqrt, sub, sumOfSquares, tidy, Tensor, zeros, type AdamWItem } from '../tensor/index.js';
+import { add, adamwStep, adamwSteps, assign, cast, clone, div, getBackend, keep, minimum, mul, scaleManyInPlace, sqrt, sub, sumOfSquares, tidy, Tensor, zeros, type AdamWItem } from '../tensor/index.js';
 import { fmt, shapesEqual } from '../tensor/shape.js';
 
 // ---- the LLaVA-UHD recipe ------------------------------------------------------------------
@@ -566,16 +566,16 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): Tensor 
   for (const p of withGrad) {
     if (p.grad!.device !== first.device) throw new Error(`clipGradNorm: gradients are on ${first.device} and ${p.grad!.device}; clip each device's parameters separately`);
   }
+  // one multi-tensor reduction and one rescale per dtype (a few dispatches on WebGPU, not three per grad)
+  const byDtype = new Map<string, Tensor[]>();
+  for (const p of withGrad) {
+    const g = p.grad!;
+    let list = byDtype.get(g.dtype);
+    if (!list) byDtype.set(g.dtype, (list = []));
+    list.push(g);
+  }
   return noGrad(() => {
     const norm = tidy(() => {
-      // one multi-tensor reduction per dtype (a few dispatches on WebGPU, not three per grad)
-      const byDtype = new Map<string, Tensor[]>();
-      for (const p of withGrad) {
-        const g = p.grad!;
-        let list = byDtype.get(g.dtype);
-        if (!list) byDtype.set(g.dtype, (list = []));
-        list.push(g);
-      }
       let total: Tensor | null = null;
       for (const grads of byDtype.values()) {
         let sq = sumOfSquares(grads);
@@ -585,11 +585,13 @@ export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): Tensor 
       return sqrt(total!);
     });
     const scale = tidy(() => minimum(div(maxNorm, add(norm, 1e-6)), 1));
-    const scaled = scaleMany(withGrad.map((p) => p.grad!), scale);
-    withGrad.forEach((p, i) => {
-      p.grad!.dispose();
-      p.grad = keep(scaled[i]);
-    });
+    // in place: a leaf's gradient owns its memory, and staying in its buffer keeps the
+    // optimizer's bind groups on WebGPU the same as the clip's
+    for (const grads of byDtype.values()) {
+      const s = grads[0].dtype === scale.dtype ? scale : cast(scale, grads[0].dtype);
+      scaleManyInPlace(grads, s);
+      if (s !== scale) s.dispose();
+    }
     scale.dispose();
     return norm;
   });

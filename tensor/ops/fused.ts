@@ -8,7 +8,7 @@ import { isHalf } from '../dtype.js';
 import { fmt, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { backendFor, empty, requireDtype } from './common.js';
-import { add, binary, cast, mul, unary } from './elementwise.js';
+import { add, assign, binary, cast, mul, unary } from './elementwise.js';
 import { adamwStep } from './grad.js';
 import { matmul } from './matmul.js';
 import { sum } from './reduce.js';
@@ -142,6 +142,26 @@ export function sumOfSquares(xs: readonly Tensor[]): Tensor {
     } else total = s;
   }
   return total!;
+}
+
+/**
+ * xs[i] *= scale for every i, in place (scale a 0-d tensor of the xs' dtype): the gradient
+ * clipping's rescale, which keeps each gradient in its buffer (on WebGPU the optimizer's bind
+ * groups then stay the same from step to step).
+ */
+export function scaleManyInPlace(xs: readonly Tensor[], scale: Tensor): void {
+  if (xs.length === 0) return;
+  const backend = backendFor('scaleManyInPlace', scale, ...xs);
+  if (scale.size !== 1) throw new Error(`scaleManyInPlace: scale must hold one value, got ${fmt(scale.shape)}`);
+  for (const x of xs) {
+    if (x.dtype !== scale.dtype) throw new Error(`scaleManyInPlace: a tensor is ${x.dtype} and the scale ${scale.dtype}`);
+  }
+  if (backend.scaleMany?.(xs, scale, xs)) return;
+  for (const x of xs) {
+    const y = binary('mul', x, scale);
+    assign(x, y);
+    y.dispose();
+  }
 }
 
 /** xs[i] * scale for every i (scale a 0-d tensor, cast to each x's dtype), as new tensors. */
