@@ -298,7 +298,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
  * returns the value to store at out[r, c..c+3]. Which parts apply is read from the uniforms
  * (P.epi: bit 0 bias, bit 1 residual, bit 2 preact, bits 3-4 the activation), so one pipeline
  * per tile config serves every combination; an absent operand is bound to a buffer of the
- * call (a, read-only, for bias and residual) or the context's scratch buffer (preact) and never read.
+ * the context's scratch buffers (readScratch for bias and residual, scratch for preact) and never read.
  */
 function epilogueWGSL(mode: 'v4' | 's'): string {
   return `@group(0) @binding(4) var<storage, read> bias: array<f32>;
@@ -540,7 +540,7 @@ export function matmulWith(variant: MatmulVariant, a: Tensor, b: Tensor, out: Te
     const bias = e.bias ? need(epi.bias, 'a bias') : null;
     const res = e.residual ? need(epi.residual, 'a residual') : null;
     const pre = e.preact ? need(epi.preact, 'a preact output') : null;
-    buffers.push(bias ? bufferOf(bias) : buffers[0], res ? bufferOf(res) : buffers[0], pre ? bufferOf(pre) : c.scratch);
+    buffers.push(bias ? bufferOf(bias) : c.readScratch, res ? bufferOf(res) : c.readScratch, pre ? bufferOf(pre) : c.scratch);
     const act = { none: 0, gelu: 1, geluErf: 2 }[e.act];
     const flags = (bias ? 1 : 0) | (res ? 2 : 0) | (pre ? 4 : 0) | (act << 3);
     epiOffsets = { flags, bias: bias?.offset ?? 0, res: res?.offset ?? 0, resRow: res ? res.strides[0] : 0, pre: pre?.offset ?? 0 };
@@ -623,7 +623,7 @@ function matmulSplit(variant: MatmulVariant, a: Tensor, b: Tensor, out: Tensor, 
       if (v.epilogue) {
         const act = { none: 0, gelu: 1, geluErf: 2 }[v.epilogue.act];
         const bias = epi.bias ?? null;
-        buffers.push(bias ? bufferOf(bias) : aw.binding, rw ? rw.binding : aw.binding, pw ? pw.binding : c.scratch);
+        buffers.push(bias ? bufferOf(bias) : c.readScratch, rw ? rw.binding : c.readScratch, pw ? pw.binding : c.scratch);
         const flags = (bias ? 1 : 0) | (rw ? 2 : 0) | (pw ? 4 : 0) | (act << 3);
         epiOffsets = { flags, bias: (bias?.offset ?? 0) + n0, res: (rw?.elemOffset ?? 0) + n0, resRow: res ? res.strides[0] : 0, pre: (pw?.elemOffset ?? 0) + n0 };
       }
@@ -832,7 +832,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, residual:
       w[at[4]] = residual ? residual.offset : 0;
       w[at[5]] = preact ? preact.offset : 0;
       const a = bufferOf(x);
-      const buffers = [a, bufferOf(weight), bufferOf(out), bias ? bufferOf(bias) : a, residual ? bufferOf(residual) : a, preact ? bufferOf(preact) : c.scratch];
+      const buffers = [a, bufferOf(weight), bufferOf(out), bias ? bufferOf(bias) : c.readScratch, residual ? bufferOf(residual) : c.readScratch, preact ? bufferOf(preact) : c.scratch];
       c.dispatch({ label: plan.label, key: plan.key, code: plan.code, uniforms: w, buffers, workgroups });
       return true;
     }

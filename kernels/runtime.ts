@@ -119,6 +119,12 @@ function asRange(b: BufferBinding): BufferRange | null {
 /** `var<storage, read>` / `read_write` declarations at @binding(n), for the explicit layouts. */
 const BINDING_RE = /@binding\((\d+)\)\s*var<\s*(uniform|storage)\s*(?:,\s*(read_write|read)\s*)?>/g;
 
+/**
+ * Where a buffer keeps what the runtime knows of it (BufferInfo), as a property of the GPUBuffer
+ * object itself: read several times per dispatch, and a property is cheaper than a WeakMap lookup.
+ */
+const BUFFER_INFO = Symbol('uhd.bufferInfo');
+
 /** Bind groups cached at most (cleared when full, and whenever a pooled buffer is destroyed). */
 const MAX_BIND_GROUPS = 8192;
 
@@ -182,7 +188,6 @@ export class GpuContext {
   private pipelines = new Map<string, PipelineEntry>();
   private bindGroupRoot = new BindGroupNode();
   private bindGroupCount = 0;
-  private buffers = new WeakMap<GPUBuffer, BufferInfo>();
   private nextBufferId = 1;
   /** The pipeline last set on the open pass (a repeat needs no setPipeline). */
   private passPipeline: GPUComputePipeline | null = null;
@@ -350,6 +355,18 @@ export class GpuContext {
     this.scratchBuffer ??= this.device.createBuffer({ size: 16, usage: STORAGE_USAGE });
     return this.scratchBuffer;
   }
+
+  /**
+   * Another 16-byte buffer, for absent read-only operands (WebGPU refuses one buffer bound
+   * read-only and writable in a dispatch, so not `scratch`). Binding it, rather than one of
+   * the call's own inputs, keeps the bind group that holds the absent operand the same from call
+   * to call (a linear layer's bias group does not change with its input).
+   */
+  get readScratch(): GPUBuffer {
+    this.readScratchBuffer ??= this.device.createBuffer({ size: 16, usage: STORAGE_USAGE });
+    return this.readScratchBuffer;
+  }
+  private readScratchBuffer: GPUBuffer | null = null;
   private scratchBuffer: GPUBuffer | null = null;
 
   /** Frees every pooled buffer (live tensors keep theirs). */
@@ -459,8 +476,9 @@ export class GpuContext {
 
   /** What the runtime keeps per buffer (made on first sight). */
   private infoOf(b: GPUBuffer): BufferInfo {
-    let info = this.buffers.get(b);
-    if (!info) this.buffers.set(b, (info = { id: this.nextBufferId++, size: b.size, read: null, write: null, ranges: null }));
+    const holder = b as unknown as { [BUFFER_INFO]?: BufferInfo };
+    let info = holder[BUFFER_INFO];
+    if (!info) holder[BUFFER_INFO] = info = { id: this.nextBufferId++, size: b.size, read: null, write: null, ranges: null };
     return info;
   }
 
@@ -770,6 +788,7 @@ export class GpuContext {
     this.trimPool();
     this.arena.destroy();
     this.scratchBuffer?.destroy();
+    this.readScratchBuffer?.destroy();
     this.indexErrors?.destroy();
     this.pipelines.clear();
     this.clearBindGroups();
