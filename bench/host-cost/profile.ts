@@ -1,5 +1,5 @@
 /**
- * `npm run bench:host-profile [-- --steps N] [--warmup W] [--cpuprofile FILE]`: where the
+ * `npm run bench:host-profile [-- --steps N] [--warmup W] [--top K] [--cpuprofile FILE]`: where the
  * main thread's time goes in training steps of the main job's tiny model on WebGPU, by layer of
  * the code. V8's sampling profiler (node:inspector) runs over N steps after W warm-up ones (default 3); each
  * sample's self time is charged to the folder of the function it was in:
@@ -65,6 +65,10 @@ const cp = args.indexOf('--cpuprofile');
 /** `--cpuprofile FILE`: also write V8's raw profile (opens in Chrome DevTools' Performance panel). */
 const CPUPROFILE = cp >= 0 ? args[cp + 1] : null;
 if (cp >= 0 && !CPUPROFILE) throw new Error('--cpuprofile: give a file name');
+const tp = args.indexOf('--top');
+/** `--top K`: how many functions the table lists (default 15). */
+const TOP = tp >= 0 ? Number(args[tp + 1]) : 15;
+if (!Number.isInteger(TOP) || TOP < 1) throw new Error(`--top: '${args[tp + 1]}' is not a positive integer`);
 
 await initWebGPU();
 const load0 = os.loadavg();
@@ -128,7 +132,7 @@ const lines = [
   '',
   '| top functions by self time | ms per step |',
   '|---|---:|',
-  ...[...functions].sort((a, b) => b[1] - a[1]).slice(0, 15).map(([f, us]) => `| \`${f}\` | ${perStep(us).toFixed(2)} |`),
+  ...[...functions].sort((a, b) => b[1] - a[1]).slice(0, TOP).map(([f, us]) => `| \`${f}\` | ${perStep(us).toFixed(2)} |`),
   '',
 ];
 const OUT = join(ROOT, 'bench', 'results');
