@@ -1,21 +1,26 @@
 /**
- * `npm run bench:host-calls [-- --steps N] [--warmup W]`: where the host time of a training step
- * goes, by instrumented timers rather than sampling (which misattributes short native calls).
+ * `npm run bench:host-calls [-- --steps N] [--warmup W] [--vit]`: where the host time of a training step
+ * (or, with --vit, of bench:host's ViT encode) goes, by instrumented timers rather than sampling (which misattributes short native calls).
  * Every Dawn call the runtime makes (setPipeline, setBindGroup, dispatchWorkgroups,
  * createBindGroup, writeBuffer, createBuffer, ...) is wrapped with performance.now(), and so is
  * GpuContext.dispatch; the table gives calls and self time per step for each (a call's time less
  * that of the wrapped calls inside it), and what is left: our JavaScript above the runtime (front
  * ends, tensor/, autograd/, nn/) and GC.
  *
- * The timers add ~0.1 µs per wrapped call (measured below as `timer overhead`), so the totals are
- * slightly above bench:host's; the split is what this bench is for.
+ * The timers add ~0.1 µs per wrapped call (measured, and taken out of `the rest`), so the totals are
+ * slightly above bench:host's; the split is what this bench is for. Writes
+ * bench/results/host-calls{,-vit}.md.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { webgpuBackend } from '../../kernels/backend.js';
 import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
-import { median } from '../lab/timing.js';
-import { trainStepFixture } from './measure.js';
+import { median, speedProbeMs } from '../lab/timing.js';
+import { CONFIGS } from '../../llava-uhd/config.js';
+import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: number) => {
@@ -24,6 +29,7 @@ const flag = (name: string, dflt: number) => {
 };
 const STEPS = flag('--steps', 4);
 const WARMUP = flag('--warmup', 3);
+const VIT = args.includes('--vit');
 if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${STEPS}' is not a positive integer`);
 if (!Number.isInteger(WARMUP) || WARMUP < 1) throw new Error(`--warmup: '${WARMUP}' is not a positive integer`);
 
@@ -113,13 +119,16 @@ gcObserver.observe({ entryTypes: ['gc'] });
 const load0 = os.loadavg();
 const rows: { wall: number; host: number; dispatches: number; per: Map<string, Counter>; window: [number, number] }[] = [];
 try {
-  const train = await trainStepFixture();
+  // the setting: the training step (default) or, with --vit, bench:host's ViT encode
+  const train: { prepare: (i: number) => unknown; run: (batch: never) => Promise<HostCost>; dispose: () => void } = VIT
+    ? await vitEncodeFixture(CONFIGS.tiny, 448).then((v) => ({ prepare: () => undefined, run: () => v.encode(), dispose: v.dispose }))
+    : await trainStepFixture();
   for (let i = 0; i < WARMUP + STEPS; i++) {
     const batch = train.prepare(i); // untimed, as in bench:host
     for (const k of counters.values()) { k.calls = 0; k.ms = 0; k.totalMs = 0; }
     armed = i >= WARMUP;
     const t0 = performance.now();
-    const r = await train.run(batch);
+    const r = await train.run(batch as never);
     const t1 = performance.now();
     armed = false;
     if (i >= WARMUP) rows.push({ wall: r.wallMs, host: r.hostMs, dispatches: r.dispatches, per: new Map([...counters].map(([k, v]) => [k, { ...v }])), window: [t0, t1] });
@@ -143,15 +152,17 @@ for (const row of rows) {
   }
 }
 const load1 = os.loadavg();
+const speed = speedProbeMs();
 const med = (f: (r: (typeof rows)[number]) => number) => median(rows.map(f));
 /** GC pauses are rare and long: their mean per step, not the median (often 0). */
 const mean = (f: (r: (typeof rows)[number]) => number) => rows.reduce((s, r) => s + f(r), 0) / rows.length;
 const dispatches = med((r) => r.dispatches);
 const host = med((r) => r.host);
-console.log(`# host-calls\n\nload average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after; median of ${STEPS} steps after ${WARMUP} warm-up ones\n`);
-console.log(`train step: ${dispatches} dispatches, host ${host.toFixed(1)} ms (= ${((1e3 * host) / dispatches).toFixed(1)} µs per dispatch), wall ${med((r) => r.wall).toFixed(0)} ms\n`);
-console.log('| call | calls per step | self ms per step | self µs per call | self µs per dispatch | µs per call with what it calls |');
-console.log('|---|---:|---:|---:|---:|---:|');
+const out: string[] = [];
+out.push(`# host-calls${VIT ? ' (ViT encode)' : ''}\n\n${new Date().toISOString()} · load average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after · speed probe ${speed.toFixed(1)} ms (bench/lab/timing.ts) · median of ${STEPS} steps after ${WARMUP} warm-up ones\n`);
+out.push(`${VIT ? 'ViT encode' : 'train step'}: ${dispatches} dispatches, host ${host.toFixed(1)} ms (= ${((1e3 * host) / dispatches).toFixed(1)} µs per dispatch), wall ${med((r) => r.wall).toFixed(0)} ms\n`);
+out.push('| call | calls per step | self ms per step | self µs per call | self µs per dispatch | µs per call with what it calls |');
+out.push('|---|---:|---:|---:|---:|---:|');
 for (const label of counters.keys()) {
   const avg = label.startsWith('gc:') ? mean : med;
   const calls = avg((r) => r.per.get(label)?.calls ?? 0);
@@ -159,15 +170,20 @@ for (const label of counters.keys()) {
   const totalMs = avg((r) => r.per.get(label)?.totalMs ?? 0);
   if (calls === 0) continue;
   const perStep = calls.toFixed(label.startsWith('gc:') ? 2 : 0);
-  console.log(`| ${label} | ${perStep} | ${ms.toFixed(2)} | ${((1e3 * ms) / calls).toFixed(2)} | ${((1e3 * ms) / dispatches).toFixed(2)} | ${((1e3 * totalMs) / calls).toFixed(2)} |`);
+  out.push(`| ${label} | ${perStep} | ${ms.toFixed(2)} | ${((1e3 * ms) / calls).toFixed(2)} | ${((1e3 * ms) / dispatches).toFixed(2)} | ${((1e3 * totalMs) / calls).toFixed(2)} |`);
 }
 let timed = 0;
 let wrappedCalls = 0;
 for (const label of counters.keys()) if (!label.startsWith('gc:')) wrappedCalls += med((r) => r.per.get(label)?.calls ?? 0);
 const overhead = wrapperOverheadUs();
 for (const label of counters.keys()) if (label !== 'queue.submit') timed += (label.startsWith('gc:') ? mean : med)((r) => r.per.get(label)?.ms ?? 0);
-console.log(`\n${gcPauses.length} GC pauses seen in all (GC rows: mean per step)`);
+out.push(`\n${gcPauses.length} GC pauses seen in all (GC rows: mean per step)`);
 const wrapMs = (wrappedCalls * overhead) / 1e3;
-console.log(`the timers: ${wrappedCalls.toFixed(0)} wrapped calls per step, ${overhead.toFixed(2)} µs each = ${wrapMs.toFixed(1)} ms per step (in the host time above)`);
+out.push(`the timers: ${wrappedCalls.toFixed(0)} wrapped calls per step, ${overhead.toFixed(2)} µs each = ${wrapMs.toFixed(1)} ms per step (in the host time above)`);
 const rest = host - timed - wrapMs;
-console.log(`the rest of host time (tensor/, autograd/, nn/, llava-uhd/ above the backend): ${rest.toFixed(1)} ms per step = ${((1e3 * rest) / dispatches).toFixed(1)} µs per dispatch`);
+out.push(`the rest of host time (tensor/, autograd/, nn/, llava-uhd/ above the backend): ${rest.toFixed(1)} ms per step = ${((1e3 * rest) / dispatches).toFixed(1)} µs per dispatch`);
+const text = out.join('\n') + '\n';
+const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+mkdirSync(OUT, { recursive: true });
+writeFileSync(join(OUT, VIT ? 'host-calls-vit.md' : 'host-calls.md'), text);
+console.log(text);

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
 import { planCaching } from '../../kernels/plans.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
-import { median } from '../lab/timing.js';
+import { cpuSteal, median, speedProbeMs } from '../lab/timing.js';
 import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
 
 const args = process.argv.slice(2);
@@ -38,6 +38,8 @@ const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 const info = await initWebGPU();
 const c = gpuContext();
 const load0 = os.loadavg();
+const probe0 = speedProbeMs();
+const steal0 = cpuSteal().sample;
 
 type Mode = 'shipped' | 'plain';
 const modes: Mode[] = AB ? ['shipped', 'plain'] : ['shipped'];
@@ -79,6 +81,8 @@ try {
   shutdown();
 }
 const load1 = os.loadavg();
+const probe1 = speedProbeMs();
+const steal = cpuSteal(steal0).share;
 
 const summary = results.map(({ setting, mode, runs }) => {
   const m = (f: (r: HostCost) => number) => median(runs.map(f));
@@ -93,7 +97,7 @@ const summary = results.map(({ setting, mode, runs }) => {
 const date = new Date().toISOString();
 const machine = `${os.cpus()[0]?.model ?? 'cpu'} x${os.cpus().length}, node ${process.version}`;
 const adapter = `${info.backend}/${info.featureLevel}: ${info.description}`;
-const loadText = `load average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after`;
+const loadText = `load average ${load0.map((x) => x.toFixed(2)).join(' ')} before, ${load1.map((x) => x.toFixed(2)).join(' ')} after · speed probe ${probe0.toFixed(1)} / ${probe1.toFixed(1)} ms before / after (lower: a faster machine right now) · CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`;
 const lines = [
   '# host-cost', '',
   `${date} · ${machine} · adapter: ${adapter} · ${loadText}`, '',
@@ -107,5 +111,5 @@ const lines = [
 ];
 mkdirSync(OUT, { recursive: true });
 writeFileSync(join(OUT, 'host-cost.md'), lines.join('\n') + '\n');
-writeFileSync(join(OUT, 'host-cost.json'), JSON.stringify({ date, machine, adapter, loadavg: { before: load0, after: load1 }, summary, results }, null, 1) + '\n');
+writeFileSync(join(OUT, 'host-cost.json'), JSON.stringify({ date, machine, adapter, loadavg: { before: load0, after: load1 }, speedProbeMs: { before: probe0, after: probe1 }, cpuSteal: steal, summary, results }, null, 1) + '\n');
 console.log(lines.join('\n'));

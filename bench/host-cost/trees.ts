@@ -6,12 +6,13 @@
  * (it uses only trainStepFixture and measure(), which every tree since the host-cost work has)
  * and removed after. Prints per tree the median over all measured steps of host µs per
  * dispatch, host ms, dispatches, bind groups and buffers made, and GC ms per step, with the load
- * average; writes nothing else.
+ * average, the speed probe's range and the CPU steal over the run; writes nothing else.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
+import { cpuSteal, speedProbeMs } from '../lab/timing.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: number): number => {
@@ -54,11 +55,14 @@ console.log('PROBE ' + JSON.stringify(rows));
 interface Row { hostMs: number; dispatches: number; bindGroups: number; buffers: number; gcMs: number }
 const rows = new Map<string, Row[]>(trees.map((t) => [t, []]));
 const loads: number[] = [];
+const probes: number[] = [];
+const steal0 = cpuSteal().sample;
 try {
   for (const t of trees) writeFileSync(join(t, 'bench', PROBE), probe);
   for (let r = 0; r < ROUNDS; r++) {
     for (const t of trees) {
       loads.push(os.loadavg()[0]);
+      probes.push(speedProbeMs());
       const p = spawnSync(process.execPath, ['--import', 'tsx', join('bench', PROBE)], { cwd: t, encoding: 'utf8', timeout: 30 * 60_000 });
       const line = p.stdout.split('\n').find((l) => l.startsWith('PROBE '));
       if (!line) throw new Error(`${t}: the probe printed no result (exit ${p.status})\n${p.stderr.slice(-2000)}`);
@@ -73,7 +77,8 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-console.log(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating; load average (1 min) ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}`);
+const steal = cpuSteal(steal0).share;
+console.log(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating; load average (1 min) ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms (bench/lab/timing.ts: lower is a faster machine); CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
 console.log('| tree | host µs/dispatch | host ms/step | dispatches | bind groups made | buffers made | GC ms/step |');
 console.log('|---|---:|---:|---:|---:|---:|---:|');
 for (const [t, rs] of rows) {

@@ -13,6 +13,7 @@
  *   the queue has drained, divided by the iterations. It includes the JavaScript cost of
  *   encoding the dispatches, which on llvmpipe is small next to the kernels themselves.
  */
+import { readFileSync } from 'node:fs';
 import { ctx } from '../../kernels/runtime.js';
 
 export type TimingMethod = 'timestamp-query' | 'wall-clock';
@@ -135,4 +136,41 @@ export function countDispatches<T>(run: () => T): { result: T; dispatches: numbe
   } finally {
     c.dispatch = dispatch;
   }
+}
+
+/**
+ * How fast this (shared, virtual) machine runs plain JavaScript right now: ms for a fixed
+ * workload (object allocation, a Map, arithmetic: the kind of work the runtime's host side
+ * does), the best of 5. The same code on the same machine has measured ~2x apart an hour apart
+ * with the load average alike, so the host-cost benchmarks print this beside their numbers:
+ * compare results only at a similar probe time, or interleaved in one run.
+ */
+export function speedProbeMs(): number {
+  let best = Infinity;
+  for (let rep = 0; rep < 5; rep++) {
+    const t0 = performance.now();
+    const m = new Map<number, { a: number; b: number[] }>();
+    let acc = 0;
+    for (let i = 0; i < 200_000; i++) {
+      const o = { a: i, b: [i & 7, i >> 3] };
+      m.set(i & 4095, o);
+      acc += (m.get((i * 7) & 4095)?.a ?? 0) + o.b[0];
+    }
+    best = Math.min(best, performance.now() - t0 + (acc < 0 ? 1 : 0));
+  }
+  return best;
+}
+
+/** Share of CPU time the hypervisor gave to other guests (steal, /proc/stat) since `since`; null where unknown. */
+export function cpuSteal(since?: readonly number[]): { sample: number[]; share: number | null } {
+  let sample: number[] = [];
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0];
+    sample = line.trim().split(/\s+/).slice(1).map(Number);
+  } catch {
+    return { sample, share: null };
+  }
+  if (!since || since.length < 8 || sample.length < 8) return { sample, share: null };
+  const total = sample.reduce((s, x, i) => s + x - (since[i] ?? 0), 0);
+  return { sample, share: total > 0 ? (sample[7] - since[7]) / total : null };
 }
