@@ -297,8 +297,8 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(local_invocation_id) lid: ve
  * The epilogue's bindings (4: bias, 5: residual, 6: preact) and `epilogue(r, c, v)`, which
  * returns the value to store at out[r, c..c+3]. Which parts apply is read from the uniforms
  * (P.epi: bit 0 bias, bit 1 residual, bit 2 preact, bits 3-4 the activation), so one pipeline
- * per tile config serves every combination; an absent operand is bound to a buffer of the
- * the context's scratch buffers (readScratch for bias and residual, scratch for preact) and never read.
+ * per tile config serves every combination; an absent operand is bound to one of the context's
+ * scratch buffers (readScratch for bias and residual, scratch for preact) and never read.
  */
 function epilogueWGSL(mode: 'v4' | 's'): string {
   return `@group(0) @binding(4) var<storage, read> bias: array<f32>;

@@ -482,14 +482,14 @@ function scaleInPlace(xs: readonly Tensor[], scale: Tensor): boolean {
   const c = ctx();
   // two writable bindings of one buffer (views of one storage), or the scale in one of the
   // tensors, are refused by WebGPU: the caller composes those
-  const seen = new Set<GPUBuffer>([bufferOf(scale)]);
+  const scaleBuf = bufferOf(scale);
+  const seen = new Set<GPUBuffer>([scaleBuf]);
   for (const x of xs) {
     const b = bufferOf(x);
     if (seen.has(b)) return false;
     seen.add(b);
   }
   const pieces = piecesOf(xs.filter((x) => x.size > 0), oneTensor);
-  const scaleBuf = bufferOf(scale);
   run(pieces, soloSlots(1, 1), (from, to, total) => {
     const buffers: BufferBinding[] = [];
     for (let k = from; k < to; k++) {

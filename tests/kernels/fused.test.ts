@@ -175,6 +175,30 @@ describe('multi-tensor kernels', () => {
     for (const x of [base, cbase, ...views, s]) x.dispose();
   });
 
+  it('the optimizer and the clip make no bind groups when the gradients come in other (already seen) buffers', async () => {
+    // a training step's gradients land in whatever pooled buffers the backward pass freed: each
+    // gradient is bound alone (a bind group per buffer), the parameters and moments together
+    const ps = params('webgpu', [300, 300, 300, 300, 300, 300, 300], 3);
+    const grads = ps.map((p) => p.grad);
+    const s = uhd.tensor([0.5], { shape: [], device: 'webgpu' });
+    const step = (order: Tensor[], k: number) => {
+      uhd.scaleManyInPlace(order, s);
+      uhd.sumOfSquares(order).dispose();
+      uhd.adamwSteps(ps.map((p, i) => ({ ...p, grad: order[i], h: hyper(i, k) })));
+    };
+    step(grads, 1);
+    await gpuContext().sync();
+    const before = gpuContext().stats.bindGroupsCreated;
+    // (each step syncs, as a training step does when it reads its loss: the partials' buffer comes back)
+    step([...grads].reverse(), 2);
+    await gpuContext().sync();
+    step([...grads.slice(3), ...grads.slice(0, 3)], 3);
+    await gpuContext().sync();
+    expect(gpuContext().stats.bindGroupsCreated - before).toBe(0);
+    for (const p of ps) for (const x of Object.values(p)) x.dispose();
+    s.dispose();
+  });
+
   it('a gradient view at an offset (a dense window) is read in place', async () => {
     const base = t('webgpu', [10, 8], 5);
     const g = base.narrow(0, 3, 4); // offset 24, dense
