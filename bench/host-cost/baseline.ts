@@ -1,0 +1,187 @@
+/**
+ * `npx tsx bench/host-cost/baseline.ts [--rounds R] [--steps N] [--warmup W] DIR...`: host µs per
+ * dispatch of the main job's training step measured the same way in every tree, including trees
+ * from before the host-cost work (the one issue 14 was filed against, ~2,200 dispatches a step,
+ * has no bench/host-cost/ and no runtime counters). The probe written into each tree's bench/
+ * uses only APIs every tree since the training pipeline has (initWebGPU, the model, the recipe,
+ * the optimizer) and times Dawn from outside: queue.submit, mapAsync and onSubmittedWorkDone are
+ * wrapped on their prototypes and dispatchWorkgroups is counted, so
+ *
+ *   host µs per dispatch = (wall - inside submit - waiting for the GPU) / dispatches
+ *
+ * exactly as bench:host defines it, with one probe for old and new alike. The batch is uploaded
+ * before the timed part in every tree. Processes alternate round by round so that every tree
+ * sees the same machine; the speed probe and CPU steal are printed (bench/lab/timing.ts).
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { cpuSteal, median, speedProbeMs } from '../lab/timing.js';
+
+const args = process.argv.slice(2);
+const flag = (name: string, dflt: number): number => {
+  const i = args.indexOf(name);
+  if (i < 0) return dflt;
+  const v = Number(args.splice(i, 2)[1]);
+  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive integer`);
+  return v;
+};
+const ROUNDS = flag('--rounds', 3);
+const STEPS = flag('--steps', 6);
+const WARMUP = flag('--warmup', 3);
+const trees = args.map((d) => resolve(d));
+if (trees.length < 1) throw new Error('give one or more repo checkouts to compare');
+for (const t of trees) {
+  if (!existsSync(join(t, 'llava-uhd', 'train.ts')) || !existsSync(join(t, 'recipes', 'tiny-demo.json'))) {
+    throw new Error(`${t}: no llava-uhd/train.ts or recipes/tiny-demo.json (not a checkout of this repo with the training pipeline)`);
+  }
+}
+
+const PROBE = 'host-cost-baseline-probe.tmp.ts';
+const probe = `
+import { readFileSync } from 'node:fs';
+import * as ag from '../autograd/index.js';
+import { initWebGPU, shutdown } from '../kernels/index.js';
+import { ctx } from '../kernels/runtime.js';
+import { CONFIGS } from '../llava-uhd/config.js';
+import { loadDatasets } from '../llava-uhd/datasets.js';
+import { pack } from '../llava-uhd/layout.js';
+import { tokenizerFor } from '../llava-uhd/load.js';
+import { LlavaUHD } from '../llava-uhd/model.js';
+import { viewPixels } from '../llava-uhd/preprocess.js';
+import { applyTrainable, batchIndices, encodeSample } from '../llava-uhd/train.js';
+import { AdamW, clipGradNorm, crossEntropy, LLAVA_UHD_ADAMW, paramGroups } from '../nn/index.js';
+import * as uhd from '../tensor/index.js';
+
+await initWebGPU();
+const device = ctx().device;
+const t = { submit: 0, wait: 0, dispatches: 0 };
+const timed = (proto, name, field) => {
+  const fn = proto[name];
+  proto[name] = function (...a) {
+    const t0 = performance.now();
+    const r = fn.apply(this, a);
+    if (r && typeof r.then === 'function') return r.finally(() => { t[field] += performance.now() - t0; });
+    t[field] += performance.now() - t0;
+    return r;
+  };
+};
+timed(Object.getPrototypeOf(device.queue), 'submit', 'submit');
+timed(Object.getPrototypeOf(device.queue), 'onSubmittedWorkDone', 'wait');
+const probeBuffer = device.createBuffer({ size: 16, usage: 0x01 | 0x08 });
+timed(Object.getPrototypeOf(probeBuffer), 'mapAsync', 'wait');
+probeBuffer.destroy();
+const enc = device.createCommandEncoder();
+const pass = enc.beginComputePass();
+const passProto = Object.getPrototypeOf(pass);
+pass.end();
+enc.finish();
+const dispatch = passProto.dispatchWorkgroups;
+passProto.dispatchWorkgroups = function (...a) { t.dispatches++; return dispatch.apply(this, a); };
+
+const recipe = JSON.parse(readFileSync('recipes/tiny-demo.json', 'utf8'));
+const stage = recipe.stages[1];
+const data = await loadDatasets(recipe.data, '.');
+uhd.manualSeed(0);
+const config = structuredClone(CONFIGS.tiny);
+const model = new LlavaUHD(config, { device: 'webgpu' });
+const tok = await tokenizerFor(config);
+const named = applyTrainable(model, stage);
+const opt = new AdamW(paramGroups(named, { weightDecay: LLAVA_UHD_ADAMW.weightDecay }), {
+  lr: stage.lr, betas: [...LLAVA_UHD_ADAMW.betas], weightDecay: LLAVA_UHD_ADAMW.weightDecay,
+});
+const vocab = config.text_config.vocab_size;
+// bench/lab/timing.ts's speedProbeMs, restated (old trees lack it): the machine's speed at each step
+const speed = () => {
+  let best = Infinity;
+  for (let rep = 0; rep < 5; rep++) {
+    const t0 = performance.now();
+    const m = new Map();
+    let acc = 0;
+    for (let i = 0; i < 200000; i++) {
+      const o = { a: i, b: [i & 7, i >> 3] };
+      m.set(i & 4095, o);
+      acc += (m.get((i * 7) & 4095)?.a ?? 0) + o.b[0];
+    }
+    best = Math.min(best, performance.now() - t0 + (acc < 0 ? 1 : 0));
+  }
+  return best;
+};
+const rows = [];
+for (let i = 0; i < ${WARMUP + STEPS}; i++) {
+  const samples = batchIndices(data.train.size, stage.batch_size, i, 1000003).map((k) => data.train.get(k));
+  const encoded = samples.map((s) => encodeSample(model, tok, s, stage.max_slices));
+  const packed = pack(encoded.map((e) => e.layout), stage.pack_length);
+  const inputs = packed.map((g) => ({
+    ids: uhd.tensor([Array.from(g.ids)], { dtype: 'int32', device: 'webgpu' }),
+    labels: uhd.tensor(g.labels, { dtype: 'int32', device: 'webgpu' }),
+    seg: uhd.tensor([Array.from(g.segmentIds)], { dtype: 'int32', device: 'webgpu' }),
+    pixels: g.samples.flatMap((m) => viewPixels(encoded[m.index].pixels, 'webgpu')),
+    unk: g.unkPositions,
+  }));
+  await device.queue.onSubmittedWorkDone();
+  const probeMs = speed();
+  const before = { ...t };
+  const t0 = performance.now();
+  const mean = uhd.tidy(() => {
+    const ls = inputs.map((g) => crossEntropy(ag.reshape(model.forward(g.ids, g.pixels, g.unk, { segmentIds: g.seg }), [-1, vocab]), g.labels));
+    const m = ag.div(ls.reduce((acc, l) => (acc ? ag.add(acc, l) : l), null), ls.length);
+    m.backward();
+    return m;
+  });
+  await mean.item();
+  mean.dispose();
+  uhd.tidy(() => {
+    clipGradNorm(named.map(([, p]) => p), LLAVA_UHD_ADAMW.maxGradNorm).dispose();
+    opt.step();
+    opt.zeroGrad();
+    return undefined;
+  });
+  await ctx().sync();
+  const wall = performance.now() - t0;
+  const hostMs = wall - (t.submit - before.submit) - (t.wait - before.wait);
+  if (i >= ${WARMUP}) rows.push({ hostMs, dispatches: t.dispatches - before.dispatches, probeMs });
+  for (const g of inputs) for (const x of [g.ids, g.labels, g.seg, ...g.pixels]) x.dispose();
+}
+opt.dispose();
+for (const p of model.parameters()) p.dispose();
+shutdown();
+console.log('PROBE ' + JSON.stringify(rows));
+`;
+
+interface Row { hostMs: number; dispatches: number; probeMs: number }
+const rows = new Map<string, Row[]>(trees.map((t) => [t, []]));
+const loads: number[] = [];
+const probes: number[] = [];
+const steal0 = cpuSteal().sample;
+try {
+  for (const t of trees) writeFileSync(join(t, 'bench', PROBE), probe);
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const t of trees) {
+      loads.push(os.loadavg()[0]);
+      probes.push(speedProbeMs());
+      const p = spawnSync(process.execPath, ['--import', 'tsx', join('bench', PROBE)], { cwd: t, encoding: 'utf8', timeout: 30 * 60_000 });
+      const line = p.stdout.split('\n').find((l) => l.startsWith('PROBE '));
+      if (!line) throw new Error(`${t}: the probe printed no result (exit ${p.status})\n${p.stderr.slice(-2000)}`);
+      rows.get(t)!.push(...(JSON.parse(line.slice(6)) as Row[]));
+      process.stderr.write(`round ${r + 1}/${ROUNDS} ${t} done\n`);
+    }
+  }
+} finally {
+  for (const t of trees) rmSync(join(t, 'bench', PROBE), { force: true });
+}
+const steal = cpuSteal(steal0).share;
+console.log(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating, one probe for all (Dawn timed from outside); load average (1 min) ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms; CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
+// Each step's host time is also scaled by the speed probe taken just before it, to the run's
+// median probe: the machine's speed changes within minutes (the probe has ranged 2x in one run).
+const allProbes = [...rows.values()].flat().map((r) => r.probeMs);
+const ref = median(allProbes);
+console.log(`speed-scaled columns: each step's host time x (median probe ${ref.toFixed(2)} ms / the probe just before that step)`);
+console.log('| tree | host µs/dispatch | speed-scaled | host ms/step | speed-scaled | dispatches/step | host µs/dispatch by round |');
+console.log('|---|---:|---:|---:|---:|---:|---|');
+for (const [t, rs] of rows) {
+  const m = (f: (r: Row) => number) => median(rs.map(f));
+  const perRound = Array.from({ length: ROUNDS }, (_, r) => median(rs.slice(r * STEPS, (r + 1) * STEPS).map((x) => (1e3 * x.hostMs) / x.dispatches)).toFixed(1));
+  console.log(`| ${t} | ${m((r) => (1e3 * r.hostMs) / r.dispatches).toFixed(1)} | ${m((r) => (1e3 * r.hostMs * ref) / r.probeMs / r.dispatches).toFixed(1)} | ${m((r) => r.hostMs).toFixed(1)} | ${m((r) => (r.hostMs * ref) / r.probeMs).toFixed(1)} | ${m((r) => r.dispatches)} | ${perRound.join(' ')} |`);
+}
