@@ -10,11 +10,13 @@
  * per-pair ratios B/A, and in how many pairs B was faster (a sign test). Two trees in one heap
  * cost more per step than one (caches, GC): read the ratio, not the absolute numbers. Both trees must have
  * bench/host-cost/measure.ts with trainStepFixture's prepare/run (every tree since 2026-12-02).
+ * Writes bench/results/host-ab.md.
  */
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { cpuSteal, median, speedProbeMs } from '../lab/timing.js';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { cpuSteal, describeTree, median, speedProbeMs } from '../lab/timing.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: number): number => {
@@ -64,16 +66,22 @@ try {
   }
 }
 const load1 = os.loadavg();
+const out: string[] = [];
 const steal = cpuSteal(steal0).share;
 const [a, b] = trees;
 const ratios = a.rows.map((r, i) => b.rows[i].hostMs / r.hostMs);
 const perDispatchRatios = a.rows.map((r, i) => b.rows[i].hostUsPerDispatch / r.hostUsPerDispatch);
 const bFaster = perDispatchRatios.filter((x) => x < 1).length;
-console.log(`${PAIRS} pairs of steps after ${WARMUP} warm-up pairs, alternating order in one process; load average ${load0[0].toFixed(2)} before, ${load1[0].toFixed(2)} after; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms; CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
-console.log('| tree | host µs/dispatch | host ms/step | dispatches/step |');
-console.log('|---|---:|---:|---:|');
+out.push(`${PAIRS} pairs of steps after ${WARMUP} warm-up pairs, alternating order in one process; load average ${load0[0].toFixed(2)} before, ${load1[0].toFixed(2)} after; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms; CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
+out.push('| tree | host µs/dispatch | host ms/step | dispatches/step |');
+out.push('|---|---:|---:|---:|');
 for (const [name, t] of [['A', a], ['B', b]] as const) {
   const m = (f: (r: Cost) => number) => median(t.rows.map(f));
-  console.log(`| ${name}: ${t.dir} | ${m((r) => r.hostUsPerDispatch).toFixed(1)} | ${m((r) => r.hostMs).toFixed(1)} | ${m((r) => r.dispatches)} |`);
+  out.push(`| ${name}: ${describeTree(t.dir)} | ${m((r) => r.hostUsPerDispatch).toFixed(1)} | ${m((r) => r.hostMs).toFixed(1)} | ${m((r) => r.dispatches)} |`);
 }
-console.log(`B/A per pair, median: host µs per dispatch ${median(perDispatchRatios).toFixed(3)}, host ms per step ${median(ratios).toFixed(3)}; B faster per dispatch in ${bFaster} of ${PAIRS} pairs`);
+out.push(`B/A per pair, median: host µs per dispatch ${median(perDispatchRatios).toFixed(3)}, host ms per step ${median(ratios).toFixed(3)}; B faster per dispatch in ${bFaster} of ${PAIRS} pairs`);
+const text = [`# host-ab`, '', `${new Date().toISOString()} · trees: ${dirs.map(describeTree).join(', ')}`, '', ...out].join('\n') + '\n';
+const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+mkdirSync(OUT, { recursive: true });
+writeFileSync(join(OUT, 'host-ab.md'), text);
+console.log(text);

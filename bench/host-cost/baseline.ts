@@ -12,12 +12,14 @@
  * exactly as bench:host defines it, with one probe for old and new alike. The batch is uploaded
  * before the timed part in every tree. Processes alternate round by round so that every tree
  * sees the same machine; the speed probe and CPU steal are printed (bench/lab/timing.ts).
+ * Writes bench/results/host-baseline.md.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join, resolve } from 'node:path';
-import { cpuSteal, median, speedProbeMs } from '../lab/timing.js';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpuSteal, describeTree, median, speedProbeMs } from '../lab/timing.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: number): number => {
@@ -171,17 +173,23 @@ try {
 } finally {
   for (const t of trees) rmSync(join(t, 'bench', PROBE), { force: true });
 }
+const out: string[] = [];
 const steal = cpuSteal(steal0).share;
-console.log(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating, one probe for all (Dawn timed from outside); load average (1 min) ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms; CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
+out.push(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating, one probe for all (Dawn timed from outside); load average (1 min) ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms; CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
 // Each step's host time is also scaled by the speed probe taken just before it, to the run's
 // median probe: the machine's speed changes within minutes (the probe has ranged 2x in one run).
 const allProbes = [...rows.values()].flat().map((r) => r.probeMs);
 const ref = median(allProbes);
-console.log(`speed-scaled columns: each step's host time x (median probe ${ref.toFixed(2)} ms / the probe just before that step)`);
-console.log('| tree | host µs/dispatch | speed-scaled | host ms/step | speed-scaled | dispatches/step | host µs/dispatch by round |');
-console.log('|---|---:|---:|---:|---:|---:|---|');
+out.push(`speed-scaled columns: each step's host time x (median probe ${ref.toFixed(2)} ms / the probe just before that step)`);
+out.push('| tree | host µs/dispatch | speed-scaled | host ms/step | speed-scaled | dispatches/step | host µs/dispatch by round |');
+out.push('|---|---:|---:|---:|---:|---:|---|');
 for (const [t, rs] of rows) {
   const m = (f: (r: Row) => number) => median(rs.map(f));
   const perRound = Array.from({ length: ROUNDS }, (_, r) => median(rs.slice(r * STEPS, (r + 1) * STEPS).map((x) => (1e3 * x.hostMs) / x.dispatches)).toFixed(1));
-  console.log(`| ${t} | ${m((r) => (1e3 * r.hostMs) / r.dispatches).toFixed(1)} | ${m((r) => (1e3 * r.hostMs * ref) / r.probeMs / r.dispatches).toFixed(1)} | ${m((r) => r.hostMs).toFixed(1)} | ${m((r) => (r.hostMs * ref) / r.probeMs).toFixed(1)} | ${m((r) => r.dispatches)} | ${perRound.join(' ')} |`);
+  out.push(`| ${describeTree(t)} | ${m((r) => (1e3 * r.hostMs) / r.dispatches).toFixed(1)} | ${m((r) => (1e3 * r.hostMs * ref) / r.probeMs / r.dispatches).toFixed(1)} | ${m((r) => r.hostMs).toFixed(1)} | ${m((r) => (r.hostMs * ref) / r.probeMs).toFixed(1)} | ${m((r) => r.dispatches)} | ${perRound.join(' ')} |`);
 }
+const text = [`# host-baseline`, '', `${new Date().toISOString()} · trees: ${trees.map(describeTree).join(', ')}`, '', ...out].join('\n') + '\n';
+const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
+mkdirSync(OUT, { recursive: true });
+writeFileSync(join(OUT, 'host-baseline.md'), text);
+console.log(text);

@@ -23,7 +23,8 @@ const flag = (name: string, dflt: number) => {
   const i = args.indexOf(name);
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
-const STEPS = flag('--steps', 4);
+/** Steps measured (default 8): a step's batch shapes, and so its cost, vary; 4 medians proved fragile. */
+const STEPS = flag('--steps', 8);
 /**
  * Steps run before the measured ones: the first compiles pipelines, the next ones still grow the
  * buffer pool and meet buffers for the first time (new buffers, new bind groups) as every

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import { cpuSteal, speedProbeMs } from '../lab/timing.js';
+import { cpuSteal, describeTree, speedProbeMs } from '../lab/timing.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, dflt: number): number => {
@@ -83,5 +83,5 @@ console.log('| tree | host µs/dispatch | host ms/step | dispatches | bind group
 console.log('|---|---:|---:|---:|---:|---:|---:|');
 for (const [t, rs] of rows) {
   const m = (f: (r: Row) => number) => median(rs.map(f));
-  console.log(`| ${t} | ${m((r) => (1e3 * r.hostMs) / r.dispatches).toFixed(1)} | ${m((r) => r.hostMs).toFixed(1)} | ${m((r) => r.dispatches)} | ${m((r) => r.bindGroups)} | ${m((r) => r.buffers)} | ${m((r) => r.gcMs).toFixed(1)} |`);
+  console.log(`| ${describeTree(t)} | ${m((r) => (1e3 * r.hostMs) / r.dispatches).toFixed(1)} | ${m((r) => r.hostMs).toFixed(1)} | ${m((r) => r.dispatches)} | ${m((r) => r.bindGroups)} | ${m((r) => r.buffers)} | ${m((r) => r.gcMs).toFixed(1)} |`);
 }

@@ -13,6 +13,7 @@
  *   the queue has drained, divided by the iterations. It includes the JavaScript cost of
  *   encoding the dispatches, which on llvmpipe is small next to the kernels themselves.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { ctx } from '../../kernels/runtime.js';
 
@@ -173,4 +174,13 @@ export function cpuSteal(since?: readonly number[]): { sample: number[]; share: 
   if (!since || since.length < 8 || sample.length < 8) return { sample, share: null };
   const total = sample.reduce((s, x, i) => s + x - (since[i] ?? 0), 0);
   return { sample, share: total > 0 ? (sample[7] - since[7]) / total : null };
+}
+
+/** `dir (commit abc1234[, with changes])` for the before/after benchmarks that compare checkouts. */
+export function describeTree(dir: string): string {
+  const git = (...a: string[]) => spawnSync('git', ['-C', dir, ...a], { encoding: 'utf8' });
+  const rev = git('rev-parse', '--short', 'HEAD').stdout.trim();
+  if (!rev) return dir;
+  const dirty = git('status', '--porcelain', '--untracked-files=no').stdout.trim() !== '';
+  return `${dir} (commit ${rev}${dirty ? ', with uncommitted changes' : ''})`;
 }
