@@ -12,7 +12,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import jpeg from 'jpeg-js';
 import pngjs from 'pngjs';
 import type { Sharp, SharpOptions } from 'sharp';
-import { tensor, type Tensor } from '../tensor/index.js';
+import { tensor, type Device, type Tensor } from '../tensor/index.js';
 import { decodePng, isPng, PngError, readPngHeader } from './png.js';
 
 const { PNG } = pngjs;
@@ -313,9 +313,10 @@ export function cropImage(img: RgbImage, x: number, y: number, w: number, h: num
 
 /**
  * Per-pixel normalisation ("Slice-based encoding": pixels /255, then mean = std = 0.5):
- * (p/255 − 0.5)/0.5, so 0 -> −1 and 255 -> 1. Returns float32 [3, H, W] (CHW).
+ * (p/255 − 0.5)/0.5, so 0 -> −1 and 255 -> 1. Returns float32 [3, H, W] (CHW) on `device`
+ * (default the CPU), uploaded straight from the one array it fills.
  */
-export function normalize(img: RgbImage): Tensor {
+export function normalize(img: RgbImage, device: Device = 'cpu'): Tensor {
   checkImage(img, 'normalize');
   const { width, height, data } = img;
   const n = width * height;
@@ -323,7 +324,7 @@ export function normalize(img: RgbImage): Tensor {
   for (let i = 0; i < n; i++) {
     for (let c = 0; c < 3; c++) out[c * n + i] = (data[i * 3 + c] / 255 - 0.5) / 0.5;
   }
-  return tensor(out, { shape: [3, height, width], dtype: 'float32' });
+  return tensor(out, { shape: [3, height, width], dtype: 'float32', device });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -59,7 +59,9 @@ export function tensor(data: NestedInput | TypedArray, opts: TensorOptions = {})
     throw new Error(`tensor: ${values.length} values do not fill shape ${fmt(shape)} (${numel(shape)} elements)`);
   }
   requireDeviceDtype('tensor', device, dtype);
-  return new Tensor(getBackend(device).upload(convertArray(values, dtype), dtype), shape);
+  // every backend's upload copies (and converts) a typed array itself: no copy here first
+  const array = ArrayBuffer.isView(values) ? (values as TypedArray) : convertArray(values, dtype);
+  return new Tensor(getBackend(device).upload(array, dtype), shape);
 }
 
 export function full(shape: Shape, value: number, opts: Omit<TensorOptions, 'shape'> = {}): Tensor {
