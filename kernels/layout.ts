@@ -141,27 +141,32 @@ interface Strided {
  */
 export function coalesceInto(shape: readonly number[], inputs: readonly Strided[], last: Strided, outShape: number[], outStrides: number[][]): number {
   const count = inputs.length + 1;
-  outShape.length = 0;
-  for (let k = 0; k < count; k++) outStrides[k].length = 0;
+  // written by index and cut to length at the end: `length = 0` would drop the arrays' backing
+  // stores, and every call would allocate them again
+  let n = 0;
   for (let d = 0; d < shape.length; d++) {
     const size = shape[d];
     if (size === 1) continue;
-    const at = outShape.length - 1;
+    const at = n - 1;
     let mergeable = at >= 0;
     for (let k = 0; k < count && mergeable; k++) mergeable = outStrides[k][at] === (k < inputs.length ? inputs[k] : last).strides[d] * size;
     if (mergeable) {
       outShape[at] *= size;
       for (let k = 0; k < count; k++) outStrides[k][at] = (k < inputs.length ? inputs[k] : last).strides[d];
     } else {
-      outShape.push(size);
-      for (let k = 0; k < count; k++) outStrides[k].push((k < inputs.length ? inputs[k] : last).strides[d]);
+      outShape[n] = size;
+      for (let k = 0; k < count; k++) outStrides[k][n] = (k < inputs.length ? inputs[k] : last).strides[d];
+      n++;
     }
   }
-  if (outShape.length === 0) {
-    outShape.push(1);
-    for (let k = 0; k < count; k++) outStrides[k].push(1);
+  if (n === 0) {
+    outShape[0] = 1;
+    for (let k = 0; k < count; k++) outStrides[k][0] = 1;
+    n = 1;
   }
-  return outShape.length;
+  outShape.length = n;
+  for (let k = 0; k < count; k++) outStrides[k].length = n;
+  return n;
 }
 
 /**

@@ -355,24 +355,28 @@ const pInner: Dims = { shape: [0], strides: [0] };
 /** `dimsOf` into `into` without allocating (coalesce of one operand over dims [from, to)). */
 function dimsInto(x: Tensor, from: number, to: number, into: Dims): void {
   const { shape, strides } = into;
-  shape.length = 0;
-  strides.length = 0;
+  // by index, cut to length at the end (as layout.ts's coalesceInto: no new backing stores)
+  let n = 0;
   for (let d = from; d < to; d++) {
     const size = x.shape[d];
     if (size === 1) continue;
-    const at = shape.length - 1;
+    const at = n - 1;
     if (at >= 0 && strides[at] === x.strides[d] * size) {
       shape[at] *= size;
       strides[at] = x.strides[d];
     } else {
-      shape.push(size);
-      strides.push(x.strides[d]);
+      shape[n] = size;
+      strides[n] = x.strides[d];
+      n++;
     }
   }
-  if (shape.length === 0) {
-    shape.push(1);
-    strides.push(1);
+  if (n === 0) {
+    shape[0] = 1;
+    strides[0] = 1;
+    n = 1;
   }
+  shape.length = n;
+  strides.length = n;
 }
 
 function writeDims(w: Uint32Array, at: number, v: readonly number[]): void {

@@ -108,13 +108,22 @@ export function adamwSteps(items: readonly AdamWItem[]): void {
 
 function validateAdamW({ param, grad, m, v }: AdamWItem): void {
   requireDtype('adamw', 'param', param, ['float32', 'float64']);
-  for (const [name, t] of [['grad', grad], ['m', m], ['v', v]] as const) {
-    if (!shapesEqual(param.shape, t.shape)) throw new Error(`adamw: param ${fmt(param.shape)} and ${name} ${fmt(t.shape)} differ`);
-    if (t.dtype !== param.dtype) throw new Error(`adamw: ${name} has dtype ${t.dtype}, param ${param.dtype}`);
-  }
-  for (const [name, t] of [['param', param], ['m', m], ['v', v]] as const) {
-    if (!t.isContiguous) throw new Error(`adamw: ${name} ${fmt(param.shape)} must be contiguous (it is updated in place)`);
-  }
+  // checked one by one, not over arrays of pairs: this runs for every parameter every step
+  matchesParam(param, grad, 'grad');
+  matchesParam(param, m, 'm');
+  matchesParam(param, v, 'v');
+  updatableInPlace(param, param, 'param');
+  updatableInPlace(param, m, 'm');
+  updatableInPlace(param, v, 'v');
+}
+
+function matchesParam(param: Tensor, t: Tensor, name: string): void {
+  if (!shapesEqual(param.shape, t.shape)) throw new Error(`adamw: param ${fmt(param.shape)} and ${name} ${fmt(t.shape)} differ`);
+  if (t.dtype !== param.dtype) throw new Error(`adamw: ${name} has dtype ${t.dtype}, param ${param.dtype}`);
+}
+
+function updatableInPlace(param: Tensor, t: Tensor, name: string): void {
+  if (!t.isContiguous) throw new Error(`adamw: ${name} ${fmt(param.shape)} must be contiguous (it is updated in place)`);
 }
 
 /** The sum of the squares of every element of every tensor, as a 0-d tensor of their dtype. */
