@@ -22,7 +22,7 @@
 import type { AttentionParams } from '../tensor/backend.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { grid, Uniforms } from './layout.js';
-import { PlanCache, pushList, type PlannedDispatch } from './plans.js';
+import { PlanCache, pushList, type PlannedDispatch, type Signature } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 /** Workgroup memory the flash kernel may use (the device gives 32 KiB; keep a margin). */
@@ -489,7 +489,7 @@ interface AttentionPlan extends PlannedDispatch {
 const attentionPlans = new PlanCache<AttentionPlan>();
 
 /** Pushes the signature part shared by the forward and backward plans: profile, mask, layouts. */
-export function pushAttentionSignature(sig: number[], q: Tensor, k: Tensor, v: Tensor, p: AttentionParams): void {
+export function pushAttentionSignature(sig: Signature, q: Tensor, k: Tensor, v: Tensor, p: AttentionParams): void {
   const seg = p.segmentIdsQ !== null && p.segmentIdsK !== null;
   sig.push(tileProfile() === 'cpu' ? 0 : 1, p.causal ? 1 : 0, p.scale, p.window ? p.window.w : -1, seg ? 1 : 0);
   pushList(sig, q.shape);

@@ -22,7 +22,7 @@ import { HALF_DECODE_WGSL } from './half.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { MATH_WGSL } from './elementwise.js';
 import { coalesce, Uniforms } from './layout.js';
-import { dtypeCode, PlanCache, pushList, type PlannedDispatch } from './plans.js';
+import { dtypeCode, PlanCache, pushList, type PlannedDispatch, type Signature } from './plans.js';
 import { bindWindow, bufferOf, ctx, type BufferBinding } from './runtime.js';
 
 /** Work split of one matmul pipeline. */
@@ -696,7 +696,7 @@ export function matmul(a: Tensor, b: Tensor, out: Tensor): void {
  * what they decide (the tile config, vec4 access by their residues mod 4, size-1 dims' zero
  * strides). Such a plan writes M, N and K per call.
  */
-function pushMatrices(sig: number[], a: View, b: View, out: View, M: number, K: number, N: number): void {
+function pushMatrices(sig: Signature, a: View, b: View, out: View, M: number, K: number, N: number): void {
   sig.push(-2, configIndex(M, N, 1, isCpuAdapter()), M & 3, K & 3, N & 3, M === 1 ? 1 : 0, K === 1 ? 1 : 0, N === 1 ? 1 : 0);
   const ra = a.rank;
   const rb = b.rank;
@@ -756,7 +756,7 @@ interface MatmulPlan extends PlannedDispatch {
 const matmulPlans = new PlanCache<MatmulPlan | null>();
 
 /** A view's shape, strides and offset modulo 4 (which decides vec4 access). */
-function pushView(sig: number[], t: Tensor): void {
+function pushView(sig: Signature, t: Tensor): void {
   pushList(sig, t.shape);
   pushList(sig, t.strides);
   sig.push(t.offset & 3);

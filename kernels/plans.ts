@@ -25,9 +25,43 @@ interface Entry<P> {
  */
 export const planCaching = { enabled: true };
 
+/**
+ * A call's signature as it is written: numbers pushed into an array that is reused from call
+ * to call. Not a plain number[]: emptying one (`length = 0`) drops its backing store, so every
+ * front-end call would allocate it again, and a rest parameter allocates too; `push` takes up
+ * to nine numbers as fixed parameters (TypeScript refuses a tenth).
+ */
+export class Signature {
+  /** The numbers pushed since the last `clear`: values[0 .. length). */
+  readonly values: number[] = [];
+  length = 0;
+
+  clear(): void {
+    this.length = 0;
+  }
+
+  /* eslint-disable prefer-rest-params -- arguments.length, not a rest array: nothing allocated */
+  push(a: number, b?: number, c?: number, d?: number, e?: number, f?: number, g?: number, h?: number, i?: number): void {
+    const v = this.values;
+    const k = arguments.length;
+    let n = this.length;
+    v[n++] = a;
+    if (k > 1) v[n++] = b!;
+    if (k > 2) v[n++] = c!;
+    if (k > 3) v[n++] = d!;
+    if (k > 4) v[n++] = e!;
+    if (k > 5) v[n++] = f!;
+    if (k > 6) v[n++] = g!;
+    if (k > 7) v[n++] = h!;
+    if (k > 8) v[n++] = i!;
+    this.length = n;
+  }
+  /* eslint-enable prefer-rest-params */
+}
+
 export class PlanCache<P> {
   /** The signature of the call being looked up: push its numbers, then `find` or `add`. */
-  readonly signature: number[] = [];
+  readonly signature = new Signature();
   private readonly buckets = new Map<number, Entry<P>>();
   private size = 0;
   private owner: object | null = null;
@@ -36,13 +70,13 @@ export class PlanCache<P> {
   constructor(private readonly max = 1024) {}
 
   /** Starts a signature for `owner` (the GpuContext the plan will serve); returns it to push to. */
-  start(owner: object): number[] {
+  start(owner: object): Signature {
     if (owner !== this.owner) {
       this.buckets.clear();
       this.size = 0;
       this.owner = owner;
     }
-    this.signature.length = 0;
+    this.signature.clear();
     return this.signature;
   }
 
@@ -64,7 +98,8 @@ export class PlanCache<P> {
       this.size = 0;
     }
     const h = hash(this.signature);
-    this.buckets.set(h, { signature: this.signature.slice(), plan, next: this.buckets.get(h) ?? null });
+    const s = this.signature;
+    this.buckets.set(h, { signature: s.values.slice(0, s.length), plan, next: this.buckets.get(h) ?? null });
     this.size++;
     return plan;
   }
@@ -76,15 +111,17 @@ export class PlanCache<P> {
 }
 
 /** FNV-1a over the numbers' low 32 bits (fractions and signs only need to compare exactly). */
-function hash(s: readonly number[]): number {
+function hash(s: Signature): number {
+  const v = s.values;
   let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ (s[i] | 0), 0x01000193);
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ (v[i] | 0), 0x01000193);
   return h & 0x3fffffff; // a small integer: the fastest Map key
 }
 
-function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+function sameNumbers(stored: readonly number[], s: Signature): boolean {
+  if (stored.length !== s.length) return false;
+  const v = s.values;
+  for (let i = 0; i < stored.length; i++) if (stored[i] !== v[i]) return false;
   return true;
 }
 
@@ -111,7 +148,7 @@ export function dtypeCode(dtype: DType): number {
 }
 
 /** Pushes a tensor-like list of numbers with its length first (so lists of any length cannot alias). */
-export function pushList(signature: number[], list: readonly number[]): void {
+export function pushList(signature: Signature, list: readonly number[]): void {
   signature.push(list.length);
   for (let i = 0; i < list.length; i++) signature.push(list[i]);
 }

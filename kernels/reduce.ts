@@ -20,7 +20,7 @@
 import type { ReduceOp } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
 import { coalesce, grid, isDense, MAX_RANK, Uniforms, wgslType } from './layout.js';
-import { dtypeCode, PlanCache, pushList } from './plans.js';
+import { dtypeCode, PlanCache, pushList, type Signature } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
 // ---- row tiling, shared with kernels/norm.ts ----------------------------------------------
@@ -105,7 +105,7 @@ ${merge}
  * row count out of the signature and pushes what it decides instead (a single row, and the
  * workgroup's row count in `rowTiling`); `rows` and `oshape[0]` are written per call.
  */
-export function pushDenseRows(sig: number[], rows: number): void {
+export function pushDenseRows(sig: Signature, rows: number): void {
   sig.push(-1, rows === 1 ? 1 : 0, Math.min(pow2ceil(rows), MAX_THREADS));
 }
 
@@ -404,7 +404,7 @@ function dispatchStage(
 }
 
 /** Pushes a tiling's three numbers. */
-function pushTiling(sig: number[], t: RowTiling): void {
+function pushTiling(sig: Signature, t: RowTiling): void {
   sig.push(t.cols, t.lanes, t.laneFast ? 1 : 0);
 }
 

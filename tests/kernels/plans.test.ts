@@ -14,7 +14,7 @@ import { linear, matmul } from '../../kernels/matmul.js';
 import { layerNorm, rmsNorm } from '../../kernels/norm.js';
 import { layerNormGrad, rmsNormGrad, softmaxGrad } from '../../kernels/norm-grad.js';
 import { coalesce, coalesceInto } from '../../kernels/layout.js';
-import { PlanCache, planCaching } from '../../kernels/plans.js';
+import { PlanCache, planCaching, Signature } from '../../kernels/plans.js';
 import { reduce, softmax } from '../../kernels/reduce.js';
 import type { DispatchArgs } from '../../kernels/runtime.js';
 import * as uhd from '../../tensor/index.js';
@@ -53,14 +53,38 @@ describe('coalesceInto', () => {
   });
 });
 
+describe('Signature', () => {
+  it('holds exactly what was pushed, 1 to 9 numbers a call, after any clear (its array is reused, not emptied)', () => {
+    const sig = new Signature();
+    const number = fc.oneof(fc.integer({ min: -1000, max: 1000 }), fc.double({ noNaN: true }), fc.constant(-0));
+    fc.assert(
+      fc.property(fc.array(fc.array(number, { minLength: 1, maxLength: 9 }), { maxLength: 12 }), (calls) => {
+        sig.clear();
+        const want: number[] = [];
+        for (const args of calls) {
+          (sig.push as (...xs: number[]) => void)(...args);
+          want.push(...args);
+        }
+        expect(sig.length).toBe(want.length);
+        expect(sig.values.slice(0, sig.length)).toEqual(want);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
 describe('PlanCache', () => {
   const owner = {};
+  const write = (cache: PlanCache<string>, sig: number[]) => {
+    const s = cache.start(owner);
+    for (const x of sig) s.push(x);
+  };
   const lookup = (cache: PlanCache<string>, sig: number[]) => {
-    cache.start(owner).push(...sig);
+    write(cache, sig);
     return cache.find();
   };
   const store = (cache: PlanCache<string>, sig: number[], plan: string) => {
-    cache.start(owner).push(...sig);
+    write(cache, sig);
     return cache.add(plan);
   };
 
