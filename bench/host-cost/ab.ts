@@ -17,17 +17,11 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cpuSteal, describeTree, median, speedProbeMs } from '../lab/timing.js';
+import { takeCount } from './compare.js';
 
 const args = process.argv.slice(2);
-const flag = (name: string, dflt: number): number => {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args.splice(i, 2)[1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive integer`);
-  return v;
-};
-const PAIRS = flag('--pairs', 12);
-const WARMUP = flag('--warmup', 3);
+const PAIRS = takeCount(args, '--pairs', 12);
+const WARMUP = takeCount(args, '--warmup', 3);
 if (args.length !== 2) throw new Error('give two repo checkouts: A_DIR B_DIR');
 const dirs = args.map((d) => resolve(d));
 

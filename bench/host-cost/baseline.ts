@@ -14,24 +14,16 @@
  * sees the same machine; the speed probe and CPU steal are printed (bench/lab/timing.ts).
  * Writes bench/results/host-baseline.md.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cpuSteal, describeTree, median, speedProbeMs } from '../lab/timing.js';
+import { describeTree, median } from '../lab/timing.js';
+import { describeMachine, runProbes, takeCount } from './compare.js';
 
 const args = process.argv.slice(2);
-const flag = (name: string, dflt: number): number => {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args.splice(i, 2)[1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive integer`);
-  return v;
-};
-const ROUNDS = flag('--rounds', 3);
-const STEPS = flag('--steps', 6);
-const WARMUP = flag('--warmup', 3);
+const ROUNDS = takeCount(args, '--rounds', 3);
+const STEPS = takeCount(args, '--steps', 6);
+const WARMUP = takeCount(args, '--warmup', 3);
 const trees = args.map((d) => resolve(d));
 if (trees.length < 1) throw new Error('give one or more repo checkouts to compare');
 for (const t of trees) {
@@ -153,29 +145,9 @@ console.log('PROBE ' + JSON.stringify(rows));
 `;
 
 interface Row { hostMs: number; dispatches: number; probeMs: number }
-const rows = new Map<string, Row[]>(trees.map((t) => [t, []]));
-const loads: number[] = [];
-const probes: number[] = [];
-const steal0 = cpuSteal().sample;
-try {
-  for (const t of trees) writeFileSync(join(t, 'bench', PROBE), probe);
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const t of trees) {
-      loads.push(os.loadavg()[0]);
-      probes.push(speedProbeMs());
-      const p = spawnSync(process.execPath, ['--import', 'tsx', join('bench', PROBE)], { cwd: t, encoding: 'utf8', timeout: 30 * 60_000 });
-      const line = p.stdout.split('\n').find((l) => l.startsWith('PROBE '));
-      if (!line) throw new Error(`${t}: the probe printed no result (exit ${p.status})\n${p.stderr.slice(-2000)}`);
-      rows.get(t)!.push(...(JSON.parse(line.slice(6)) as Row[]));
-      process.stderr.write(`round ${r + 1}/${ROUNDS} ${t} done\n`);
-    }
-  }
-} finally {
-  for (const t of trees) rmSync(join(t, 'bench', PROBE), { force: true });
-}
+const { rows, machine } = runProbes<Row>(trees, PROBE, probe, ROUNDS);
 const out: string[] = [];
-const steal = cpuSteal(steal0).share;
-out.push(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating, one probe for all (Dawn timed from outside); load average (1 min) ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms; CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
+out.push(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating, one probe for all (Dawn timed from outside); ${describeMachine(machine)}`);
 // Each step's host time is also scaled by the speed probe taken just before it, to the run's
 // median probe: the machine's speed changes within minutes (the probe has ranged 2x in one run).
 const allProbes = [...rows.values()].flat().map((r) => r.probeMs);

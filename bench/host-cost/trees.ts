@@ -8,23 +8,15 @@
  * dispatch, host ms, dispatches, bind groups and buffers made, and GC ms per step, with the load
  * average, the speed probe's range and the CPU steal over the run; writes nothing else.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { cpuSteal, describeTree, speedProbeMs } from '../lab/timing.js';
+import { describeTree } from '../lab/timing.js';
+import { describeMachine, runProbes, takeCount } from './compare.js';
 
 const args = process.argv.slice(2);
-const flag = (name: string, dflt: number): number => {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args.splice(i, 2)[1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive integer`);
-  return v;
-};
-const ROUNDS = flag('--rounds', 3);
-const STEPS = flag('--steps', 6);
-const WARMUP = flag('--warmup', 3);
+const ROUNDS = takeCount(args, '--rounds', 3);
+const STEPS = takeCount(args, '--steps', 6);
+const WARMUP = takeCount(args, '--warmup', 3);
 const trees = args.map((d) => resolve(d));
 if (trees.length < 1) throw new Error('give one or more repo checkouts to compare');
 for (const t of trees) {
@@ -53,32 +45,12 @@ console.log('PROBE ' + JSON.stringify(rows));
 `;
 
 interface Row { hostMs: number; dispatches: number; bindGroups: number; buffers: number; gcMs: number }
-const rows = new Map<string, Row[]>(trees.map((t) => [t, []]));
-const loads: number[] = [];
-const probes: number[] = [];
-const steal0 = cpuSteal().sample;
-try {
-  for (const t of trees) writeFileSync(join(t, 'bench', PROBE), probe);
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const t of trees) {
-      loads.push(os.loadavg()[0]);
-      probes.push(speedProbeMs());
-      const p = spawnSync(process.execPath, ['--import', 'tsx', join('bench', PROBE)], { cwd: t, encoding: 'utf8', timeout: 30 * 60_000 });
-      const line = p.stdout.split('\n').find((l) => l.startsWith('PROBE '));
-      if (!line) throw new Error(`${t}: the probe printed no result (exit ${p.status})\n${p.stderr.slice(-2000)}`);
-      rows.get(t)!.push(...(JSON.parse(line.slice(6)) as Row[]));
-      process.stderr.write(`round ${r + 1}/${ROUNDS} ${t} done\n`);
-    }
-  }
-} finally {
-  for (const t of trees) rmSync(join(t, 'bench', PROBE), { force: true });
-}
+const { rows, machine } = runProbes<Row>(trees, PROBE, probe, ROUNDS);
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
-const steal = cpuSteal(steal0).share;
-console.log(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating; load average (1 min) ${Math.min(...loads).toFixed(2)}-${Math.max(...loads).toFixed(2)}; speed probe ${Math.min(...probes).toFixed(1)}-${Math.max(...probes).toFixed(1)} ms (bench/lab/timing.ts: lower is a faster machine); CPU steal ${steal === null ? 'unknown' : `${(100 * steal).toFixed(1)}%`}`);
+console.log(`${ROUNDS} rounds x ${STEPS} steps after ${WARMUP} warm-up ones per tree, alternating; ${describeMachine(machine)}`);
 console.log('| tree | host µs/dispatch | host ms/step | dispatches | bind groups made | buffers made | GC ms/step |');
 console.log('|---|---:|---:|---:|---:|---:|---:|');
 for (const [t, rs] of rows) {
