@@ -8,7 +8,8 @@
  *
  * Prints the median host µs per dispatch and host ms per step of each tree, the median of the
  * per-pair ratios B/A, and in how many pairs B was faster (a sign test). Two trees in one heap
- * cost more per step than one (caches, GC): read the ratio, not the absolute numbers. Both trees must have
+ * cost more per step than one (caches, GC): read the ratio, not the absolute numbers. Which tree is
+ * loaded first matters a little (a tree against itself: 0.98); swap A and B to see it cancel. Both trees must have
  * bench/host-cost/measure.ts with trainStepFixture's prepare/run (every tree since 2026-12-02).
  * Writes bench/results/host-ab.md.
  */
