@@ -40,7 +40,7 @@ export class Signature {
     this.length = 0;
   }
 
-  /* eslint-disable prefer-rest-params -- arguments.length, not a rest array: nothing allocated */
+  /** Appends up to nine numbers (counted by arguments.length: a rest parameter would allocate). */
   push(a: number, b?: number, c?: number, d?: number, e?: number, f?: number, g?: number, h?: number, i?: number): void {
     const v = this.values;
     const k = arguments.length;
@@ -56,7 +56,6 @@ export class Signature {
     if (k > 8) v[n++] = i!;
     this.length = n;
   }
-  /* eslint-enable prefer-rest-params */
 }
 
 export class PlanCache<P> {
