@@ -2,10 +2,11 @@
  * `npm run bench:host-calls [-- --steps N] [--warmup W] [--vit]`: where the host time of a training step
  * (or, with --vit, of bench:host's ViT encode) goes, by instrumented timers rather than sampling (which misattributes short native calls).
  * Every Dawn call the runtime makes (setPipeline, setBindGroup, dispatchWorkgroups,
- * createBindGroup, writeBuffer, createBuffer, ...) is wrapped with performance.now(), and so is
- * GpuContext.dispatch; the table gives calls and self time per step for each (a call's time less
- * that of the wrapped calls inside it), and what is left: our JavaScript above the runtime (front
- * ends, tensor/, autograd/, nn/) and GC.
+ * createBindGroup, writeBuffer, createBuffer, ...) is wrapped with performance.now(), and so are
+ * GpuContext's parts (dispatch, the bind-group lookups, the pool) and every backend op (the
+ * kernels' front ends); GC pauses come from a 'gc' PerformanceObserver. The table gives calls and
+ * self time per step for each (a call's time less that of the wrapped calls inside it); what is
+ * left is the layers above the backends (tensor/, autograd/, nn/, llava-uhd/).
  *
  * The timers add ~0.1 µs per wrapped call (measured, and taken out of `the rest`), so the totals are
  * slightly above bench:host's; the split is what this bench is for. Writes
@@ -27,7 +28,7 @@ const flag = (name: string, dflt: number) => {
   const i = args.indexOf(name);
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
-const STEPS = flag('--steps', 4);
+const STEPS = flag('--steps', 8);
 const WARMUP = flag('--warmup', 3);
 const VIT = args.includes('--vit');
 if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${STEPS}' is not a positive integer`);
