@@ -379,16 +379,27 @@ export function sumOfSquares(xs: readonly Tensor[], out: Tensor): boolean {
 
 // ---- scaling many tensors ------------------------------------------------------------------
 
-function scaleWgsl(slots: number): string {
+/**
+ * out_i = x_i * scale. Out of place: the scale at binding 1, then each slot's x and out (offsets
+ * .x, .y). In place (x_i *= scale): each slot's tensor first (one solo bind group each, see
+ * soloSlots), then the scale (offset .x).
+ */
+function scaleWgsl(slots: number, inPlace: boolean): string {
   const decls: string[] = [];
   const cases: string[] = [];
   for (let s = 0; s < slots; s++) {
-    decls.push(`@group(0) @binding(${2 * s + 2}) var<storage, read> x${s}: array<f32>;
+    if (inPlace) {
+      decls.push(`@group(0) @binding(${s + 1}) var<storage, read_write> x${s}: array<f32>;`);
+      cases.push(`      case ${s}u: { x${s}[o.x + i] = x${s}[o.x + i] * k; }`);
+    } else {
+      decls.push(`@group(0) @binding(${2 * s + 2}) var<storage, read> x${s}: array<f32>;
 @group(0) @binding(${2 * s + 3}) var<storage, read_write> o${s}: array<f32>;`);
-    cases.push(`      case ${s}u: { o${s}[o.y + i] = x${s}[o.x + i] * k; }`);
+      cases.push(`      case ${s}u: { o${s}[o.y + i] = x${s}[o.x + i] * k; }`);
+    }
   }
+  const scale = `@group(0) @binding(${inPlace ? slots + 1 : 1}) var<storage, read> scale: array<f32>;`;
   return /* wgsl */ `${UNIFORMS_WGSL}
-@group(0) @binding(1) var<storage, read> scale: array<f32>;
+${scale}
 ${decls.join('\n')}
 // extra.x: the scale's element offset
 @compute @workgroup_size(${WG})
@@ -407,37 +418,8 @@ ${cases.join('\n')}
 }`;
 }
 
-const SCALE = perSlotCount('scaleMany', scaleWgsl);
-
-/** In place, x_i *= scale: the tensors first (one solo bind group each), then the scale. */
-function scaleInPlaceWgsl(slots: number): string {
-  const decls: string[] = [];
-  const cases: string[] = [];
-  for (let s = 0; s < slots; s++) {
-    decls.push(`@group(0) @binding(${s + 1}) var<storage, read_write> x${s}: array<f32>;`);
-    cases.push(`      case ${s}u: { x${s}[o + i] = x${s}[o + i] * k; }`);
-  }
-  return /* wgsl */ `${UNIFORMS_WGSL}
-${decls.join('\n')}
-@group(0) @binding(${slots + 1}) var<storage, read> scale: array<f32>;
-// extra.x: the scale's element offset
-@compute @workgroup_size(${WG})
-fn main(${MAIN_ARGS}) {
-${slotLookup(slots)}
-  let o = P.offs[s].x;
-  let k = scale[P.extra.x];
-  for (var j = 0u; j < 4u; j++) {
-    let i = base + j * ${WG}u + lid.x;
-    if (i >= count) { break; }
-    switch s {
-${cases.join('\n')}
-      default: {}
-    }
-  }
-}`;
-}
-
-const SCALE_IN_PLACE = perSlotCount('scaleMany in place', scaleInPlaceWgsl);
+const SCALE = perSlotCount('scaleMany', (n) => scaleWgsl(n, false));
+const SCALE_IN_PLACE = perSlotCount('scaleMany in place', (n) => scaleWgsl(n, true));
 
 /**
  * outs[i] = xs[i] * scale (dense float32 tensors; scale a float32 0-d tensor). outs may be xs
