@@ -18,7 +18,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cpuSteal, describeTree, median, speedProbeMs } from '../lab/timing.js';
-import { takeCount } from './compare.js';
+import { takeCount } from '../args.js';
 
 const args = process.argv.slice(2);
 const PAIRS = takeCount(args, '--pairs', 12);

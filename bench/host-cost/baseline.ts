@@ -18,7 +18,8 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describeTree, median } from '../lab/timing.js';
-import { describeMachine, runProbes, takeCount } from './compare.js';
+import { takeCount } from '../args.js';
+import { describeMachine, runProbes } from './compare.js';
 
 const args = process.argv.slice(2);
 const ROUNDS = takeCount(args, '--rounds', 3);

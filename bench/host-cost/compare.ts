@@ -1,21 +1,12 @@
 /**
- * What the before/after benchmarks that compare checkouts share (trees.ts, baseline.ts, ab.ts):
- * their integer flags, and running a probe script in each tree, round by round.
+ * What the before/after benchmarks that compare checkouts share (trees.ts, baseline.ts): running a
+ * probe script in each tree, round by round, and the line describing the machine meanwhile.
  */
 import { spawnSync } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { cpuSteal, speedProbeMs } from '../lab/timing.js';
-
-/** Takes `name N` out of `args` (a positive integer), or gives `dflt`. */
-export function takeCount(args: string[], name: string, dflt: number): number {
-  const i = args.indexOf(name);
-  if (i < 0) return dflt;
-  const v = Number(args.splice(i, 2)[1]);
-  if (!Number.isInteger(v) || v < 1) throw new Error(`${name}: expected a positive integer`);
-  return v;
-}
 
 /** The machine around a run: load averages, speed probes and CPU steal (bench/lab/timing.ts). */
 export interface MachineLog {

@@ -22,17 +22,12 @@ import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
 import { median, speedProbeMs } from '../lab/timing.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
 import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
+import { takeCount } from '../args.js';
 
 const args = process.argv.slice(2);
-const flag = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
-const STEPS = flag('--steps', 8);
-const WARMUP = flag('--warmup', 3);
+const STEPS = takeCount(args, '--steps', 8);
+const WARMUP = takeCount(args, '--warmup', 3);
 const VIT = args.includes('--vit');
-if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${STEPS}' is not a positive integer`);
-if (!Number.isInteger(WARMUP) || WARMUP < 1) throw new Error(`--warmup: '${WARMUP}' is not a positive integer`);
 
 /** ms: time inside the call less the time in wrapped calls made from it (self time). */
 interface Counter { calls: number; ms: number; totalMs: number }

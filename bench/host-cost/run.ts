@@ -17,22 +17,17 @@ import { planCaching } from '../../kernels/plans.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
 import { cpuSteal, median, speedProbeMs } from '../lab/timing.js';
 import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
+import { takeCount } from '../args.js';
 
 const args = process.argv.slice(2);
-const flag = (name: string, dflt: number) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? Number(args[i + 1]) : dflt;
-};
 /** Steps measured (default 8): a step's batch shapes, and so its cost, vary; 4 medians proved fragile. */
-const STEPS = flag('--steps', 8);
+const STEPS = takeCount(args, '--steps', 8);
 /**
  * Steps run before the measured ones: the first compiles pipelines, the next ones still grow the
  * buffer pool and meet buffers for the first time (new buffers, new bind groups) as every
  * training run's first steps do; after them a step costs what the thousands after it cost.
  */
-const WARMUP = flag('--warmup', 3);
-if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${STEPS}' is not a positive integer`);
-if (!Number.isInteger(WARMUP) || WARMUP < 1) throw new Error(`--warmup: '${WARMUP}' is not a positive integer`);
+const WARMUP = takeCount(args, '--warmup', 3);
 const AB = args.includes('--ab');
 const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 

@@ -11,7 +11,8 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describeTree } from '../lab/timing.js';
-import { describeMachine, runProbes, takeCount } from './compare.js';
+import { takeCount } from '../args.js';
+import { describeMachine, runProbes } from './compare.js';
 
 const args = process.argv.slice(2);
 const ROUNDS = takeCount(args, '--rounds', 3);
