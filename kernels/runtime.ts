@@ -420,10 +420,12 @@ export class GpuContext {
    * Its layout is explicit, read off the WGSL's declarations. The first storage bindings (up to
    * three, as maxBindGroups allows) are moved each into a group of its own (`@group(0)
    * @binding(k)` becomes `@group(k - 1) @binding(0)`), so a buffer's one bind group serves it in
-   * every kernel and beside any other buffers. The group after them holds the uniforms, whose
-   * dynamic offset into the uniform arena lets one bind group serve every dispatch whatever the
-   * uniforms, and the storage bindings past the solo ones. Solo groups come first so that the
-   * groups a pipeline change keeps are a prefix (Vulkan's layout compatibility).
+   * every kernel and beside any other buffers. The group after them holds the uniforms and the
+   * storage bindings past the solo ones: with storage bindings there, the uniforms take a dynamic
+   * offset into the uniform arena (one bind group serves every dispatch whatever the uniforms);
+   * alone there (and at most UNIFORM_SLOT_BYTES), they bind a fixed slot of the arena, one bind
+   * group per offset. Solo groups come first so that the groups a pipeline change keeps are a
+   * prefix (Vulkan's layout compatibility).
    */
   pipeline(code: string | (() => string), entryPoint = 'main', key?: string, uniformBytes = 0): PipelineEntry {
     const k = key ?? (code as string);
