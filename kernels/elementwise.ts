@@ -6,7 +6,7 @@ import type { BinaryOp, UnaryOp } from '../tensor/backend.js';
 import { isHalf } from '../tensor/dtype.js';
 import { Tensor } from '../tensor/tensor.js';
 import { copyHalf } from './half.js';
-import { coalesce, coalesceInto, flatIndex, grid, MAX_RANK, offsetCode, stridedUniforms, Uniforms, wgslType } from './layout.js';
+import { coalesce, coalesceInto, flatIndex, grid, offsetCode, stridedUniforms, Uniforms, wgslType, writeVec8 } from './layout.js';
 import { dtypeCode, PlanCache, type PlannedDispatch } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -161,11 +161,6 @@ export function mapKernel(kind: MapKind, inputs: readonly Tensor[], out: Tensor)
     buffers.push(bufferOf(t));
   }
   c.dispatch({ label: kind.label, key: plan.key, code: plan.code, uniforms: words, buffers, workgroups: grid(n, WG, c.limits.maxComputeWorkgroupsPerDimension) });
-}
-
-/** Writes `v` zero-padded to 8 words from `at` (a vec8 field; see Uniforms.vec8). */
-function writeVec8(words: Uint32Array, at: number, v: readonly number[]): void {
-  for (let i = 0; i < MAX_RANK; i++) words[at + i] = i < v.length ? v[i] : 0;
 }
 
 function mapPlan(kind: MapKind, inputs: readonly Tensor[], out: Tensor): MapPlan {

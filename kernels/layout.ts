@@ -135,6 +135,14 @@ interface Strided {
 }
 
 /**
+ * Rewrites a vec8 field of a plan's uniform words (see Uniforms.vec8 and wordOf): `v`
+ * zero-padded to 8 words from word `at`.
+ */
+export function writeVec8(words: Uint32Array, at: number, v: readonly number[]): void {
+  for (let i = 0; i < MAX_RANK; i++) words[at + i] = i < v.length ? v[i] : 0;
+}
+
+/**
  * `coalesce` for a call's operands without allocating: `inputs`, then `last` (out), all of
  * `shape`. The merged shape goes to `outShape` and operand k's strides to `outStrides[k]`
  * (arrays the caller keeps and reuses); returns the rank. Same result as `coalesce`.

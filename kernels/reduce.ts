@@ -19,7 +19,7 @@
  */
 import type { ReduceOp } from '../tensor/backend.js';
 import { Tensor } from '../tensor/tensor.js';
-import { coalesce, grid, isDense, MAX_RANK, Uniforms, wgslType } from './layout.js';
+import { coalesce, grid, isDense, Uniforms, wgslType, writeVec8 } from './layout.js';
 import { dtypeCode, PlanCache, pushList, type Signature } from './plans.js';
 import { bufferOf, ctx } from './runtime.js';
 
@@ -379,10 +379,6 @@ function dimsInto(x: Tensor, from: number, to: number, into: Dims): void {
   strides.length = n;
 }
 
-function writeDims(w: Uint32Array, at: number, v: readonly number[]): void {
-  for (let i = 0; i < MAX_RANK; i++) w[at + i] = i < v.length ? v[i] : 0;
-}
-
 /** Writes one stage's uniforms and queues it. */
 function dispatchStage(
   k: ReduceKernel, sizes: { rows: number; orows: number; chunk: number; len: number; count: number }, outer: Dims, inner: Dims,
@@ -396,10 +392,10 @@ function dispatchStage(
   k.floats[R_AT.count] = sizes.count;
   w[R_AT.xOff] = xOff;
   w[R_AT.oOff] = oOff;
-  writeDims(w, R_AT.oshape, outer.shape);
-  writeDims(w, R_AT.ostr, outer.strides);
-  writeDims(w, R_AT.ishape, inner.shape);
-  writeDims(w, R_AT.istr, inner.strides);
+  writeVec8(w, R_AT.oshape, outer.shape);
+  writeVec8(w, R_AT.ostr, outer.strides);
+  writeVec8(w, R_AT.ishape, inner.shape);
+  writeVec8(w, R_AT.istr, inner.strides);
   ctx().dispatch({ label: k.label, key: k.key, code: k.code, uniforms: w, buffers, workgroups: tileGrid(sizes.rows, tiling) });
 }
 
