@@ -154,6 +154,28 @@ function gridOf(total: number): [number, number] {
   return [Math.ceil(total / y), y];
 }
 
+/**
+ * The bindings of pieces [from, to), slot by slot, each slot's first `perSlot` tensors in order
+ * (windows where a tensor is cut), their element offsets written into the uniforms.
+ */
+function bindPieces<T>(pieces: readonly Piece<T>[], from: number, to: number, perSlot: number): BufferBinding[] {
+  const buffers: BufferBinding[] = [];
+  for (let k = from; k < to; k++) {
+    const p = pieces[k];
+    for (let j = 0; j < perSlot; j++) {
+      const w = bindWindow(p.tensors[j], p.start, p.count);
+      buffers.push(w.binding);
+      setSlotOffset(k - from, j, w.elemOffset);
+    }
+  }
+  return buffers;
+}
+
+/** Queues one multi-tensor dispatch of `kernel` over `total` workgroups with the shared uniforms. */
+function queue(label: string, kernel: { key: string; code: () => string }, buffers: BufferBinding[], total: number): void {
+  ctx().dispatch({ label, key: kernel.key, code: kernel.code, uniforms: U_WORDS, buffers, workgroups: gridOf(total) });
+}
+
 // ---- AdamW ---------------------------------------------------------------------------------
 
 function adamwWgsl(slots: number): string {
@@ -250,15 +272,7 @@ export function adamwMany(items: readonly AdamWItem[]): boolean {
       setShared(0, beta1);
       setShared(1, beta2);
       setShared(2, eps);
-      const kernel = ADAMW[to - from];
-      c.dispatch({
-        label: 'adamwMany',
-        key: kernel.key,
-        code: kernel.code,
-        uniforms: U_WORDS,
-        buffers,
-        workgroups: gridOf(total),
-      });
+      queue('adamwMany', ADAMW[to - from], buffers, total);
     });
   }
   return true;
@@ -342,24 +356,10 @@ export function sumOfSquares(xs: readonly Tensor[], out: Tensor): boolean {
   try {
     let at = 0;
     run(pieces, per, (from, to, total) => {
-      const buffers: BufferBinding[] = [];
-      for (let k = from; k < to; k++) {
-        const p = pieces[k];
-        const w = bindWindow(p.tensors[0], p.start, p.count);
-        buffers.push(w.binding);
-        setSlotOffset(k - from, 0, w.elemOffset);
-      }
+      const buffers = bindPieces(pieces, from, to, 1);
       buffers.push(bufferOf(partials));
       setExtra(0, at);
-      const kernel = SUM_SQUARES[to - from];
-      c.dispatch({
-        label: 'sumOfSquares',
-        key: kernel.key,
-        code: kernel.code,
-        uniforms: U_WORDS,
-        buffers,
-        workgroups: gridOf(total),
-      });
+      queue('sumOfSquares', SUM_SQUARES[to - from], buffers, total);
       at += total;
     });
     const u = new Uint32Array([totalGroups, out.offset, 0, 0]);
@@ -436,32 +436,14 @@ export function scaleMany(xs: readonly Tensor[], scale: Tensor, outs: readonly T
   const per = slotsPerDispatch(2, 1);
   const scaleBuf = bufferOf(scale);
   run(pieces, per, (from, to, total) => {
-    const buffers: BufferBinding[] = [scaleBuf];
-    for (let k = from; k < to; k++) {
-      const p = pieces[k];
-      for (let j = 0; j < 2; j++) {
-        const w = bindWindow(p.tensors[j], p.start, p.count);
-        buffers.push(w.binding);
-        setSlotOffset(k - from, j, w.elemOffset);
-      }
-    }
     setExtra(0, scale.offset);
-    const kernel = SCALE[to - from];
-    c.dispatch({
-      label: 'scaleMany',
-      key: kernel.key,
-      code: kernel.code,
-      uniforms: U_WORDS,
-      buffers,
-      workgroups: gridOf(total),
-    });
+    queue('scaleMany', SCALE[to - from], [scaleBuf, ...bindPieces(pieces, from, to, 2)], total);
   });
   return true;
 }
 
 /** xs[i] *= scale, the tensors bound first (see soloSlots). */
 function scaleInPlace(xs: readonly Tensor[], scale: Tensor): boolean {
-  const c = ctx();
   // two writable bindings of one buffer (views of one storage), or the scale in one of the
   // tensors, are refused by WebGPU: the caller composes those
   const scaleBuf = bufferOf(scale);
@@ -473,24 +455,10 @@ function scaleInPlace(xs: readonly Tensor[], scale: Tensor): boolean {
   }
   const pieces = piecesOf(xs.filter((x) => x.size > 0), oneTensor);
   run(pieces, soloSlots(1, 1), (from, to, total) => {
-    const buffers: BufferBinding[] = [];
-    for (let k = from; k < to; k++) {
-      const p = pieces[k];
-      const w = bindWindow(p.tensors[0], p.start, p.count);
-      buffers.push(w.binding);
-      setSlotOffset(k - from, 0, w.elemOffset);
-    }
+    const buffers = bindPieces(pieces, from, to, 1);
     buffers.push(scaleBuf);
     setExtra(0, scale.offset);
-    const kernel = SCALE_IN_PLACE[to - from];
-    c.dispatch({
-      label: 'scaleMany',
-      key: kernel.key,
-      code: kernel.code,
-      uniforms: U_WORDS,
-      buffers,
-      workgroups: gridOf(total),
-    });
+    queue('scaleMany', SCALE_IN_PLACE[to - from], buffers, total);
   });
   return true;
 }
