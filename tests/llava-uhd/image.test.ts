@@ -398,4 +398,13 @@ describe('cropImage and normalize', () => {
       for (let x = 0; x < 3; x++) for (let c = 0; c < 3; c++) expect(at(c, y, x)).toBeCloseTo(pixel(img, x, y)[c] / 127.5 - 1, 6);
     }
   });
+
+  it('normalize stages every view in one reused array, yet no tensor shares it', async () => {
+    const a = normalize(makeImage(4, 3, () => [0, 0, 0]));
+    const b = normalize(makeImage(2, 2, () => [255, 255, 255])); // smaller: a prefix of the same array
+    const c = normalize(makeImage(5, 5, () => [255, 0, 255])); // larger: the array grows
+    expect([...(await a.data())]).toEqual(new Array(36).fill(-1));
+    expect([...(await b.data())]).toEqual(new Array(12).fill(1));
+    expect([...(await c.data())]).toEqual([...new Array(25).fill(1), ...new Array(25).fill(-1), ...new Array(25).fill(1)]);
+  });
 });
