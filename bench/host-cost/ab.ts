@@ -18,11 +18,11 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cpuSteal, describeTree, median, speedProbeMs } from '../lab/timing.js';
-import { takeCount } from '../args.js';
+import { takeCount, WARMUP_STEPS } from '../args.js';
 
 const args = process.argv.slice(2);
 const PAIRS = takeCount(args, '--pairs', 12);
-const WARMUP = takeCount(args, '--warmup', 3);
+const WARMUP = takeCount(args, '--warmup', WARMUP_STEPS);
 if (args.length !== 2) throw new Error('give two repo checkouts: A_DIR B_DIR');
 const dirs = args.map((d) => resolve(d));
 

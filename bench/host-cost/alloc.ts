@@ -16,6 +16,7 @@ import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initWebGPU, shutdown } from '../../kernels/index.js';
 import { trainStepFixture } from './measure.js';
+import { takeCount, WARMUP_STEPS } from '../args.js';
 
 interface SamplingNode {
   callFrame: { functionName: string; url: string };
@@ -25,10 +26,8 @@ interface SamplingNode {
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const args = process.argv.slice(2);
-const at = args.indexOf('--steps');
-const STEPS = at >= 0 ? Number(args[at + 1]) : 3;
-if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${args[at + 1]}' is not a positive integer`);
-const WARM = 3;
+const STEPS = takeCount(args, '--steps', 3);
+const WARM = WARMUP_STEPS;
 
 /**
  * `name file` of a call frame, the file relative to the repo (packages by name). No line: under

@@ -18,13 +18,13 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describeTree, median } from '../lab/timing.js';
-import { takeCount } from '../args.js';
+import { takeCount, WARMUP_STEPS } from '../args.js';
 import { describeMachine, runProbes } from './compare.js';
 
 const args = process.argv.slice(2);
 const ROUNDS = takeCount(args, '--rounds', 3);
 const STEPS = takeCount(args, '--steps', 6);
-const WARMUP = takeCount(args, '--warmup', 3);
+const WARMUP = takeCount(args, '--warmup', WARMUP_STEPS);
 const trees = args.map((d) => resolve(d));
 if (trees.length < 1) throw new Error('give one or more repo checkouts to compare');
 for (const t of trees) {

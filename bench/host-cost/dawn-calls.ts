@@ -22,11 +22,11 @@ import { gpuContext, initWebGPU, shutdown } from '../../kernels/index.js';
 import { median, speedProbeMs } from '../lab/timing.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
 import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
-import { takeCount } from '../args.js';
+import { takeCount, WARMUP_STEPS } from '../args.js';
 
 const args = process.argv.slice(2);
 const STEPS = takeCount(args, '--steps', 8);
-const WARMUP = takeCount(args, '--warmup', 3);
+const WARMUP = takeCount(args, '--warmup', WARMUP_STEPS);
 const VIT = args.includes('--vit');
 
 /** ms: time inside the call less the time in wrapped calls made from it (self time). */

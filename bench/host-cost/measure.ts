@@ -38,6 +38,8 @@ export interface HostCost {
   submits: number;
   bindGroupsCreated: number;
   buffersCreated: number;
+  /** Pipelines compiled (WGSL the runtime met for the first time): none in a warm step. */
+  pipelinesCreated: number;
   hostUsPerDispatch: number;
   /** Dispatches and copies per kernel label, most first. */
   byLabel: [string, number][];
@@ -52,6 +54,7 @@ export async function measure(label: string, body: () => Promise<number | undefi
   await c.sync();
   const s = c.stats;
   const before = { ...s };
+  const pipelines0 = c.pipelineCount;
   const counts = new Map<string, number>();
   s.byLabel = counts;
   const t0 = performance.now();
@@ -74,6 +77,7 @@ export async function measure(label: string, body: () => Promise<number | undefi
     submits: s.submits - before.submits,
     bindGroupsCreated: s.bindGroupsCreated - before.bindGroupsCreated,
     buffersCreated: s.buffersCreated - before.buffersCreated,
+    pipelinesCreated: c.pipelineCount - pipelines0,
     hostUsPerDispatch: dispatches ? (1e3 * hostMs) / dispatches : 0,
     byLabel,
     ...(loss === undefined ? {} : { loss }),

@@ -1,7 +1,7 @@
 /**
  * `npm run bench:host-profile [-- --steps N] [--warmup W] [--top K] [--cpuprofile FILE]`: where the
  * main thread's time goes in training steps of the main job's tiny model on WebGPU, by layer of
- * the code. V8's sampling profiler (node:inspector) runs over N steps after W warm-up ones (default 3); each
+ * the code. V8's sampling profiler (node:inspector) runs over N steps after W warm-up ones (default 6); each
  * sample's self time is charged to the folder of the function it was in:
  *   kernels/ (our runtime: encoding, bind groups, uniforms), tensor/ (front ends, views, shapes),
  *   autograd/, nn/, llava-uhd/, bench/ (the fixture), the webgpu package's JS, Node internals,
@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { initWebGPU, shutdown } from '../../kernels/index.js';
 import { median } from '../lab/timing.js';
 import { trainStepFixture, type HostCost } from './measure.js';
+import { takeCount, WARMUP_STEPS } from '../args.js';
 
 interface ProfileNode {
   id: number;
@@ -54,21 +55,15 @@ export function layerOf(url: string, functionName: string): string {
 }
 
 const args = process.argv.slice(2);
-const at = args.indexOf('--steps');
-const STEPS = at >= 0 ? Number(args[at + 1]) : 4;
-if (!Number.isInteger(STEPS) || STEPS < 1) throw new Error(`--steps: '${args[at + 1]}' is not a positive integer`);
-const wu = args.indexOf('--warmup');
-/** Steps before the profiled ones (pipelines compile, the pool fills: see run.ts). */
-const WARMUP = wu >= 0 ? Number(args[wu + 1]) : 3;
-if (!Number.isInteger(WARMUP) || WARMUP < 1) throw new Error(`--warmup: '${args[wu + 1]}' is not a positive integer`);
+const STEPS = takeCount(args, '--steps', 4);
+/** Steps before the profiled ones (pipelines compile, the pool fills: see bench/args.ts). */
+const WARMUP = takeCount(args, '--warmup', WARMUP_STEPS);
 const cp = args.indexOf('--cpuprofile');
 /** `--cpuprofile FILE`: also write V8's raw profile (opens in Chrome DevTools' Performance panel). */
 const CPUPROFILE = cp >= 0 ? args[cp + 1] : null;
 if (cp >= 0 && !CPUPROFILE) throw new Error('--cpuprofile: give a file name');
-const tp = args.indexOf('--top');
 /** `--top K`: how many functions the table lists (default 15). */
-const TOP = tp >= 0 ? Number(args[tp + 1]) : 15;
-if (!Number.isInteger(TOP) || TOP < 1) throw new Error(`--top: '${args[tp + 1]}' is not a positive integer`);
+const TOP = takeCount(args, '--top', 15);
 
 await initWebGPU();
 const load0 = os.loadavg();

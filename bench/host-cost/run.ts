@@ -3,7 +3,7 @@
  * training steps of the main job's tiny model and for a ViT encode, on WebGPU. Writes
  * bench/results/host-cost.{md,json} with the load average beside the numbers.
  *
- * The first W steps of each setting (default 3: pipelines compile, the pool fills) are left out;
+ * The first W steps of each setting (default 6, bench/args.ts's WARMUP_STEPS: pipelines compile, the pool fills) are left out;
  * the median of the rest is reported. With `--ab`, steps alternate between the runtime as shipped and with its
  * host-side shortcuts and fused ops switched off (`gpuContext().tuning`, `planCaching`), in one process, so
  * both see the same load.
@@ -17,17 +17,13 @@ import { planCaching } from '../../kernels/plans.js';
 import { CONFIGS } from '../../llava-uhd/config.js';
 import { cpuSteal, median, speedProbeMs } from '../lab/timing.js';
 import { trainStepFixture, vitEncodeFixture, type HostCost } from './measure.js';
-import { takeCount } from '../args.js';
+import { takeCount, WARMUP_STEPS } from '../args.js';
 
 const args = process.argv.slice(2);
 /** Steps measured (default 8): a step's batch shapes, and so its cost, vary; 4 medians proved fragile. */
 const STEPS = takeCount(args, '--steps', 8);
-/**
- * Steps run before the measured ones: the first compiles pipelines, the next ones still grow the
- * buffer pool and meet buffers for the first time (new buffers, new bind groups) as every
- * training run's first steps do; after them a step costs what the thousands after it cost.
- */
-const WARMUP = takeCount(args, '--warmup', 3);
+/** Steps run before the measured ones (default measure.ts's WARMUP_STEPS, which says why). */
+const WARMUP = takeCount(args, '--warmup', WARMUP_STEPS);
 const AB = args.includes('--ab');
 const OUT = join(dirname(fileURLToPath(import.meta.url)), '..', 'results');
 
@@ -46,13 +42,14 @@ function setMode(m: Mode): void {
   planCaching.enabled = m === 'shipped';
 }
 
-const results: { setting: string; mode: Mode; runs: HostCost[] }[] = [];
+const results: { setting: string; mode: Mode; runs: HostCost[]; warm: HostCost[] }[] = [];
 async function bench(setting: string, run: () => Promise<HostCost>): Promise<void> {
   const rows = new Map<Mode, HostCost[]>(modes.map((m) => [m, []]));
+  const warm = new Map<Mode, HostCost[]>(modes.map((m) => [m, []]));
   for (let w = 0; w < WARMUP; w++) {
     for (const m of modes) {
       setMode(m);
-      await run(); // warm: pipelines compile, the pool fills
+      warm.get(m)!.push(await run()); // pipelines compile, the pool fills
     }
   }
   for (let i = 0; i < STEPS; i++) {
@@ -62,7 +59,7 @@ async function bench(setting: string, run: () => Promise<HostCost>): Promise<voi
     }
   }
   setMode('shipped');
-  for (const m of modes) results.push({ setting, mode: m, runs: rows.get(m)! });
+  for (const m of modes) results.push({ setting, mode: m, runs: rows.get(m)!, warm: warm.get(m)! });
 }
 
 try {
@@ -80,13 +77,17 @@ const load1 = os.loadavg();
 const probe1 = speedProbeMs();
 const steal = cpuSteal(steal0).share;
 
-const summary = results.map(({ setting, mode, runs }) => {
+const summary = results.map(({ setting, mode, runs, warm }) => {
   const m = (f: (r: HostCost) => number) => median(runs.map(f));
+  const total = (f: (r: HostCost) => number) => runs.reduce((a, r) => a + f(r), 0);
   return {
     setting, mode, samples: runs.length,
     wallMs: m((r) => r.wallMs), hostMs: m((r) => r.hostMs), submitMs: m((r) => r.submitMs), waitMs: m((r) => r.waitMs),
     dispatches: m((r) => r.dispatches), copies: m((r) => r.copies), submits: m((r) => r.submits),
     hostUsPerDispatch: m((r) => r.hostUsPerDispatch),
+    /** Made in all the measured steps: what a warm step still meets for the first time. */
+    created: { pipelines: total((r) => r.pipelinesCreated), bindGroups: total((r) => r.bindGroupsCreated), buffers: total((r) => r.buffersCreated) },
+    warmUsPerDispatch: warm.map((r) => r.hostUsPerDispatch),
     byLabel: runs[runs.length - 1].byLabel.slice(0, 12),
   };
 });
@@ -104,6 +105,8 @@ const lines = [
   ...summary.map((s) => `| ${s.setting} | ${s.mode} | ${s.dispatches} | ${s.copies} | ${s.submits} | ${s.wallMs.toFixed(0)} | ${s.hostMs.toFixed(0)} | ${s.submitMs.toFixed(0)} | ${s.hostUsPerDispatch.toFixed(1)} |`),
   '',
   ...summary.map((s) => `- ${s.setting}, ${s.mode}: ${s.byLabel.map(([k, v]) => `${k} ${v}`).join(', ')}`),
+  '',
+  ...summary.map((s) => `- ${s.setting}, ${s.mode}: the ${s.samples} measured steps made ${s.created.pipelines} pipelines, ${s.created.bindGroups} bind groups and ${s.created.buffers} buffers in all; the warm-up steps cost ${s.warmUsPerDispatch.map((x) => x.toFixed(0)).join(', ')} host µs per dispatch`),
 ];
 mkdirSync(OUT, { recursive: true });
 writeFileSync(join(OUT, 'host-cost.md'), lines.join('\n') + '\n');
