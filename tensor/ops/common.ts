@@ -7,17 +7,36 @@ import { Tensor } from '../tensor.js';
 
 /** Checks the inputs are alive and on one device; returns that device's backend. */
 export function backendFor(op: string, ...inputs: (Tensor | null | undefined)[]): Backend {
+  return getBackend(deviceOfAll(op, inputs, null) ?? 'cpu');
+}
+
+/**
+ * backendFor over arrays of tensors (nulls skipped), without spreading them into arguments: the
+ * multi-tensor ops pass every parameter of a model (AdamW four tensors each), every step.
+ */
+export function backendForAll(op: string, ...groups: readonly (readonly (Tensor | null | undefined)[])[]): Backend {
   let device: Device | null = null;
-  for (const t of inputs) {
-    if (!t) continue;
-    if (!(t instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof t}`);
-    t.assertAlive(op);
-    if (device === null) device = t.device;
-    else if (t.device !== device) {
-      throw new Error(`${op}: tensors are on different devices (${device} and ${t.device}); move one with .to()`);
-    }
-  }
+  for (const g of groups) device = deviceOfAll(op, g, device);
   return getBackend(device ?? 'cpu');
+}
+
+/** The one device of `inputs` and `device` (null: none yet), each input checked alive. */
+function deviceOfAll(op: string, inputs: readonly (Tensor | null | undefined)[], device: Device | null): Device | null {
+  for (let i = 0; i < inputs.length; i++) {
+    const t = inputs[i];
+    if (t) device = onDevice(op, device, t);
+  }
+  return device;
+}
+
+/** Checks `t` is a live tensor on `device` (null: any); returns its device. */
+export function onDevice(op: string, device: Device | null, t: Tensor): Device {
+  if (!(t instanceof Tensor)) throw new Error(`${op}: expected a Tensor, got ${typeof t}`);
+  t.assertAlive(op);
+  if (device !== null && t.device !== device) {
+    throw new Error(`${op}: tensors are on different devices (${device} and ${t.device}); move one with .to()`);
+  }
+  return t.device;
 }
 
 export function requireDtype(op: string, name: string, t: Tensor, allowed: readonly DType[]): void {

@@ -3,11 +3,12 @@
  * its inputs, asks the backend for its kernel, and composes plain ops when the backend has
  * none or declines: the composition is the reference the fused kernels are tested against.
  */
-import type { AdamWItem, LinearActivation, UnaryOp } from '../backend.js';
+import { getBackend, type AdamWItem, type Backend, type LinearActivation, type UnaryOp } from '../backend.js';
 import { isHalf } from '../dtype.js';
 import { fmt, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
-import { backendFor, empty, requireDtype } from './common.js';
+import type { Device } from '../storage.js';
+import { backendFor, backendForAll, empty, onDevice, requireDtype } from './common.js';
 import { add, assign, binary, cast, mul, unary } from './elementwise.js';
 import { adamwStep } from './grad.js';
 import { matmul } from './matmul.js';
@@ -98,12 +99,24 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
 /** AdamW steps for many parameters at once (each as `adamwStep`, validated the same way). */
 export function adamwSteps(items: readonly AdamWItem[]): void {
   if (items.length === 0) return;
-  const backend = backendFor('adamw', ...items.flatMap((i) => [i.param, i.grad, i.m, i.v]));
+  const backend = adamwBackend(items);
   if (backend.adamwMany) {
     for (const it of items) validateAdamW(it);
     if (backend.adamwMany(items)) return;
   }
   for (const it of items) adamwStep(it.param, it.grad, it.m, it.v, it.h);
+}
+
+/** The backend of every item's four tensors, checked one by one (not spread: 4 arguments per parameter). */
+function adamwBackend(items: readonly AdamWItem[]): Backend {
+  let device: Device | null = null;
+  for (const { param, grad, m, v } of items) {
+    device = onDevice('adamw', device, param);
+    device = onDevice('adamw', device, grad);
+    device = onDevice('adamw', device, m);
+    device = onDevice('adamw', device, v);
+  }
+  return getBackend(device!);
 }
 
 function validateAdamW({ param, grad, m, v }: AdamWItem): void {
@@ -129,7 +142,7 @@ function updatableInPlace(param: Tensor, t: Tensor, name: string): void {
 /** The sum of the squares of every element of every tensor, as a 0-d tensor of their dtype. */
 export function sumOfSquares(xs: readonly Tensor[]): Tensor {
   if (xs.length === 0) throw new Error('sumOfSquares: needs at least one tensor');
-  const backend = backendFor('sumOfSquares', ...xs);
+  const backend = backendForAll('sumOfSquares', xs);
   const dtype = xs[0].dtype;
   requireDtype('sumOfSquares', 'x', xs[0], ['float32', 'float64']);
   for (const x of xs) if (x.dtype !== dtype) throw new Error(`sumOfSquares: dtypes differ (${dtype} and ${x.dtype})`);
@@ -160,7 +173,7 @@ export function sumOfSquares(xs: readonly Tensor[]): Tensor {
  */
 export function scaleManyInPlace(xs: readonly Tensor[], scale: Tensor): void {
   if (xs.length === 0) return;
-  const backend = backendFor('scaleManyInPlace', scale, ...xs);
+  const backend = backendForAll('scaleManyInPlace', [scale], xs);
   if (scale.size !== 1) throw new Error(`scaleManyInPlace: scale must hold one value, got ${fmt(scale.shape)}`);
   for (const x of xs) {
     if (x.dtype !== scale.dtype) throw new Error(`scaleManyInPlace: a tensor is ${x.dtype} and the scale ${scale.dtype}`);
@@ -176,7 +189,7 @@ export function scaleManyInPlace(xs: readonly Tensor[], scale: Tensor): void {
 /** xs[i] * scale for every i (scale a 0-d tensor, cast to each x's dtype), as new tensors. */
 export function scaleMany(xs: readonly Tensor[], scale: Tensor): Tensor[] {
   if (xs.length === 0) return [];
-  const backend = backendFor('scaleMany', scale, ...xs);
+  const backend = backendForAll('scaleMany', [scale], xs);
   if (scale.size !== 1) throw new Error(`scaleMany: scale must hold one value, got ${fmt(scale.shape)}`);
   if (backend.scaleMany && xs.every((x) => x.dtype === scale.dtype)) {
     const outs = xs.map((x) => empty(x.shape, x.dtype, x.device));

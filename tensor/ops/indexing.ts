@@ -2,7 +2,7 @@
 import { fmt, normalizeDim } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { isHalf } from '../dtype.js';
-import { backendFor, empty, requireDtype, requireSameDtype } from './common.js';
+import { backendFor, backendForAll, empty, requireDtype, requireSameDtype } from './common.js';
 
 function checkIndex(op: string, x: Tensor, dim: number, index: Tensor): void {
   requireDtype(op, 'index', index, ['int32']);
@@ -64,7 +64,7 @@ export function scatterAdd(x: Tensor, dim: number, index: Tensor, src: Tensor): 
 /** Joins tensors along an existing dim. */
 export function concat(tensors: readonly Tensor[], dim = 0): Tensor {
   if (tensors.length === 0) throw new Error('concat: needs at least one tensor');
-  const backend = backendFor('concat', ...tensors);
+  const backend = backendForAll('concat', tensors);
   const first = tensors[0];
   const d = normalizeDim('concat', dim, first.rank);
   for (const t of tensors) {

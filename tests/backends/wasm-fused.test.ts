@@ -192,3 +192,26 @@ describe('multi-tensor kernels on wasm: every tensor in one pool run', () => {
     for (const z of [base, x, cx, got, want]) z.dispose();
   });
 });
+
+describe('the multi-tensor front ends check every tensor without spreading them into arguments', () => {
+  it('name the op when one tensor of many sits on another device or was disposed', () => {
+    const h = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 };
+    const item = (device: 'cpu' | 'wasm', seed: number) => ({ param: t(device, [3], seed), grad: t(device, [3], seed + 1), m: uhd.zeros([3], { device }), v: uhd.zeros([3], { device }), h });
+    const items = [item('wasm', 1), item('wasm', 3), item('wasm', 5)];
+    const wrong = { ...items[2], v: uhd.zeros([3]) }; // the last tensor of the last item on the CPU
+    expect(() => uhd.adamwSteps([items[0], items[1], wrong])).toThrow('adamw: tensors are on different devices (wasm and cpu); move one with .to()');
+    const xs = items.map((i) => i.grad);
+    const cpuX = t('cpu', [3], 9);
+    const scale = uhd.full([], 0.5, { device: 'wasm' });
+    expect(() => uhd.sumOfSquares([...xs, cpuX])).toThrow('sumOfSquares: tensors are on different devices (wasm and cpu)');
+    expect(() => uhd.scaleMany([...xs, cpuX], scale)).toThrow('scaleMany: tensors are on different devices (wasm and cpu)');
+    expect(() => uhd.scaleManyInPlace(xs, uhd.full([], 0.5))).toThrow('scaleManyInPlace: tensors are on different devices (cpu and wasm)');
+    expect(() => uhd.concat([...xs, cpuX])).toThrow('concat: tensors are on different devices (wasm and cpu)');
+    items[1].m.dispose();
+    expect(() => uhd.adamwSteps(items)).toThrow(/^adamw: .*disposed/);
+    xs[1].dispose();
+    expect(() => uhd.sumOfSquares(xs)).toThrow(/^sumOfSquares: .*disposed/);
+    expect(() => uhd.concat(xs)).toThrow(/^concat: .*disposed/);
+    for (const z of [...items.flatMap((i) => [i.param, i.grad, i.m, i.v]), wrong.v, cpuX, scale]) if (!z.disposed) z.dispose();
+  });
+});
