@@ -4,32 +4,49 @@ import { countedDevices, liveCounts, type Device } from './storage.js';
 export interface Disposable {
   dispose(): void;
   readonly disposed: boolean;
+  /** The `tidy` scope that will dispose it (null: none), as track, keep and tidy set it. */
+  scope: Scope | null;
 }
 
+/**
+ * What one `tidy` made, in order. An array, not a Set: every tensor is pushed here, and a Set's
+ * add (its hashing, its growth) cost more than the rest of a small op's bookkeeping. Who owns a
+ * tensor is its `scope` field: `keep` and a move to the outer scope change that field and leave
+ * the entry, which the scope's end then skips.
+ */
+export type Scope = Disposable[];
 
-const scopes: Set<Disposable>[] = [];
+const scopes: Scope[] = [];
 
 /** Called by every new tensor: the innermost `tidy` scope will own it. */
 export function track(t: Disposable): void {
-  const scope = scopes[scopes.length - 1];
-  if (scope) scope.add(t);
+  const scope = scopes.length > 0 ? scopes[scopes.length - 1] : null;
+  t.scope = scope;
+  if (scope) scope.push(t);
 }
 
-/** Removes `t` from the current scope so that `tidy` will not dispose it. */
+/** Removes `t` from its scope so that `tidy` will not dispose it. */
 export function keep<T extends Disposable>(t: T): T {
-  // a tensor sits in one scope at most (the one it was made in, or the one it was returned to)
-  for (let i = scopes.length - 1; i >= 0; i--) if (scopes[i].delete(t)) break;
+  t.scope = null;
   return t;
 }
 
-function collect(value: unknown, into: Set<Disposable>, depth = 0): void {
+/**
+ * Hands what `value` reaches (a tensor, or arrays/objects of them) and `scope` owns over to
+ * `parent`: such a tensor survives the scope's end.
+ */
+function handOver(value: unknown, scope: Scope, parent: Scope | null, depth = 0): void {
   if (value === null || typeof value !== 'object' || depth > 4) return;
   if ('dispose' in value && 'disposed' in value) {
-    into.add(value as Disposable);
+    const t = value as Disposable;
+    if (t.scope === scope) {
+      t.scope = parent;
+      parent?.push(t);
+    }
     return;
   }
   const items = Array.isArray(value) ? value : Object.values(value);
-  for (const v of items) collect(v, into, depth + 1);
+  for (const v of items) handOver(v, scope, parent, depth + 1);
 }
 
 /**
@@ -38,7 +55,7 @@ function collect(value: unknown, into: Set<Disposable>, depth = 0): void {
  * If `fn` throws, everything it created is disposed before the error propagates.
  */
 export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Disposable>();
+  const scope: Scope = [];
   scopes.push(scope);
   let result: T;
   try {
@@ -46,21 +63,21 @@ export function tidy<T>(fn: () => T): T {
   } catch (e) {
     // what was created before the throw is garbage too: nothing can reach it
     scopes.pop();
-    for (const t of scope) t.dispose();
+    disposeOwned(scope);
     throw e;
   }
   scopes.pop();
   if (result instanceof Promise) {
     throw new Error('tidy: fn must be synchronous (it returned a Promise); await outside tidy');
   }
-  const kept = new Set<Disposable>();
-  collect(result, kept);
-  const parent = scopes[scopes.length - 1];
-  for (const t of scope) {
-    if (kept.has(t)) parent?.add(t);
-    else t.dispose();
-  }
+  handOver(result, scope, scopes.length > 0 ? scopes[scopes.length - 1] : null);
+  disposeOwned(scope);
   return result;
+}
+
+/** Disposes what `scope` still owns (not kept, not handed over). */
+function disposeOwned(scope: Scope): void {
+  for (const t of scope) if (t.scope === scope) t.dispose();
 }
 
 export interface MemoryInfo {

@@ -2,7 +2,7 @@ import { getBackend, requireDeviceDtype } from './backend.js';
 import type { Device } from './device.js';
 import { autogradHooks, ops, type GradFn } from './dispatch.js';
 import type { DType, TypedArray } from './dtype.js';
-import { track, type Disposable } from './memory.js';
+import { track, type Disposable, type Scope } from './memory.js';
 import { contiguousStrides, fmt, isContiguous, numel, type Shape } from './shape.js';
 import type { Storage } from './storage.js';
 import { to } from './ops/elementwise.js';
@@ -35,6 +35,8 @@ export class Tensor implements Disposable {
   grad: Tensor | null = null;
   /** The recorded op that made this tensor (set by autograd), or null. */
   gradFn: GradFn | null = null;
+  /** The `tidy` scope that will dispose it, if any (tensor/memory.ts). */
+  scope: Scope | null = null;
   private _disposed = false;
   private _contiguous: boolean | undefined = undefined;
 

@@ -1,5 +1,91 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import * as uhd from '../../tensor/index.js';
+import { PROP } from '../support.js';
+
+/** A program of scopes: make a tensor, keep one made so far, or run a nested tidy (that may throw). */
+type Act = { kind: 'make' } | { kind: 'keep'; pick: number } | { kind: 'nest'; body: Act[]; ret: number[]; throws: boolean };
+
+const acts: fc.Arbitrary<Act[]> = fc.letrec<{ acts: Act[]; act: Act }>((tie) => ({
+  act: fc.oneof(
+    { weight: 4, arbitrary: fc.constant({ kind: 'make' as const }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('keep' as const), pick: fc.nat(50) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant('nest' as const), body: tie('acts'), ret: fc.array(fc.nat(50), { maxLength: 3 }), throws: fc.boolean() }) },
+  ),
+  acts: fc.array(tie('act'), { maxLength: 6 }),
+})).acts;
+
+/**
+ * The rules tidy and keep follow, stated plainly: a stack of sets, a tensor in at most one; keep
+ * takes it out of the innermost set holding it; a scope's end disposes its set, moving to the
+ * outer set what the result reaches, and disposing everything when the body threw.
+ */
+function model(program: Act[]): boolean[] {
+  const disposed: boolean[] = [];
+  const stack: Set<number>[] = [];
+  const run = (list: Act[]): number[] => {
+    const made: number[] = [];
+    for (const a of list) {
+      if (a.kind === 'make') {
+        const id = disposed.push(false) - 1;
+        stack[stack.length - 1]?.add(id);
+        made.push(id);
+      } else if (a.kind === 'keep') {
+        if (disposed.length === 0) continue;
+        const id = a.pick % disposed.length;
+        for (let i = stack.length - 1; i >= 0; i--) if (stack[i].delete(id)) break;
+      } else {
+        const scope = new Set<number>();
+        stack.push(scope);
+        const inner = run(a.body);
+        stack.pop();
+        const ret = a.throws || inner.length === 0 ? [] : a.ret.map((r) => inner[r % inner.length]);
+        for (const id of scope) {
+          if (ret.includes(id)) stack[stack.length - 1]?.add(id);
+          else disposed[id] = true;
+        }
+        made.push(...inner);
+      }
+    }
+    return made;
+  };
+  run(program);
+  return disposed;
+}
+
+/** The same program on real tensors: which were disposed. */
+function real(program: Act[]): boolean[] {
+  const all: uhd.Tensor[] = [];
+  const run = (list: Act[]): uhd.Tensor[] => {
+    const made: uhd.Tensor[] = [];
+    for (const a of list) {
+      if (a.kind === 'make') {
+        const t = uhd.zeros([1]);
+        all.push(t);
+        made.push(t);
+      } else if (a.kind === 'keep') {
+        if (all.length > 0) uhd.keep(all[a.pick % all.length]);
+      } else {
+        const inner: uhd.Tensor[] = [];
+        try {
+          uhd.tidy(() => {
+            inner.push(...run(a.body));
+            if (a.throws) throw new Error('thrown by the program');
+            return inner.length === 0 ? [] : a.ret.map((r) => inner[r % inner.length]);
+          });
+        } catch (e) {
+          if (!a.throws) throw e;
+        }
+        made.push(...inner);
+      }
+    }
+    return made;
+  };
+  run(program);
+  const disposed = all.map((t) => t.disposed);
+  for (const t of all) t.dispose();
+  return disposed;
+}
 
 describe('memory: dispose, tidy, using', () => {
   it('dispose frees storage once the last view is gone', () => {
@@ -84,6 +170,16 @@ describe('memory: dispose, tidy, using', () => {
     expect(uhd.memory().cpu.tensors).toBe(m0.tensors + 2);
     saved!.dispose();
     thrownKept!.dispose();
+    expect(uhd.memory().cpu).toEqual(m0);
+  });
+
+  it('nested tidy, keep and throws on random programs dispose exactly what the plain rules say', () => {
+    const m0 = uhd.memory().cpu;
+    fc.assert(fc.property(fc.array(acts.map((body) => ({ kind: 'nest' as const, body, ret: [], throws: false })), { minLength: 1, maxLength: 3 }), fc.boolean(), (program, outside) => {
+      // outside: the program's first level runs outside any tidy (nothing tracks its tensors)
+      const p: Act[] = outside ? program.flatMap((n) => n.body) : program;
+      expect(real(p)).toEqual(model(p));
+    }), PROP);
     expect(uhd.memory().cpu).toEqual(m0);
   });
 
