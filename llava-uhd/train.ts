@@ -27,7 +27,7 @@ import {
 } from '../nn/index.js';
 import { findNonFinite, NonFiniteError, readCheckpointInfo, removeStaleTemps, type TrainingState } from '../nn/checkpoint.js';
 import type { ParamState } from '../nn/optim.js';
-import { tensor, tidy, type Device, type Tensor } from '../tensor/index.js';
+import { concat, tensor, tidy, type Device, type Tensor } from '../tensor/index.js';
 import { recordTextProblem } from './data/jsonl.js';
 import type { RgbImage } from './image.js';
 import { buildConversation, pack, type SampleLayout, type Turn } from './layout.js';
@@ -134,6 +134,16 @@ export function checkedSample(model: LlavaUHD, tok: Tokenizer, s: Sample, stage:
   }
   if (!e.layout.labels.some((l) => l >= 0)) throw new BadSampleError('no answer token to train on');
   return e;
+}
+
+/** The values of one-element tensors, in one read-back. */
+async function readScalars(xs: readonly Tensor[]): Promise<number[]> {
+  const joined = tidy(() => concat(xs.map((x) => x.reshape([1]))));
+  try {
+    return Array.from(await joined.data());
+  } finally {
+    joined.dispose();
+  }
 }
 
 /** Mean answer-token loss of a group of samples, packed into sequences; returns one loss per sequence. */
@@ -274,24 +284,28 @@ export class TrainingDivergedError extends Error {
 
 /** Mean validation loss over the first `n` samples of `val` (bad samples are left out). */
 export async function validationLoss(model: LlavaUHD, tok: Tokenizer, val: Dataset, stage: StageSpec, device: Device, n: number): Promise<number> {
-  let sum = 0;
-  let used = 0;
+  // every sample's loss is queued, then all are read at once
+  const losses: Tensor[] = [];
   const count = Math.min(n, val.size);
   const single = { ...stage, pack_length: 0 };
-  for (let i = 0; i < count; i++) {
-    let e: Encoded;
-    try {
-      e = checkedSample(model, tok, val.get(i), single);
-    } catch (err) {
-      if (err instanceof BadSampleError) continue;
-      throw err;
+  try {
+    for (let i = 0; i < count; i++) {
+      let e: Encoded;
+      try {
+        e = checkedSample(model, tok, val.get(i), single);
+      } catch (err) {
+        if (err instanceof BadSampleError) continue;
+        throw err;
+      }
+      losses.push(ag.noGrad(() => tidy(() => sequenceLosses(model, [e], single, device)[0])));
     }
-    const l = ag.noGrad(() => tidy(() => sequenceLosses(model, [e], single, device)[0]));
-    sum += await l.item();
-    l.dispose();
-    used++;
+    if (losses.length === 0) return 0;
+    let sum = 0;
+    for (const v of await readScalars(losses)) sum += v;
+    return sum / losses.length;
+  } finally {
+    for (const l of losses) l.dispose();
   }
-  return sum / Math.max(used, 1);
 }
 
 /** JSON with object keys sorted, so that equal values give equal text. */
@@ -510,27 +524,33 @@ async function runStages(model: LlavaUHD, tok: Tokenizer, recipe: Recipe, opts: 
           const enc = idx.map((i) => sampleFor(i, stage)).filter((e): e is Encoded => e !== null);
           if (enc.length) micro.push(enc);
         }
-        let lossSum = 0;
-        for (const enc of micro) {
-          const losses = tidy(() => {
-            const ls = sequenceLosses(model, enc, stage, opts.device);
-            const total = ls.reduce((acc: Tensor | null, l) => (acc ? ag.add(acc, l) : l), null)!;
-            const mean = ag.div(total, ls.length * micro.length);
-            mean.backward();
-            return mean;
-          });
-          lossSum += (await losses.item()) * micro.length;
-          losses.dispose();
-        }
+        // every micro-batch's loss and then the gradient norm are queued before anything is read:
+        // one read-back per step (each one drains the GPU's queue while the host waits)
+        const queued: Tensor[] = [];
         let skipped: string | undefined;
         let gradNorm = NaN;
         if (micro.length === 0) {
           skipped = 'every sample of this step is bad';
         } else {
-          lastLoss = lossSum / micro.length;
-          const norm = tidy(() => clipGradNorm(params, stage.clip_norm ?? LLAVA_UHD_ADAMW.maxGradNorm));
-          gradNorm = await norm.item();
-          norm.dispose();
+          try {
+            for (const enc of micro) {
+              queued.push(tidy(() => {
+                const ls = sequenceLosses(model, enc, stage, opts.device);
+                const total = ls.reduce((acc: Tensor | null, l) => (acc ? ag.add(acc, l) : l), null)!;
+                const mean = ag.div(total, ls.length * micro.length);
+                mean.backward();
+                return mean;
+              }));
+            }
+            queued.push(tidy(() => clipGradNorm(params, stage.clip_norm ?? LLAVA_UHD_ADAMW.maxGradNorm)));
+            const read = await readScalars(queued);
+            let lossSum = 0;
+            for (let m = 0; m < micro.length; m++) lossSum += read[m] * micro.length;
+            lastLoss = lossSum / micro.length;
+            gradNorm = read[micro.length];
+          } finally {
+            for (const t of queued) t.dispose();
+          }
           if (Number.isFinite(lastLoss) && Number.isFinite(gradNorm)) {
             consecutive = 0;
             tidy(() => {
