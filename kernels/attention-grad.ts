@@ -721,16 +721,14 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParam
   }
   const io = [bufferOf(q), bufferOf(k), bufferOf(v), bufferOf(gOut)];
   const outs = [bufferOf(gq), bufferOf(gk), bufferOf(gv)];
-  const dispatch = (stage: GradStage, buffers: GPUBuffer[]) =>
-    c.dispatch({ label: stage.label, key: stage.key, code: stage.code, uniforms: stage.words, buffers, workgroups: stage.workgroups });
 
   if (p.window) {
     let mask: Tensor | null = null;
     if (segQ && segK) {
       mask = Tensor.empty([(B * Sq) / 4], 'int32', 'webgpu');
-      dispatch(plan.stages[0], [bufferOf(segQ), bufferOf(segK), bufferOf(mask)]);
+      dispatchStage(plan.stages[0], [bufferOf(segQ), bufferOf(segK), bufferOf(mask)]);
     }
-    dispatch(plan.stages[plan.stages.length - 1], [...io, ...outs, ...(mask ? [bufferOf(mask)] : [])]);
+    dispatchStage(plan.stages[plan.stages.length - 1], [...io, ...outs, ...(mask ? [bufferOf(mask)] : [])]);
     mask?.dispose();
     return;
   }
@@ -741,10 +739,10 @@ export function attentionGrad(q: Tensor, k: Tensor, v: Tensor, p: AttentionParam
   const statsBuf = bufferOf(stats);
   try {
     const [statsPass, dqPass, dkvPass] = plan.stages;
-    dispatch(statsPass, [...io, statsBuf, ...segBuffers]);
-    dispatch(dqPass, [...io, statsBuf, outs[0], ...segBuffers]);
+    dispatchStage(statsPass, [...io, statsBuf, ...segBuffers]);
+    dispatchStage(dqPass, [...io, statsBuf, outs[0], ...segBuffers]);
     // The query ids come with the stats, so 8 storage bindings suffice.
-    dispatch(dkvPass, [...io, statsBuf, outs[1], outs[2], ...segBuffers.slice(1)]);
+    dispatchStage(dkvPass, [...io, statsBuf, outs[1], outs[2], ...segBuffers.slice(1)]);
   } finally {
     stats.dispose();
   }
@@ -816,4 +814,12 @@ function gradPlan(q: Tensor, k: Tensor, v: Tensor, p: AttentionParams, gOut: Ten
     }
   }
   return { stages, offsetWords: fields.map((f) => first!.wordOf(f)) };
+}
+
+/**
+ * Queues one stage of a plan on `buffers`. A module function, not a closure made per call: tsx
+ * (the tests and benchmarks) names every such closure with Object.defineProperty, about a microsecond each.
+ */
+function dispatchStage(stage: GradStage, buffers: GPUBuffer[]): void {
+  ctx().dispatch({ label: stage.label, key: stage.key, code: stage.code, uniforms: stage.words, buffers, workgroups: stage.workgroups });
 }

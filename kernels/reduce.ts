@@ -399,6 +399,11 @@ function dispatchStage(
   ctx().dispatch({ label: k.label, key: k.key, code: k.code, uniforms: w, buffers, workgroups: tileGrid(sizes.rows, tiling) });
 }
 
+/** A tiling whose rows are each one workgroup's lanes (where a subgroup reduction can finish them). */
+function laneTreeOnly(t: RowTiling): boolean {
+  return t.cols === 1 && t.lanes > 1;
+}
+
 /** Pushes a tiling's three numbers. */
 function pushTiling(sig: Signature, t: RowTiling): void {
   sig.push(t.cols, t.lanes, t.laneFast ? 1 : 0);
@@ -435,13 +440,12 @@ export function reduce(op: ReduceOp, x: Tensor, reducedRank: number, out: Tensor
   const sig = reducePlans.start(c);
   sig.push(REDUCE_OPS.indexOf(op), dtypeCode(x.dtype), outer.shape.length, inner.shape.length, vec4 ? 1 : 0, subgroupsOn ? 1 : 0);
   const spec = { op: base, dtype: T, outerRank: outer.shape.length, innerRank: inner.shape.length, inIdx: false, vec4 } as const;
-  const subgroups = (t: RowTiling) => subgroupsOn && t.cols === 1 && t.lanes > 1;
   const xBuf = bufferOf(x);
   if (splits <= 1) {
     pushTiling(sig, tiling);
     const sizes = { rows, orows: rows, chunk: len, len, count: len };
     const plan = reducePlans.find() ?? reducePlans.add({
-      stages: [reduceKernel({ ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax', subgroups: subgroups(tiling) }, sizes, outer, inner)],
+      stages: [reduceKernel({ ...spec, tiling, divide: op === 'mean', outVal: op !== 'argmax', outIdx: op === 'argmax', subgroups: subgroupsOn && laneTreeOnly(tiling) }, sizes, outer, inner)],
     });
     dispatchStage(plan.stages[0], sizes, outer, inner, x.offset, out.offset, [xBuf, bufferOf(out)], tiling);
     return;

@@ -158,6 +158,26 @@ const ALL_CASES: Case[] = [
       };
     },
   },
+  ...([
+    ['uhd.sum [64,32] over dim 1', [64, 32], [1]],
+    // a bias gradient: leading dims of a [B*T, d] activation (sumTo), split into two stages
+    ['uhd.sum [4096,64] over dim 0', [4096, 64], [0]],
+  ] as const).map(([name, shape, dims]) => ({
+    name,
+    batch: 200,
+    setup: (device: Device) => {
+      const a = f32(device, [...shape]);
+      const out: Tensor[] = [];
+      return {
+        run: () => void out.push(uhd.sum(a, [...dims])),
+        after: () => {
+          for (const t of out) t.dispose();
+          out.length = 0;
+          a.dispose();
+        },
+      };
+    },
+  })),
   {
     name: 'ag.matmul [64,32] @ [32,32] (records)',
     batch: 200,
